@@ -1,0 +1,1 @@
+"""The epdo command line (Typer)."""

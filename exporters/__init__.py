@@ -1,0 +1,1 @@
+"""Exporters: TorchScript / ONNX artifacts verified against the PyTorch model."""

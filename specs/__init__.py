@@ -1,0 +1,1 @@
+"""Shipped model specs (YAML), one file per model."""

@@ -1,0 +1,1 @@
+"""epdo.zoo: groups, stencils, equivariant bases, layers, specs, the builder."""
