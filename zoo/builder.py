@@ -1,0 +1,137 @@
+"""The builder: the one place where a validated spec (metadata) meets tensors.
+
+``build_model(spec)`` walks the :class:`~epdo.zoo.plan.ModelPlan` of a spec and turns every
+layer plan into modules. Every spec layer becomes one block (an ``nn.Sequential`` of its
+conv, norm, activation, pooling and dropout), so tables and reports can follow the spec.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers.conv import Conv1x1, PDOConv
+from .layers.head import ClassifierHead, Residual
+from .layers.neural_epdo import NeuralEPDO
+from .layers.norms import FieldBatchNorm
+from .layers.pooling import GroupPool, Restrict, SpatialPool
+from .plan import LayerPlan, ModelPlan, plan_model
+from .reps import FeatureType
+from .spec import Spec, load_spec
+
+CONV_OPS = ("pdo_conv", "neural_epdo", "conv1x1", "conv")
+
+
+class ZooModel(nn.Module):
+    """A network built from a spec: ``(B, C, H, W)`` images -> ``(B, classes)`` logits.
+
+    Attributes:
+        spec: the resolved spec (a :class:`Spec`), so the model can be rebuilt or saved.
+        plan: the layer-by-layer type plan.
+        blocks: one module per (expanded) spec layer; ``paths[i]`` is its spec path.
+    """
+
+    def __init__(self, spec: Spec, plan: ModelPlan, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.plan = plan
+        self.blocks = nn.ModuleList(blocks)
+        self.paths = [p.path for p in plan.layers]
+        inp = plan.input
+        self.input_shape = (inp.feature.channels, inp.height, inp.width)
+
+    @property
+    def group(self):
+        return self.plan.input.group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def features(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        """The output of block ``upto`` (inclusive)."""
+        for block in self.blocks[: upto + 1]:
+            x = block(x)
+        return x
+
+
+def _conv(plan: LayerPlan, discretization: str) -> nn.Module:
+    L, inp = plan.layer, plan.inp
+    out = FeatureType(plan.out.feature.field, plan.out.feature.count)
+    if plan.op == "pdo_conv":
+        return PDOConv(inp.feature, out, L.order, discretization, L.stride, L.bias)
+    if plan.op == "conv1x1":
+        return Conv1x1(inp.feature, out, L.stride, L.bias)
+    if plan.op == "neural_epdo":
+        return NeuralEPDO(inp.feature, out, L.order, L.g, L.s, L.reduction, discretization, L.bias)
+    return nn.Conv2d(
+        inp.feature.channels, L.channels, L.kernel, L.stride, L.kernel // 2, bias=L.bias
+    )
+
+
+def _conv_block(plan: LayerPlan, discretization: str) -> nn.Sequential:
+    L = plan.layer
+    out = plan.out.feature
+    mods: list[nn.Module] = [_conv(plan, discretization)]
+    if L.bn:
+        mods.append(FieldBatchNorm(out))
+    if L.relu:
+        mods.append(nn.ReLU(inplace=True))
+    if L.pool:
+        mods.append(SpatialPool(out, L.pool, L.pool_kind))
+    if L.dropout > 0:
+        mods.append(nn.Dropout2d(L.dropout))
+    return nn.Sequential(*mods)
+
+
+def _block(plan: LayerPlan, discretization: str) -> nn.Module:
+    op, L = plan.op, plan.layer
+    if op in CONV_OPS:
+        return _conv_block(plan, discretization)
+    if op == "pool":
+        return SpatialPool(plan.inp.feature, L.size, L.kind)
+    if op == "dropout":
+        return nn.Dropout(L.p)
+    if op == "group_pool":
+        return GroupPool(plan.inp.feature, L.kind)
+    if op == "restrict":
+        return Restrict(plan.inp.feature)
+    if op == "head":
+        return ClassifierHead(
+            plan.inp.feature,
+            L.classes,
+            tuple(L.hidden),
+            L.group_pool,
+            L.spatial_pool,
+            L.dropout,
+        )
+    if op == "residual":
+        body = nn.Sequential(*[_block(p, discretization) for p in plan.body])
+        shortcut = None
+        if plan.shortcut == "conv1x1":
+            out = plan.out.feature
+            shortcut = nn.Sequential(
+                Conv1x1(plan.inp.feature, out, plan.shortcut_stride), FieldBatchNorm(out)
+            )
+        return Residual(body, shortcut, L.relu)
+    raise ValueError(f"{plan.path}: the builder does not know op {op!r}")
+
+
+def build_from_plan(plan: ModelPlan) -> ZooModel:
+    """Modules for every layer plan of ``plan``."""
+    disc = plan.spec.discretization
+    return ZooModel(plan.spec, plan, [_block(p, disc) for p in plan.layers])
+
+
+def build_model(spec: Spec | dict[str, Any] | str | os.PathLike[str]) -> ZooModel:
+    """A model from a spec, a spec dict, a YAML path or a shipped spec name.
+
+    The model is in train mode with freshly initialized weights (torch's global RNG).
+    """
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    return build_from_plan(plan_model(spec))
