@@ -51,8 +51,9 @@ def test_quotient_fields_have_dim_20() -> None:
     feature = plan.layers[-1].inp.feature
     assert feature is not None
     assert (feature.field.dim, feature.count) == (20, 64)
-    assert [lp.layer.reduction for lp in plan.layers[1:6]] == [1, 2, 2, 2, 2]
-    assert [lp.num_mid for lp in plan.layers[1:6]] == [15, 10, 15, 15, 20]
+    assert [lp.layer.reduction for lp in plan.layers[1:6]] == [2, 2, 2, 2, 2]
+    assert [lp.num_mid for lp in plan.layers[1:6]] == [7, 10, 15, 15, 20]
+    assert [lp.num_mid for lp in plan.layers[1:6]] == [7, 10, 15, 15, 20]
 
 
 def test_pdoeconv_uses_the_same_trunk() -> None:
@@ -135,6 +136,8 @@ def test_residual_shortcut_on_odd_sizes() -> None:
     )
     assert (plan.layers[0].shortcut, plan.layers[0].shortcut_stride) == ("conv1x1", 2)
     assert plan.output.height == 4
+    plan = plan_of([{"op": "residual", "body": [{"op": "pool", "size": 3}]}], size=[9, 12])
+    assert (plan.layers[0].shortcut_stride, plan.output.height, plan.output.width) == (3, 3, 4)
 
 
 def test_residual_errors() -> None:
@@ -144,7 +147,7 @@ def test_residual_errors() -> None:
         )
     assert info.value.path == "layers[0].shortcut"
     with pytest.raises(SpecError) as info:
-        plan_of([{"op": "residual", "body": [{"op": "pool", "size": 3}]}], size=7)
+        plan_of([{"op": "residual", "body": [{"op": "pool", "size": 3}]}], size=[16, 12])
     assert info.value.path == "layers[0].shortcut"
     with pytest.raises(SpecError) as info:
         plan_of([{"op": "residual", "body": [{"op": "restrict"}]}], group="D4")

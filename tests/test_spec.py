@@ -225,12 +225,12 @@ layers:
 CASES = {
     "g": (NEURAL.format(key="g", value=4), "layers[1].g", "allowed: 1, 2, 3, 6", 7),
     "reduction": (
-        NEURAL.format(key="reduction", value=4),
+        NEURAL.format(key="g", value="2\n    reduction: 7"),
         "layers[1].reduction",
-        "allowed: 1, 2, 3, 6",
-        7,
+        "allowed: 1..6",
+        8,
     ),
-    "s": (NEURAL.format(key="s", value=4), "layers[1].s", "allowed: 1, 2", 7),
+    "s": (NEURAL.format(key="g", value="2\n    s: 4"), "layers[1].s", "allowed: 1, 2", 8),
     "quotient": (
         NEURAL.format(key="type", value="[regular, quotient3]"),
         "layers[1].type",
@@ -249,7 +249,8 @@ CASES = {
         5,
     ),
     "residual body": (
-        BASE + "  - op: residual\n    body:\n      - {op: pool}\n      - {op: conv1x1, fields: 0}\n",
+        BASE
+        + "  - op: residual\n    body:\n      - {op: pool}\n      - {op: conv1x1, fields: 0}\n",
         "layers[1].body[1].fields",
         "greater than or equal to 1",
         8,
@@ -318,6 +319,12 @@ def test_malformed_yaml_has_its_line(tmp_path: Path) -> None:
     assert str(err).startswith(f"{err.file}:3: malformed YAML")
 
 
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    err = spec_error(write(tmp_path, BASE + "  - op: pool\n    size: 2\n    size: 4\n"))
+    assert (err.path, err.line) == ("layers[1].size", 7)
+    assert "duplicate key 'size'" in str(err)
+
+
 def test_extends_cycle(tmp_path: Path) -> None:
     write(tmp_path, "extends: b.yaml\n", "a.yaml")
     write(tmp_path, "extends: a.yaml\n", "b.yaml")
@@ -340,9 +347,17 @@ def test_error_in_parent_points_at_the_parent_file(tmp_path: Path) -> None:
 
 
 def test_error_from_defaults_points_at_the_default(tmp_path: Path) -> None:
-    text = NEURAL.format(key="fields", value=8).replace("layers:", "defaults: {g: 4}\nlayers:")
-    err = spec_error(write(tmp_path, text.replace("    fields: 8\n    fields: 8\n", "")))
-    assert err.path == "layers[1].g" and err.line == 3
+    text = """\
+    group: C4
+    input: {channels: 1, size: 16}
+    defaults:
+      g: 4
+    layers:
+      - {op: pdo_conv, fields: 6}
+      - {op: neural_epdo, fields: 8}
+    """
+    err = spec_error(write(tmp_path, text))
+    assert (err.path, err.line) == ("layers[1].g", 4)
 
 
 def test_dict_errors_have_no_file() -> None:

@@ -167,11 +167,10 @@ def _plan_conv(layer: ConvLayer, path: str, inp: Stage) -> LayerPlan:
 
 
 def neural_epdo_mid(num_in: int, dim: int, group_order: int, reduction: int) -> int | None:
-    """Generator width ``num_in * dim / (reduction * |G|)`` regular fields, or None."""
-    channels = num_in * dim
-    if channels % (reduction * group_order):
-        return None
-    return channels // (reduction * group_order)
+    """Generator width ``floor(num_in * dim / (reduction * |G|))`` regular fields (the
+    paper's rule), or None when that is below 1."""
+    mid = (num_in * dim) // (reduction * group_order)
+    return mid if mid >= 1 else None
 
 
 def _plan_neural_epdo(layer: NeuralEpdoLayer, path: str, inp: Stage) -> LayerPlan:
@@ -187,17 +186,12 @@ def _plan_neural_epdo(layer: NeuralEpdoLayer, path: str, inp: Stage) -> LayerPla
     num_mid = neural_epdo_mid(num_in, dim, order, layer.reduction)
     if num_mid is None:
         channels = num_in * dim
-        working = [r for r in _divisors(channels) if channels % (r * order) == 0]
-        hint = (
-            f"allowed: {_listing(working)}"
-            if working
-            else f"no reduction works: {channels} channels is not a multiple of "
-            f"|{inp.group.name}| = {order}"
-        )
+        largest = channels // order
         raise SpecError(
-            f"reduction={layer.reduction} does not give a whole number of generator fields: "
-            f"{num_in} fields x dim {dim} / ({layer.reduction} x |{inp.group.name}|={order}); "
-            + hint,
+            f"reduction={layer.reduction} leaves no generator field: floor({num_in} fields x "
+            f"dim {dim} / ({layer.reduction} x |{inp.group.name}|={order})) = 0; "
+            + (f"allowed: 1..{largest}" if largest >= 1 else
+               f"no reduction works: {channels} channels < |{inp.group.name}| = {order}"),
             path=f"{path}.reduction",
         )
     if num_mid % layer.s or layer.g % layer.s:
@@ -250,12 +244,14 @@ def _plan_head(layer: HeadLayer, path: str, inp: Stage) -> LayerPlan:
 
 
 def _shortcut_stride(inp: Stage, out: Stage) -> int | None:
-    """The stride of a 1×1 conv that maps ``inp``'s size onto ``out``'s, if any."""
-    for stride in {max(1, inp.height // out.height), -(-inp.height // out.height)}:
-        same_h = _strided(inp.height, stride) == out.height
-        if same_h and _strided(inp.width, stride) == out.width:
-            return stride
-    return None
+    """The stride of a 1×1 conv that maps ``inp``'s size onto ``out``'s, if any.
+
+    The smallest stride with ``(H - 1) // stride + 1 == h``: ``H / h`` when it divides
+    exactly, and e.g. 2 for a strided body that takes 7 to 4.
+    """
+    stride = (inp.height - 1) // out.height + 1
+    same_h = _strided(inp.height, stride) == out.height
+    return stride if same_h and _strided(inp.width, stride) == out.width else None
 
 
 def _plan_residual(layer: ResidualLayer, path: str, inp: Stage) -> LayerPlan:

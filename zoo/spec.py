@@ -447,16 +447,31 @@ class _Node:
     children: dict[str, _Node] | list[_Node] | None = None
 
 
-def _yaml_tree(node: yaml.Node, file: str, seen: dict[int, _Node]) -> _Node:
-    """The location tree of a composed YAML node (aliases share one subtree)."""
+def _yaml_tree(node: yaml.Node, file: str, seen: dict[int, _Node], path: str = "") -> _Node:
+    """The location tree of a composed YAML node (aliases share one subtree).
+
+    A key given twice in one mapping is an error (YAML would silently keep the last).
+    """
     if id(node) in seen:
         return seen[id(node)]
     out = _Node(file, node.start_mark.line + 1)
     seen[id(node)] = out
     if isinstance(node, yaml.MappingNode):
-        out.children = {str(k.value): _yaml_tree(v, file, seen) for k, v in node.value}
+        children: dict[str, _Node] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            sub = f"{path}.{key}" if path else key
+            if key in children:
+                raise SpecError(
+                    f"duplicate key {key!r} (first given on line {children[key].line})",
+                    path=sub,
+                    file=file,
+                    line=key_node.start_mark.line + 1,
+                )
+            children[key] = _yaml_tree(value_node, file, seen, sub)
+        out.children = children
     elif isinstance(node, yaml.SequenceNode):
-        out.children = [_yaml_tree(v, file, seen) for v in node.value]
+        out.children = [_yaml_tree(v, file, seen, f"{path}[{i}]") for i, v in enumerate(node.value)]
     return out
 
 
@@ -496,7 +511,9 @@ def _segments(path: str) -> list[str | int]:
     return [int(i) if i else key for i, key in _SEGMENT.findall(path)]
 
 
-def _locate(tree: _Node | None, path: str | None, fallback: str | None) -> tuple[str | None, int | None]:
+def _locate(
+    tree: _Node | None, path: str | None, fallback: str | None
+) -> tuple[str | None, int | None]:
     """File and line of ``path``'s node, or of its deepest existing ancestor key."""
     if tree is None or not path:
         return fallback, None
@@ -630,7 +647,9 @@ def _resolve_extends(raw: _Raw, base_dir: Path, chain: tuple[Path, ...]) -> _Raw
 _DEFAULTABLE = tuple(Defaults.model_fields)
 
 
-def _layer_dicts(data: dict[str, Any], tree: _Node) -> Iterator[tuple[dict[str, Any], _Node | None]]:
+def _layer_dicts(
+    data: dict[str, Any], tree: _Node
+) -> Iterator[tuple[dict[str, Any], _Node | None]]:
     """Every layer mapping (residual bodies included) with its location node."""
 
     def items(layers: Any, node: _Node | None) -> Iterator[tuple[dict[str, Any], _Node | None]]:

@@ -1,0 +1,182 @@
+"""Equivariance report of a model: how its logits change when the input is rotated.
+
+For an invariant classifier f and a group element g, the relative error is
+``||f(g.x) - f(x)|| / ||f(x)||`` over a batch. It is ~0 (float round-off) for the elements
+that map the pixel grid onto itself, and small but non-zero for rotations that need
+interpolation. The same figures for a plain CNN of the same input size put them in scale.
+
+To be meaningful the model must not be constant: BatchNorm statistics are calibrated on the
+inputs first (a freshly initialized network in eval mode often outputs nearly the same
+logits for every input), and the report states how much the logits vary across inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .groups import Group
+from .transforms import disk_mask, rotate_image
+
+DEFAULT_ANGLES = (22.5, 45.0)
+
+
+@dataclass
+class CheckRow:
+    """One transformation of the input and the relative change of the logits."""
+
+    transform: str
+    degrees: float
+    flip: bool
+    grid_exact: bool
+    in_group: bool
+    model_error: float
+    cnn_error: float | None
+
+
+@dataclass
+class EquivarianceReport:
+    group: str
+    dtype: str
+    batch: int
+    output_variation: float  # std of logits across inputs / mean |logit|
+    rows: list[CheckRow] = field(default_factory=list)
+
+    @property
+    def max_exact_error(self) -> float:
+        errs = [r.model_error for r in self.rows if r.grid_exact and r.in_group]
+        return max(errs) if errs else 0.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["max_exact_error"] = self.max_exact_error
+        return out
+
+
+def smooth_images(
+    n: int, channels: int, height: int, width: int, seed: int = 0, dtype=torch.float64
+) -> torch.Tensor:
+    """Random smooth images inside the inscribed disk: Gaussian-blurred noise, (n, C, H, W)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, channels, height, width, generator=gen, dtype=dtype)
+    t = torch.arange(-3, 4, dtype=dtype)
+    k1 = torch.exp(-(t**2) / 2.0)
+    k2 = (k1[:, None] * k1[None, :]) / (k1.sum() ** 2)
+    weight = k2.expand(channels, 1, 7, 7).contiguous()
+    x = F.conv2d(x, weight, padding=3, groups=channels)
+    x = x / x.std()
+    return x * disk_mask(height, width, dtype)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: int = 16) -> None:
+    """Recompute every BatchNorm's running statistics as exact averages over ``inputs``."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    model.train()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    for start in range(0, inputs.shape[0], batch_size):
+        model(inputs[start : start + batch_size])
+    for m, (momentum, _) in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def _flip_rows(x: torch.Tensor) -> torch.Tensor:
+    return torch.flip(x, dims=(-2,))
+
+
+def plain_cnn_spec(channels: int, size: tuple[int, int], classes: int) -> dict:
+    """A small plain CNN (group C1) for the same input, used as the reference column."""
+    return {
+        "name": "reference_cnn",
+        "group": "C1",
+        "input": {"channels": channels, "size": list(size)},
+        "layers": [
+            {"op": "conv", "channels": 32, "kernel": 5},
+            {"op": "conv", "channels": 64, "kernel": 5, "pool": 2},
+            {"op": "conv", "channels": 64, "kernel": 5, "pool": 2},
+            {"op": "head", "classes": classes, "hidden": [64]},
+        ],
+    }
+
+
+@torch.no_grad()
+def equivariance_report(
+    model: nn.Module,
+    group: Group,
+    inputs: torch.Tensor,
+    angles: tuple[float, ...] = DEFAULT_ANGLES,
+    reference: nn.Module | None = None,
+) -> EquivarianceReport:
+    """Relative change of ``model``'s logits under rotations (and reflections for D_N).
+
+    Rows: every multiple of 90 degrees (and each composed with the reflection y -> -y when
+    the group has reflections), then ``angles`` (resampled bilinearly). ``inputs`` should be
+    masked to the inscribed disk so that interpolated rotations lose nothing at the corners.
+    Both models are expected in eval mode with calibrated statistics.
+    """
+    y = model(inputs)
+    spread = float(y.std(dim=0).mean() / y.abs().mean().clamp_min(1e-300))
+    y_ref = reference(inputs) if reference is not None else None
+    report = EquivarianceReport(group.name, str(inputs.dtype).replace("torch.", ""),
+                                inputs.shape[0], spread)
+    flips = (False, True) if group.reflections else (False,)
+    cases = [(90.0 * q, f) for f in flips for q in range(4) if q or f]
+    cases += [(a, False) for a in angles]
+    for degrees, flip in cases:
+        x = _flip_rows(inputs) if flip else inputs
+        x = rotate_image(x, degrees)
+        quarter = abs(degrees / 90.0 - round(degrees / 90.0)) < 1e-12
+        steps = degrees * group.N / 360.0
+        in_group = abs(steps - round(steps)) < 1e-9 and (not flip or group.reflections)
+        name = f"rot {degrees:g}°" + (" ∘ flip" if flip else "")
+        cnn_err = _rel(reference(x), y_ref) if reference is not None else None
+        report.rows.append(
+            CheckRow(name, degrees, flip, quarter, in_group, _rel(model(x), y), cnn_err)
+        )
+    return report
+
+
+def check_spec(
+    spec,
+    batch: int = 8,
+    seed: int = 0,
+    angles: tuple[float, ...] = DEFAULT_ANGLES,
+    float64: bool = True,
+    calibration: int = 32,
+) -> EquivarianceReport:
+    """Build ``spec`` with random weights (seeded), calibrate its BatchNorm statistics on
+    ``calibration`` smooth random images, and report its equivariance on ``batch`` others,
+    beside a plain CNN treated the same way."""
+    from .builder import build_model
+    from .spec import SpecError
+
+    dtype = torch.float64 if float64 else torch.float32
+    torch.manual_seed(seed)
+    model = build_model(spec).to(dtype)
+    last = model.plan.layers[-1]
+    if last.op != "head":
+        raise SpecError(
+            f"epdo check needs a classifier: the last layer of {model.spec.name} is "
+            f"{last.op!r}, not a head",
+            file=model.spec.source_file,
+            path=last.path,
+        )
+    c, h, w = model.input_shape
+    calib = smooth_images(calibration, c, h, w, seed=seed + 1, dtype=dtype)
+    inputs = smooth_images(batch, c, h, w, seed=seed + 2, dtype=dtype)
+    calibrate_batchnorm(model, calib)
+    torch.manual_seed(seed)
+    reference = build_model(plain_cnn_spec(c, (h, w), last.layer.classes)).to(dtype)
+    calibrate_batchnorm(reference, calib)
+    return equivariance_report(model, model.plan.input.group, inputs, angles, reference)
