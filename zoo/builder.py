@@ -113,12 +113,25 @@ def _block(plan: LayerPlan, discretization: str) -> nn.Module:
         body = nn.Sequential(*[_block(p, discretization) for p in plan.body])
         shortcut = None
         if plan.shortcut == "conv1x1":
-            out = plan.out.feature
-            shortcut = nn.Sequential(
-                Conv1x1(plan.inp.feature, out, plan.shortcut_stride), FieldBatchNorm(out)
-            )
+            shortcut = _shortcut(plan)
         return Residual(body, shortcut, L.relu)
     raise ValueError(f"{plan.path}: the builder does not know op {op!r}")
+
+
+def _shortcut(plan: LayerPlan) -> nn.Module:
+    """1x1 equivariant projection + BatchNorm for a residual block that changes type or size.
+
+    When the body shrinks the map by an exact factor k, the shortcut average-pools k x k
+    (exactly equivariant on even sizes, where a stride-k 1x1 conv is not); else it strides.
+    """
+    inp, out = plan.inp, plan.out
+    k = plan.shortcut_stride
+    pooled = k > 1 and inp.height == k * out.height and inp.width == k * out.width
+    mods: list[nn.Module] = []
+    if pooled:
+        mods.append(SpatialPool(inp.feature, k, "avg"))
+    mods += [Conv1x1(inp.feature, out.feature, 1 if pooled else k), FieldBatchNorm(out.feature)]
+    return nn.Sequential(*mods)
 
 
 def build_from_plan(plan: ModelPlan) -> ZooModel:
