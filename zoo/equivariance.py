@@ -184,4 +184,5 @@ def check_spec(
     torch.manual_seed(seed)
     reference = build_model(plain_cnn_spec(c, (h, w), last.layer.classes)).to(dtype)
     calibrate_batchnorm(reference, calib)
-    return equivariance_report(model, model.plan.input.group, inputs, angles, reference)
+    # the logits are invariant under the group of the head's input (after any restriction)
+    return equivariance_report(model, last.inp.group, inputs, angles, reference)
