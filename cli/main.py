@@ -60,6 +60,12 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def _headline(text: str, limit: int = 60) -> str:
+    """The first clause of a description (up to ':'), at most ``limit`` characters."""
+    head = text.split(":")[0].split(". ")[0].strip()
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
 def _human(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
@@ -90,11 +96,16 @@ def list_command(
         _print_json(rows)
         return
     table = Table(title="epdo model zoo")
-    for col in ("name", "group", "discretization", "params", "description"):
-        table.add_column(col, justify="right" if col == "params" else "left")
+    width = max(len(r["name"]) for r in rows) if rows else 4
+    table.add_column("name", no_wrap=True, min_width=width)
+    table.add_column("group", no_wrap=True, min_width=5)
+    table.add_column("stencils", no_wrap=True, min_width=8)
+    table.add_column("params", justify="right", no_wrap=True, min_width=9)
+    table.add_column("description")
     for r in rows:
-        table.add_row(r["name"], r["group"], r["discretization"], f"{r['params']:,}",
-                      r["description"])
+        stencils = "-" if r["group"] == "C1" else r["discretization"]
+        table.add_row(r["name"], r["group"], stencils, f"{r['params']:,}",
+                      _headline(r["description"]))
     console.print(table)
 
 
@@ -119,8 +130,9 @@ def info_command(
     )
     for col in ("layer", "op", "fields in", "fields out", "channels", "output", "params",
                 "FLOPs"):
-        table.add_column(col, justify="right" if col in ("params", "FLOPs", "channels") else
-                         "left")
+        right = col in ("params", "FLOPs", "channels")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "fields in"
+                         and col != "fields out")
     for r in summary.rows:
         table.add_row(r.path, r.op, r.type_in, r.type_out, f"{r.channels_in}→{r.channels_out}",
                       r.size_out, f"{r.params:,}", _human(r.flops))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 import pytest
+
 from epdo.zoo import cache
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from epdo.zoo.groups import parse_group
 from epdo.zoo.layers.conv import Conv1x1, PDOConv
 from epdo.zoo.layers.head import ClassifierHead

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from epdo.zoo.plan import ModelPlan, Stage, plan_model
 from epdo.zoo.spec import SpecError, load_spec
 

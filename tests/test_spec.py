@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from epdo.zoo.registry import list_specs, resolve_spec_source, specs_dir
 from epdo.zoo.spec import (
     BODY_OPS,

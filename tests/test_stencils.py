@@ -10,8 +10,9 @@ from math import factorial
 
 import numpy as np
 import pytest
-from epdo.zoo import stencils as st
 from numpy.polynomial import hermite
+
+from epdo.zoo import stencils as st
 
 SIZE = 5
 ORDER = 4

@@ -127,5 +127,7 @@ def parse_group(name: str) -> Group:
     """``"C16"`` -> C_16, ``"D8"`` -> D_8. Raises ValueError otherwise."""
     match = _GROUP_NAME.match(str(name).strip())
     if not match:
-        raise ValueError(f"unknown group {name!r}: expected C<N> or D<N> with N >= 1, e.g. C16 or D16")
+        raise ValueError(
+            f"unknown group {name!r}: expected C<N> or D<N> with N >= 1, e.g. C16 or D16"
+        )
     return Group(int(match.group(2)), reflections=match.group(1) == "D")
