@@ -93,3 +93,18 @@ def test_missing_spec_and_malformed_yaml(tmp_path) -> None:
 def test_bad_angles_option() -> None:
     result = runner.invoke(app, ["check", "quickstart", "--angles", "abc"])
     assert result.exit_code == 2 and "--angles" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["g", "s", "reduction", "quotient", "order", "wrong type",
+                                  "unknown key", "restrict", "unknown op"])
+def test_every_invalid_spec_exits_2_with_one_line(tmp_path, case) -> None:
+    from test_spec import CASES
+
+    text, path, words, line = CASES[case]
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(text)
+    result = runner.invoke(app, ["info", str(spec)])
+    assert result.exit_code == 2
+    out = result.stderr.strip().splitlines()
+    assert len(out) == 1 and "Traceback" not in result.stderr
+    assert f"broken.yaml:{line}: {path}: " in out[0] and words in out[0]

@@ -22,11 +22,6 @@ import numpy as np
 from numpy.polynomial import polynomial as npoly
 
 
-def n_operators(order: int) -> int:
-    """Number of monomial operators dx^(k-i) dy^i with k <= order: (order+1)(order+2)/2."""
-    return (order + 1) * (order + 2) // 2
-
-
 def _power(coeffs: np.ndarray, e: int) -> np.ndarray:
     """Coefficients (in dy, with dx implied homogeneous) of a linear form raised to e."""
     out = np.array([1.0])
@@ -53,7 +48,7 @@ def derivative_matrix(A: np.ndarray, k: int) -> np.ndarray:
 
 def derivative_rep(A: np.ndarray, order: int) -> np.ndarray:
     """Block diagonal ``diag(P_0(A), ..., P_order(A))``: (n_ops, n_ops) float64."""
-    n = n_operators(order)
+    n = (order + 1) * (order + 2) // 2  # number of operators dx^(k-i) dy^i, k <= order
     out = np.zeros((n, n))
     start = 0
     for k in range(order + 1):
