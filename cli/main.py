@@ -168,13 +168,19 @@ def check_command(
         return
     table = Table(title=f"equivariance of {spec} ({report.group}, {report.dtype}, "
                   f"{report.batch} inputs)")
-    for col in ("transform", "grid-exact", "in group", "model rel. error", "plain CNN"):
-        table.add_column(col)
+    for col in ("transform", "grid-exact", "in group", "model", "model floor", "plain CNN",
+                "CNN floor"):
+        table.add_column(col, justify="left" if col == "transform" else "right", no_wrap=True)
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2e}"
+
     for r in report.rows:
         table.add_row(r.transform, "yes" if r.grid_exact else "no", "yes" if r.in_group else "no",
-                      f"{r.model_error:.2e}",
-                      "-" if r.cnn_error is None else f"{r.cnn_error:.2e}")
+                      fmt(r.model_error), fmt(r.model_floor), fmt(r.cnn_error), fmt(r.cnn_floor))
     console.print(table)
+    console.print("errors: ||f(g.x) - f(x)|| / ||f(x) - mean f|| over the inputs; floor: the "
+                  "same for an input rotated there and back (interpolation error alone)")
     console.print(f"logit variation across inputs: {report.output_variation:.3f} "
                   "(non-zero: the invariance is not vacuous)")
     console.print(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")
