@@ -186,5 +186,5 @@ def check_command(
     console.print(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
+# commands that live in their own modules register themselves on `app` when imported
+from epdo.cli import data_cmd, eval_cmd, train_cmd  # noqa: E402,F401

@@ -372,7 +372,9 @@ class AugmentSpec(_Model):
 class TrainSpec(_Model):
     """Training settings; ``lr_milestones`` maps an epoch to the learning rate from then on."""
 
-    dataset: Literal["mnist-rot", "rotated-idx", "sample", "cifar10", "cifar100"] = "sample"
+    dataset: Literal[
+        "mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100"
+    ] = "sample"
     data_dir: str | None = None
     batch_size: Annotated[int, Field(ge=1)] = 64
     epochs: Annotated[int, Field(ge=1)] = 10

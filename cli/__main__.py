@@ -1,0 +1,5 @@
+"""``python -m epdo.cli``: the same as the ``epdo`` command (used with torchrun)."""
+
+from epdo.cli.main import app
+
+app()

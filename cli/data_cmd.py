@@ -1,0 +1,1 @@
+"""`epdo data`: commands registered on the main app."""

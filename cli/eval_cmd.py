@@ -1,0 +1,1 @@
+"""`epdo eval`: commands registered on the main app."""

@@ -1,0 +1,1 @@
+"""`epdo train`: commands registered on the main app."""

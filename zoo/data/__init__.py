@@ -1,0 +1,1 @@
+"""Datasets: MNIST-rot, rotated IDX benchmarks, the embedded sample, CIFAR."""

@@ -1,0 +1,1 @@
+"""The training engine: epochs, checkpoints, resume, distributed data parallel."""
