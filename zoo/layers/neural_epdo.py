@@ -48,28 +48,66 @@ def mid_fields(in_type: FeatureType, reduction: int) -> int:
     return total // denom
 
 
+class _SpatiallyVaryingProduct(torch.autograd.Function):
+    """y = sum_o w_o * shift_o(x) with a hand-written backward.
+
+    Autograd through 25 slices would allocate a zero tensor of the full input (and of the
+    full stencil tensor) per offset in the backward pass; here the gradients accumulate in
+    one buffer each. Only x and w are saved (no intermediate products).
+    Shapes: x (B, P, K, H, W) partitions of K channels, w (B, 1, K, k*k, H, W).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        H, W = x.shape[-2:]
+        k = math.isqrt(w.shape[3])
+        r = k // 2
+        xp = F.pad(x, (r, r, r, r))
+        out = w[:, :, :, 0] * xp[..., 0:H, 0:W]
+        for q in range(1, k * k):
+            a, b = divmod(q, k)
+            out.addcmul_(w[:, :, :, q], xp[..., a : a + H, b : b + W])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        H, W = x.shape[-2:]
+        k = math.isqrt(w.shape[3])
+        r = k // 2
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            gxp = grad.new_zeros(*x.shape[:-2], H + 2 * r, W + 2 * r)
+            for q in range(k * k):
+                a, b = divmod(q, k)
+                gxp[..., a : a + H, b : b + W].addcmul_(w[:, :, :, q], grad)
+            grad_x = gxp[..., r : r + H, r : r + W]
+        if ctx.needs_input_grad[1]:
+            xp = F.pad(x, (r, r, r, r))
+            grad_w = torch.stack(
+                [
+                    (grad * xp[..., a : a + H, b : b + W]).sum(1, keepdim=True)
+                    for a, b in (divmod(q, k) for q in range(k * k))
+                ],
+                dim=3,
+            )
+        return grad_x, grad_w
+
+
 def apply_spatially_varying(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """y_c(p) = sum_o w[c mod K](p, o) x_c(p + o) over the 5x5 (k x k) offsets o.
+    """y_c(p) = sum_o w[c mod K](p, o) x_c(p + o) over the k x k offsets o.
 
     Args:
         x: (B, C, H, W) input, C a multiple of K.
         w: (B, K, k*k, H, W) per-pixel stencils, offset index a*k + b for row a, column b.
     Returns:
-        (B, C, H, W).
+        (B, C, H, W), computed as k*k shifted multiply-adds over views (no unfolded copy).
     """
     B, C, H, W = x.shape
-    K, kk = w.shape[1], w.shape[2]
-    k = math.isqrt(kk)
-    r = k // 2
-    xp = F.pad(x, (r, r, r, r)).reshape(B, C // K, K, H + 2 * r, W + 2 * r)
-    w = w.unsqueeze(1)
-    out = w[:, :, :, 0] * xp[..., 0:H, 0:W]
-    for a in range(k):
-        for b in range(k):
-            if a == 0 and b == 0:
-                continue
-            out = out + w[:, :, :, a * k + b] * xp[..., a : a + H, b : b + W]
-    return out.reshape(B, C, H, W)
+    K = w.shape[1]
+    y = _SpatiallyVaryingProduct.apply(x.reshape(B, C // K, K, H, W), w.unsqueeze(1))
+    return y.reshape(B, C, H, W)
 
 
 def apply_spatially_varying_reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
