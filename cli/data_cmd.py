@@ -1,1 +1,109 @@
-"""`epdo data`: commands registered on the main app."""
+"""`epdo data`: where datasets are read from (`info`) and downloading MNIST-rot (`fetch`).
+
+Thin commands over :mod:`epdo.zoo.data`; a :class:`~epdo.zoo.data.DataError` becomes one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from epdo.cli.main import _print_json, app, console, fail
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+data_app = typer.Typer(
+    help="Datasets: where each is read from, and downloading MNIST-rot.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+
+
+def data_errors(func: F) -> F:
+    """A :class:`~epdo.zoo.data.DataError` becomes one line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from epdo.zoo.data import DataError
+
+        try:
+            return func(*args, **kwargs)
+        except DataError as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+@data_app.command("fetch")
+@data_errors
+def fetch_command(
+    name: Annotated[str, typer.Argument(help="The dataset to download: mnist-rot.")],
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Download from here instead (default: $EPDO_MNIST_ROT_URL, else the "
+        "canonical address).")] = None,
+    dest: Annotated[Path | None, typer.Option(
+        "--dest", "--data-dir", help="Folder to store the archive in (default: the user "
+        "cache, where the loaders look).")] = None,
+) -> None:
+    """Download a dataset's archive, check its structure, and store it where it is found."""
+    from epdo.zoo.data import fetch_dataset
+
+    path = fetch_dataset(name, url=url, dest=dest, progress=True)
+    console.print(f"{name}: checked and saved to {path}", highlight=False)
+
+
+_STATUS = {"found": "[green]yes[/]", "missing": "[yellow]no[/]", "broken": "[red]broken[/]"}
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _info_table(records: list[dict[str, Any]]) -> Table:
+    table = Table(title="epdo datasets")
+    table.add_column("dataset", no_wrap=True)
+    table.add_column("found", no_wrap=True)
+    table.add_column("train", justify="right", no_wrap=True)
+    table.add_column("test", justify="right", no_wrap=True)
+    table.add_column("classes", justify="right", no_wrap=True)
+    table.add_column("read from", overflow="fold")
+    for r in records:
+        found = _STATUS[r["status"]]
+        if r["found"]:
+            where = "; ".join(sorted({s for s in r["sources"].values() if s}))
+        else:
+            where = "searched: " + ", ".join(r["searched"]) if r["searched"] else "-"
+        table.add_row(r["name"], found, _size(r["sizes"]["train"]), _size(r["sizes"]["test"]),
+                      _size(r["classes"]), where)
+    return table
+
+
+@data_app.command("info")
+@data_errors
+def info_command(
+    name: Annotated[str | None, typer.Argument(
+        help="One dataset (default: all of them).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Look only in this folder (as `epdo train --data-dir` would).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """For each dataset: where it would be read from, whether it is there, split sizes."""
+    from epdo.zoo.data import dataset_info, datasets_info
+
+    records = [dataset_info(name, data_dir)] if name is not None else datasets_info(data_dir)
+    if as_json:
+        _print_json(records if name is None else records[0])
+        return
+    console.print(_info_table(records))
+    if name is None:
+        if any(not r["found"] for r in records):
+            console.print("`epdo data info NAME` says what is missing and how to get it.")
+        return
+    for split, message in records[0]["errors"].items():
+        console.print(f"[bold]{split}:[/] {message}", highlight=False, soft_wrap=True)

@@ -1,1 +1,154 @@
-"""`epdo eval`: commands registered on the main app."""
+"""`epdo eval`: test loss, accuracy, confusion matrix and accuracy against rotation angle of a
+trained checkpoint (a thin layer over :mod:`epdo.zoo.evaluation` and :mod:`epdo.zoo.plotting`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from epdo.cli.main import _print_json, app, console, err_console, fail, input_errors
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+_CONFUSION_MAX = 20  # print the confusion matrix as a table up to this many classes
+
+
+def _eval_errors() -> tuple[type[Exception], ...]:
+    """The one-line errors of an evaluation: checkpoint, data and argument problems."""
+    from epdo.zoo.checkpoint import CheckpointError
+    from epdo.zoo.evaluation import EvalError
+
+    errors: list[type[Exception]] = [CheckpointError, EvalError]
+    try:
+        from epdo.zoo.data import DataError
+    except ImportError:  # the data module is optional for evaluating with a given dataset
+        pass
+    else:
+        errors.append(DataError)
+    return tuple(errors)
+
+
+def eval_errors(func: F) -> F:
+    """Checkpoint, data and evaluation errors become one line on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        errors = _eval_errors()
+        try:
+            return func(*args, **kwargs)
+        except errors as exc:
+            fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def sparkline(values: list[float]) -> str:
+    """One block character per value in [0, 1] (absolute scale, so a flat curve is flat)."""
+    top = len(_SPARKS) - 1
+    return "".join(_SPARKS[min(top, max(0, round(v * top)))] for v in values)
+
+
+def _confusion_table(report: Any) -> Table:
+    table = Table(title="confusion matrix (rows: true class, columns: predicted)",
+                  title_justify="left")
+    table.add_column("true \\ pred", no_wrap=True)
+    for name in report.classes:
+        table.add_column(name[:10], justify="right", no_wrap=True)
+    table.add_column("recall", justify="right", no_wrap=True)
+    for i, (name, row) in enumerate(zip(report.classes, report.confusion, strict=True)):
+        cells = []
+        for j, count in enumerate(row):
+            if i == j:
+                cells.append(f"[bold green]{count}[/]")
+            else:
+                cells.append(f"[red]{count}[/]" if count else "[dim]·[/]")
+        recall = report.per_class_accuracy[i]
+        table.add_row(name, *cells, "-" if recall is None else f"{100.0 * recall:.1f}%")
+    return table
+
+
+def _angles_table(report: Any) -> Table:
+    base = report.accuracy
+    table = Table(title="accuracy on the rotated test set (counter-clockwise)",
+                  title_justify="left")
+    for col in ("angle", "accuracy", "vs 0°", "loss", ""):
+        table.add_column(col, justify="left" if col == "" else "right", no_wrap=True)
+    for a in report.angles:
+        delta = 100.0 * (a.accuracy - base)
+        table.add_row(f"{a.degrees:g}°", f"{100.0 * a.accuracy:.2f}%",
+                      "0" if delta == 0 else f"{delta:+.2f}", f"{a.loss:.4f}",
+                      "█" * round(20 * a.accuracy))
+    return table
+
+
+def _print_report(report: Any) -> None:
+    epoch = f", epoch {report.epoch}" if report.epoch is not None else ""
+    where = f" ({report.checkpoint}{epoch})" if report.checkpoint else ""
+    console.print(f"[bold]{report.model}[/]{where} on {report.dataset} {report.split}: "
+                  f"{report.num_images:,} images, device {report.device}", highlight=False)
+    console.print(f"test loss {report.loss:.4f}   accuracy [bold]{100.0 * report.accuracy:.2f}%"
+                  f"[/] ({report.correct:,}/{report.num_images:,})   error "
+                  f"{100.0 * (1.0 - report.accuracy):.2f}%", highlight=False)
+    if len(report.classes) <= _CONFUSION_MAX:
+        console.print(_confusion_table(report))
+    else:
+        recalls = [(r, c) for r, c in zip(report.per_class_accuracy, report.classes,
+                                           strict=True) if r is not None]
+        worst = ", ".join(f"{c} {100.0 * r:.0f}%" for r, c in sorted(recalls)[:5])
+        console.print(f"{len(report.classes)} classes (confusion matrix in --json / --plot); "
+                      f"lowest recall: {worst}", highlight=False)
+    if report.angles:
+        console.print(_angles_table(report))
+        accs = [a.accuracy for a in report.angles]
+        console.print(f"accuracy against angle: {sparkline(accs)}   min "
+                      f"{100.0 * min(accs):.2f}%, mean {100.0 * sum(accs) / len(accs):.2f}%",
+                      highlight=False)
+
+
+@app.command("eval")
+@input_errors
+@eval_errors
+def eval_command(
+    source: Annotated[Path, typer.Argument(
+        metavar="CHECKPOINT_OR_RUN", help="A checkpoint file or a run directory.")],
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="Dataset to evaluate on (default: the spec's train.dataset).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Folder of the dataset's files (default: the spec's, $EPDO_DATA, "
+        "the user cache).")] = None,
+    angles: Annotated[str | None, typer.Option(
+        "--angles", help="Also evaluate on the test set rotated by these degrees: "
+        "start:stop:step (stop exclusive) like 0:360:15, or a list like 0,90,180.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a PNG: accuracy against angle and the confusion matrix.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Images per batch.")] = 256,
+    device: Annotated[str, typer.Option(
+        "--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the report as JSON only.")] = False,
+) -> None:
+    """Test loss, accuracy and confusion matrix of a trained model; with --angles, its
+    accuracy on the test images rotated by each angle (what equivariance buys)."""
+    from epdo.zoo.evaluation import evaluate_checkpoint, parse_angles
+
+    degrees = parse_angles(angles) if angles is not None else None
+    report = evaluate_checkpoint(source, dataset=dataset, data_dir=data_dir, angles=degrees,
+                                 batch_size=batch_size, device=device)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _print_report(report)
+    if plot is not None:
+        from epdo.zoo.plotting import plot_report
+
+        written = plot_report(report, plot)
+        (err_console if as_json else console).print(f"plot written to {written}",
+                                                    highlight=False)

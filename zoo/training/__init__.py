@@ -1,1 +1,50 @@
-"""The training engine: epochs, checkpoints, resume, distributed data parallel."""
+"""The training engine: epochs, checkpoints, resume, distributed data parallel.
+
+Public API::
+
+    from epdo.zoo.training import train
+
+    result = train("quickstart", epochs=2)       # a spec name, YAML path, dict or Spec
+    result.run_dir, result.best_test_acc          # runs/quickstart/<timestamp>, 0.87
+    train(resume=result.run_dir, epochs=4)        # continue exactly where it stopped
+
+Modules: :mod:`.trainer` (the run), :mod:`.loop` (steps, epochs, evaluation),
+:mod:`.augment` (per-image rotation/flip/crop on the device, normalization),
+:mod:`.schedule` (optimizers, learning-rate milestones), :mod:`.sampling` (shuffling and
+sharding), :mod:`.seeding` (randomness from ``(seed, epoch)``), :mod:`.rundir` (the files),
+:mod:`.progress` (Rich bars and epoch lines), :mod:`.device`, :mod:`.distributed`,
+:mod:`.interrupts`, :mod:`.config` (overrides), :mod:`.errors`.
+"""
+
+from .augment import AugmentDraws, Normalizer, rotate_batch
+from .device import Precision, resolve_device, resolve_precision
+from .errors import NonFiniteLossError, TrainError, TrainingInterrupted
+from .loop import Engine, evaluate_model
+from .progress import NullProgress, Progress, RichProgress
+from .rundir import EPOCH_KEYS, RunDir
+from .schedule import lr_at, make_optimizer
+from .trainer import LabeledImages, RunResult, train
+
+__all__ = [
+    "EPOCH_KEYS",
+    "AugmentDraws",
+    "Engine",
+    "LabeledImages",
+    "NonFiniteLossError",
+    "Normalizer",
+    "NullProgress",
+    "Precision",
+    "Progress",
+    "RichProgress",
+    "RunDir",
+    "RunResult",
+    "TrainError",
+    "TrainingInterrupted",
+    "evaluate_model",
+    "lr_at",
+    "make_optimizer",
+    "resolve_device",
+    "resolve_precision",
+    "rotate_batch",
+    "train",
+]

@@ -1,0 +1,394 @@
+"""Evaluation of a trained classifier: test loss, accuracy, confusion matrix, and the
+accuracy on the test images rotated by each of a list of angles.
+
+The rotated evaluation is the picture that shows what equivariance buys: an exactly
+C_N-invariant model (N divisible by 4) scores *exactly* the same at 90°, 180° and 270° as at
+0° (those rotations map the pixel grid onto itself), and nearly the same in between, while a
+plain CNN trained on upright images collapses away from 0°.
+
+Order of operations for one angle t: the raw images in [0, 1] are rotated counter-clockwise
+by t (:func:`epdo.zoo.transforms.rotate_image`: exact for multiples of 90°, bilinear with
+zeros outside otherwise), *then* normalized by the spec's ``(x - mean) / std``, so the zero
+padding of a rotation is black in image space, as it would be in a rotated photograph.
+
+Public API::
+
+    report = evaluate_checkpoint("runs/quickstart/<timestamp>", angles=parse_angles("0:360:15"))
+    report.accuracy, report.confusion, [a.accuracy for a in report.angles]
+    json.dumps(report.to_dict())
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import model_from_checkpoint, read_checkpoint
+from .transforms import rotate_image
+
+__all__ = [
+    "DEVICES",
+    "AngleResult",
+    "EvalError",
+    "EvalReport",
+    "evaluate",
+    "evaluate_checkpoint",
+    "load_dataset",
+    "parse_angles",
+    "resolve_device",
+]
+
+DEVICES = ("auto", "cpu", "cuda")
+"""The values ``device`` accepts in :func:`evaluate_checkpoint` (``auto``: CUDA if present)."""
+
+
+class EvalError(ValueError):
+    """Evaluation arguments that cannot work (bad angles, device, a dataset that does not fit
+    the model); its ``str`` is one line that says what to change."""
+
+
+class Dataset(Protocol):
+    """What evaluation needs of an :class:`epdo.zoo.data.ImageDataset`."""
+
+    name: str
+    split: str
+    images: Any  # (N, C, H, W) float32 in [0, 1], tensor or array
+    labels: Any  # (N,) int64
+    classes: list[str]
+    source: str
+
+
+def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
+                 seed: int = 0) -> Dataset:
+    """:func:`epdo.zoo.data.load_dataset` (imported when first needed)."""
+    from .data import load_dataset as load
+
+    return load(name, split, data_dir=data_dir, seed=seed)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class AngleResult:
+    """The test set rotated counter-clockwise by ``degrees``: accuracy in [0, 1], mean
+    cross-entropy, number of correctly classified images."""
+
+    degrees: float
+    accuracy: float
+    loss: float
+    correct: int
+
+
+@dataclass
+class EvalReport:
+    """The evaluation of one model on one dataset split.
+
+    Attributes:
+        model: the spec name.
+        dataset, split, source: which data (``source``: where it was read from).
+        classes: class names, K of them; ``confusion`` is K × K with rows = true labels and
+            columns = predicted labels, so ``sum(confusion) == num_images`` and
+            ``trace(confusion) / num_images == accuracy``.
+        loss: mean cross-entropy over the ``num_images`` unrotated test images.
+        angles: one :class:`AngleResult` per requested angle (empty when none were asked);
+            0° is the plain test set.
+        checkpoint, epoch: the checkpoint file and its completed epochs, when known.
+    """
+
+    model: str
+    dataset: str
+    split: str
+    classes: list[str]
+    num_images: int
+    loss: float
+    accuracy: float
+    confusion: list[list[int]]
+    angles: list[AngleResult] = field(default_factory=list)
+    checkpoint: str | None = None
+    epoch: int | None = None
+    device: str = "cpu"
+    source: str | None = None
+
+    @property
+    def correct(self) -> int:
+        """Correctly classified unrotated images (the confusion matrix's trace)."""
+        return sum(self.confusion[i][i] for i in range(len(self.confusion)))
+
+    @property
+    def per_class_accuracy(self) -> list[float | None]:
+        """Recall of each class (diagonal / row sum); None for a class with no images."""
+        return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(self.confusion)]
+
+    def angle_accuracy(self, degrees: float) -> float | None:
+        """The accuracy at ``degrees`` (None when that angle was not evaluated)."""
+        for a in self.angles:
+            if math.isclose(a.degrees, degrees, abs_tol=1e-9):
+                return a.accuracy
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the fields, plus ``correct``, ``error``, ``per_class_accuracy``
+        and, with angles, ``angle_accuracy_min`` / ``angle_accuracy_mean``."""
+        out = asdict(self)
+        out["correct"] = self.correct
+        out["error"] = 1.0 - self.accuracy
+        out["per_class_accuracy"] = self.per_class_accuracy
+        accs = [a.accuracy for a in self.angles]
+        out["angle_accuracy_min"] = min(accs) if accs else None
+        out["angle_accuracy_mean"] = sum(accs) / len(accs) if accs else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalReport:
+        """The report back from :meth:`to_dict` output (e.g. a saved ``--json`` file)."""
+        names = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["angles"] = [AngleResult(**a) for a in data.get("angles", [])]
+        return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- angles
+
+
+def _number(text: str, what: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise EvalError(
+            f"angles {spec!r}: {what} {text.strip()!r} is not a finite number of degrees; "
+            "use start:stop:step (stop exclusive) like 0:360:15, or a list like 0,90,180"
+        )
+    return value
+
+
+def parse_angles(text: str) -> list[float]:
+    """Rotation angles in degrees from ``"start:stop:step"`` (stop exclusive), a comma list
+    ``"0,90,180"``, or a comma list of both (``"0:90:30,180"``); duplicates dropped, order
+    kept. ``parse_angles("0:360:90") == [0.0, 90.0, 180.0, 270.0]``.
+
+    Raises :class:`EvalError` (a ValueError) with a one-line message on bad syntax, a
+    non-positive step or an empty range.
+    """
+    angles: list[float] = []
+    items = [item.strip() for item in str(text).split(",")]
+    if not any(items):
+        raise EvalError(f"angles {text!r}: no angle given; use e.g. 0:360:15 or 0,90,180")
+    for item in items:
+        if not item:
+            raise EvalError(f"angles {text!r}: empty item between commas; use e.g. 0,90,180")
+        parts = item.split(":")
+        if len(parts) == 1:
+            angles.append(_number(parts[0], "angle", text))
+            continue
+        if len(parts) != 3:
+            raise EvalError(
+                f"angles {text!r}: {item!r} is not start:stop:step (stop exclusive), "
+                "e.g. 0:360:15"
+            )
+        start = _number(parts[0], "start", text)
+        stop = _number(parts[1], "stop", text)
+        step = _number(parts[2], "step", text)
+        if step <= 0:
+            raise EvalError(f"angles {text!r}: step must be positive, got {parts[2].strip()}")
+        count = math.ceil((stop - start) / step - 1e-9)
+        if count < 1:
+            raise EvalError(
+                f"angles {text!r}: {item!r} is empty (stop is exclusive and must exceed start)"
+            )
+        angles.extend(round(start + i * step, 9) + 0.0 for i in range(count))
+    unique: list[float] = []
+    for a in angles:
+        if not any(math.isclose(a, b, abs_tol=1e-9) for b in unique):
+            unique.append(a)
+    return unique
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:<index>``;
+    anything else, or CUDA where there is none, is an :class:`EvalError`."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in DEVICES and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise EvalError(f"device {name!r}: unknown; use auto, cpu, cuda or cuda:<index>")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EvalError(f"device {name!r}: CUDA is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def _predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    classes: int,
+    batch_size: int,
+    device: torch.device,
+    degrees: float,
+) -> tuple[float, torch.Tensor]:
+    """Summed cross-entropy and predicted labels (N,) on the images (N, C, H, W) rotated by
+    ``degrees``, normalized by ``mean`` / ``std`` (C, 1, 1); ``classes`` logits expected."""
+    loss_sum = 0.0
+    preds = []
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i : i + batch_size].to(device, non_blocking=True)
+        y = labels[i : i + batch_size].to(device, non_blocking=True)
+        if degrees != 0.0:
+            x = rotate_image(x, degrees)
+        logits = model((x - mean) / std).float()
+        if logits.ndim != 2 or logits.shape[1] != classes:
+            raise EvalError(
+                f"the model outputs {tuple(logits.shape)} logits but the dataset has {classes} "
+                "classes; evaluate on the dataset it was trained for (--dataset)"
+            )
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        preds.append(logits.argmax(dim=1).cpu())
+    return loss_sum, torch.cat(preds)
+
+
+def _check_fit(model: nn.Module, images: torch.Tensor, degrees: list[float]) -> None:
+    """EvalError when the images (N, C, H, W) do not fit the model's input or the angles."""
+    expected = getattr(model, "input_shape", None)
+    shape = tuple(images.shape[1:])
+    if expected is not None and tuple(expected) != shape:
+        c, h, w = expected
+        raise EvalError(
+            f"the dataset's images are {'x'.join(map(str, shape))} (CxHxW) but the model takes "
+            f"{c}x{h}x{w}; evaluate on the dataset it was trained for (--dataset)"
+        )
+    height, width = shape[-2:]
+    odd = [a for a in degrees if (a / 90.0) % 2 == 1.0]
+    if height != width and odd:
+        raise EvalError(f"rotating {height}x{width} images by {odd[0]:g}° changes their shape; "
+                        "angles that are odd multiples of 90° need square images")
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    mean: list[float],
+    std: list[float],
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    angles: list[float] | None = None,
+    name: str | None = None,
+) -> EvalReport:
+    """Evaluate ``model`` on ``dataset`` (no gradients, eval mode; the training mode is
+    restored afterwards and the model is moved to ``device``).
+
+    Args:
+        model: (B, C, H, W) normalized images -> (B, K) logits.
+        dataset: an ImageDataset: ``images`` (N, C, H, W) in [0, 1], ``labels`` (N,),
+            ``classes`` (K names).
+        mean, std: per-channel normalization (C values each), applied after rotation.
+        angles: degrees (counter-clockwise) of the extra rotated evaluations.
+        name: the model's name in the report (default: its spec's name).
+    """
+    if batch_size < 1:
+        raise EvalError(f"batch size must be at least 1, got {batch_size}")
+    device = resolve_device(device)
+    images = torch.as_tensor(dataset.images).to(torch.float32)
+    labels = torch.as_tensor(dataset.labels).to(torch.int64)
+    classes = [str(c) for c in dataset.classes]
+    k = len(classes)
+    if images.ndim != 4 or labels.shape != (images.shape[0],) or images.shape[0] == 0:
+        raise EvalError(f"dataset {dataset.name!r}: expected images (N, C, H, W) and labels "
+                        f"(N,) with N > 0, got {tuple(images.shape)} and {tuple(labels.shape)}")
+    if int(labels.min()) < 0 or int(labels.max()) >= k:
+        raise EvalError(f"dataset {dataset.name!r}: labels outside 0..{k - 1}")
+    angles = [float(a) for a in angles] if angles else []
+    _check_fit(model, images, angles)
+    channels = images.shape[1]
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+    if mean_t.shape[0] != channels or std_t.shape[0] != channels:
+        raise EvalError(f"mean/std need {channels} values (one per channel), got "
+                        f"{mean_t.shape[0]} and {std_t.shape[0]}")
+    mean_t, std_t = mean_t.to(device), std_t.to(device)
+    if device.type == "cuda":
+        images, labels = images.pin_memory(), labels.pin_memory()
+
+    was_training = model.training
+    model.to(device).eval()
+    n = images.shape[0]
+    results: dict[float, tuple[float, torch.Tensor]] = {}  # degrees mod 360 -> loss, preds
+    try:
+        with torch.no_grad():
+            for degrees in [0.0, *angles]:
+                key = degrees % 360.0
+                if key not in results:
+                    results[key] = _predict(model, images, labels, mean_t, std_t, k, batch_size,
+                                            device, key)
+    finally:
+        model.train(was_training)
+
+    def result(degrees: float) -> tuple[float, torch.Tensor]:
+        return results[degrees % 360.0]
+
+    loss_sum, preds = result(0.0)
+    confusion = torch.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+    per_angle = []
+    for degrees in angles:
+        a_loss, a_preds = result(degrees)
+        correct = int((a_preds == labels).sum())
+        per_angle.append(AngleResult(degrees=degrees, accuracy=correct / n, loss=a_loss / n,
+                                     correct=correct))
+    spec = getattr(model, "spec", None)
+    return EvalReport(
+        model=name or getattr(spec, "name", type(model).__name__),
+        dataset=str(dataset.name),
+        split=str(dataset.split),
+        classes=classes,
+        num_images=n,
+        loss=loss_sum / n,
+        accuracy=int(confusion.trace()) / n,
+        confusion=confusion.tolist(),
+        angles=per_angle,
+        device=str(device),
+        source=str(getattr(dataset, "source", "")) or None,
+    )
+
+
+def evaluate_checkpoint(
+    source: str | os.PathLike[str],
+    *,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    angles: list[float] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    split: str = "test",
+) -> EvalReport:
+    """Evaluate a checkpoint file or run directory on the test split of its spec's dataset.
+
+    The dataset and data folder default to the spec's ``train.dataset`` / ``train.data_dir``
+    (the spec's folder is used only for the spec's own dataset); the images are normalized
+    with the spec's ``input.mean`` / ``input.std``. Raises CheckpointError, DataError or
+    :class:`EvalError`, each with a one-line message.
+    """
+    dev = resolve_device(device)
+    data = read_checkpoint(source)
+    model, spec = model_from_checkpoint(data)
+    name = dataset or spec.train.dataset
+    if data_dir is None and name == spec.train.dataset:
+        data_dir = spec.train.data_dir
+    test = load_dataset(name, split, data_dir=data_dir)
+    report = evaluate(model, test, mean=list(spec.input.mean), std=list(spec.input.std),
+                      batch_size=batch_size, device=dev, angles=angles, name=spec.name)
+    report.checkpoint = str(data["path"])
+    report.epoch = int(data["epoch"])
+    return report

@@ -1,0 +1,143 @@
+"""Figures of evaluation reports, written as PNG files (matplotlib's Agg canvas, no display).
+
+- :func:`plot_report`: accuracy (%) against the rotation of the test images, beside the
+  confusion matrix (row-normalized colours, counts in the cells).
+- :func:`plot_angle_curves`: several models' accuracy-against-angle curves in one axes,
+  e.g. a Neural ePDO model against a plain CNN.
+
+Multiples of 90° (the rotations that map the pixel grid onto itself, where an equivariant
+model is exactly invariant) are marked with vertical lines. Files are written atomically
+(a temporary file beside the target, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .evaluation import EvalReport
+
+__all__ = ["plot_angle_curves", "plot_report", "save_figure"]
+
+_ANNOTATE_MAX = 12  # write counts into the confusion cells up to this many classes
+_TICKS_MAX = 30  # label every class on the confusion axes up to this many classes
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically; the parent folder is created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _angle_axes(ax: Axes, degrees: list[float], chance: float | None) -> None:
+    """Limits, ticks (every 45° up to a 360° span, else every 90°), the 90° marks, the
+    chance level and labels of an accuracy-against-angle axes."""
+    lo, hi = min([0.0, *degrees]), max([90.0, *degrees])
+    if lo >= 0.0 and 270.0 < hi < 360.0:
+        hi = 360.0  # a full turn sampled as 0:360:step
+    step = 45.0 if hi - lo <= 360.0 else 90.0
+    start = np.floor(lo / step) * step
+    ax.set_xticks(np.arange(start, hi + step / 2, step))
+    ax.set_xlim(lo - step / 9, hi + step / 9)
+    for mark in np.arange(np.ceil(lo / 90.0) * 90.0, hi + 1e-9, 90.0):
+        ax.axvline(mark, color="0.6", linewidth=0.8, linestyle=":", zorder=0)
+    if chance is not None:
+        ax.axhline(100.0 * chance, color="0.45", linewidth=1.0, linestyle="--", zorder=0,
+                   label=f"chance ({100.0 * chance:.0f}%)")
+    ax.set_ylim(0.0, 102.0)
+    ax.set_xlabel("rotation of the test images (degrees, counter-clockwise; dotted: 90° steps)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _curve(ax: Axes, report: EvalReport, label: str, color: str | None = None) -> None:
+    degrees = [a.degrees for a in report.angles]
+    accs = [100.0 * a.accuracy for a in report.angles]
+    order = np.argsort(degrees)
+    ax.plot(np.asarray(degrees)[order], np.asarray(accs)[order], marker="o", markersize=3.5,
+            linewidth=1.6, label=label, color=color)
+
+
+def _confusion_axes(fig: Figure, ax: Axes, report: EvalReport) -> None:
+    """The confusion matrix: colours = fraction of each true class, numbers = counts."""
+    counts = np.asarray(report.confusion, dtype=np.int64)
+    k = counts.shape[0]
+    rows = counts.sum(axis=1, keepdims=True)
+    frac = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+    im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= _TICKS_MAX:
+        ax.set_xticks(range(k), report.classes, rotation=45 if k > 3 else 0, ha="right"
+                      if k > 3 else "center", rotation_mode="anchor", fontsize=8)
+        ax.set_yticks(range(k), report.classes, fontsize=8)
+    if k <= _ANNOTATE_MAX:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"confusion matrix, unrotated ({report.num_images} images, "
+                 f"accuracy {100.0 * report.accuracy:.1f}%)", fontsize=10)
+
+
+def plot_report(report: EvalReport, path: str | os.PathLike[str]) -> Path:
+    """Accuracy against rotation angle (when the report has angles) beside the confusion
+    matrix, as a PNG at ``path``; returns the path."""
+    with_angles = bool(report.angles)
+    fig = Figure(figsize=(13.0, 5.2) if with_angles else (6.8, 5.6))
+    if with_angles:
+        ax_curve, ax_conf = fig.subplots(1, 2, width_ratios=[1.25, 1.0])
+        _curve(ax_curve, report, report.model, color="tab:blue")
+        _angle_axes(ax_curve, [a.degrees for a in report.angles], 1.0 / len(report.classes))
+        ax_curve.set_title("accuracy on the rotated test set", fontsize=10)
+        ax_curve.legend(loc="best", fontsize=8)
+    else:
+        ax_conf = fig.subplots()
+    _confusion_axes(fig, ax_conf, report)
+    epoch = f", epoch {report.epoch}" if report.epoch is not None else ""
+    fig.suptitle(f"{report.model}{epoch} on {report.dataset} ({report.split}): "
+                 f"loss {report.loss:.3f}, accuracy {100.0 * report.accuracy:.2f}%")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_angle_curves(reports: Mapping[str, EvalReport], path: str | os.PathLike[str],
+                      title: str = "accuracy against rotation of the test images") -> Path:
+    """One accuracy-against-angle curve per ``{label: report}`` (each report needs angles),
+    in one axes, as a PNG at ``path``; returns the path."""
+    if not reports:
+        raise ValueError("plot_angle_curves needs at least one report")
+    missing = [label for label, r in reports.items() if not r.angles]
+    if missing:
+        raise ValueError(f"reports without angles: {', '.join(missing)}; evaluate with angles")
+    fig = Figure(figsize=(8.0, 5.0))
+    ax = fig.subplots()
+    degrees: list[float] = []
+    for label, report in reports.items():
+        _curve(ax, report, f"{label} ({100.0 * report.accuracy:.1f}% at 0°)")
+        degrees += [a.degrees for a in report.angles]
+    chances = {len(r.classes) for r in reports.values()}
+    _angle_axes(ax, degrees, 1.0 / chances.pop() if len(chances) == 1 else None)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,251 @@
+"""One training epoch and one evaluation pass.
+
+:class:`Engine` holds what a step needs (model, optimizer, precision, gradient scaler,
+device, normalization) and runs batches through it. Per step it keeps the sums of loss,
+correct predictions and images on the device and reads them back only every
+``sync_every`` steps (every step on the CPU), so a GPU is not stalled by a host sync each
+step. At those points — the same steps on every process — it also checks for a non-finite
+loss (whose exact step is tracked on the device) and for a pending Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augment import AugmentDraws, Normalizer
+from .device import Precision
+from .distributed import DistEnv
+from .interrupts import StopRequest
+from .progress import NullProgress, Progress
+from .sampling import IndexedBatches, eval_batches
+
+__all__ = ["Engine", "EpochStats", "NonFiniteStep", "evaluate_model"]
+
+_NO_STEP = 2**62
+
+
+class NonFiniteStep(Exception):
+    """Raised by :meth:`Engine.train_epoch`: the loss of step ``step`` (1-based) was not
+    finite. The trainer turns it into :class:`~epdo.zoo.training.NonFiniteLossError`."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+@dataclass
+class EpochStats:
+    """Sums over the training images of an epoch (all processes), and this session's time."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+    seconds: float = 0.0
+    images: float = 0.0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.count, 1.0)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.count, 1.0)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+class Engine:
+    """Steps, epochs and evaluation for one model on one device."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        device: torch.device,
+        precision: Precision,
+        normalizer: Normalizer,
+        dist: DistEnv,
+        workers: int = 0,
+        sync_every: int | None = None,
+    ) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.device, self.precision, self.dist = device, precision, dist
+        self.normalizer = normalizer.to(device)
+        self.workers = workers
+        self.cuda = device.type == "cuda"
+        self.sync_every = sync_every or (16 if self.cuda else 1)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
+        # progress of the current epoch, read by the trainer when it is interrupted
+        self.steps_done = 0
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.bad = torch.full((), _NO_STEP, dtype=torch.int64, device=device)
+
+    # ------------------------------------------------------------------ one step
+
+    def prepare(
+        self, images: torch.Tensor, index: torch.Tensor | None = None,
+        draws: AugmentDraws | None = None,
+    ) -> torch.Tensor:
+        """Copy a batch to the device, augment it (training), normalize it."""
+        x = images.to(self.device, non_blocking=True)
+        if draws is not None and draws.active and index is not None:
+            x = draws.apply(x, index.to(self.device, non_blocking=True))
+        x = self.normalizer(x)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a prepared batch; the (detached) mean loss and the number
+        of correct predictions, both still on the device."""
+        with self.precision.autocast(self.device):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    # ------------------------------------------------------------------ epochs
+
+    def train_epoch(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batches: list[torch.Tensor],
+        draws: AugmentDraws,
+        *,
+        start_step: int = 0,
+        start_sums: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        progress: Progress | None = None,
+        stop: StopRequest | None = None,
+    ) -> EpochStats:
+        """Train on ``batches[start_step:]`` (the first ``start_step`` were done before a
+        resume and contributed ``start_sums``); raise :class:`NonFiniteStep` or
+        ``KeyboardInterrupt`` (on a pending Ctrl-C) at a sync point."""
+        progress = progress or NullProgress()
+        self.model.train()
+        steps = len(batches)
+        draws = draws.to(self.device)
+        self.steps_done = start_step
+        self.sums = torch.tensor(start_sums, dtype=torch.float64, device=self.device)
+        bad = self.bad = torch.full((), _NO_STEP, dtype=torch.int64, device=self.device)
+        loader = IndexedBatches(
+            images, labels, batches[start_step:], workers=self.workers, pin=self.cuda
+        )
+        stats = EpochStats()
+        fresh = torch.zeros((), dtype=torch.float64, device=self.device)
+        start = time.perf_counter()
+        iterator = iter(loader)
+        for step in range(start_step + 1, steps + 1):
+            try:
+                batch_images, batch_labels, index = next(iterator)
+            except Exception as exc:  # a DataLoader worker killed by the same Ctrl-C
+                if stop is not None and stop.requested:
+                    raise KeyboardInterrupt from exc
+                raise
+            x = self.prepare(batch_images, index, draws)
+            y = batch_labels.to(self.device, non_blocking=True)
+            loss, correct = self.step(x, y)
+            n = y.shape[0]
+            count = torch.full((), n, dtype=torch.float64, device=self.device)
+            self.sums += torch.stack([loss.double() * n, correct.double(), count])
+            fresh += n
+            bad = self.bad = torch.where(torch.isfinite(loss), bad, torch.clamp(bad, max=step))
+            self.steps_done = step
+            if step % self.sync_every == 0 or step == steps:
+                self._sync_point(bad, stop)
+                loss_sum, right, total, seen = self._totals(fresh)
+                elapsed = time.perf_counter() - start
+                progress.step(step, loss_sum / max(total, 1), right / max(total, 1),
+                              seen / elapsed if elapsed > 0 else 0.0)
+        stats.loss_sum, stats.correct, stats.count, stats.images = self._totals(fresh)
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    def _totals(self, fresh: torch.Tensor) -> list[float]:
+        """Loss sum, correct, images of the epoch and images of this session, all processes."""
+        return self.dist.sum_(torch.cat([self.sums, fresh.view(1)])).tolist()
+
+    def first_bad_step(self) -> int | None:
+        """The first step of this epoch with a non-finite loss on this process, if any."""
+        step = int(self.bad.item())
+        return None if step >= _NO_STEP else step
+
+    def _sync_point(self, bad: torch.Tensor, stop: StopRequest | None) -> None:
+        """Agree across processes on a non-finite step and on a pending Ctrl-C."""
+        stopping = 1 if stop is not None and stop.requested else 0
+        flags = torch.stack([bad, bad.new_tensor(-stopping)])
+        bad_step, neg_stop = self.dist.min_(flags).tolist()
+        if bad_step < _NO_STEP:
+            raise NonFiniteStep(int(bad_step))
+        if neg_stop < 0:
+            raise KeyboardInterrupt
+
+    def evaluate(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+    ) -> tuple[float, float]:
+        """Mean test loss and accuracy over all images (split across processes)."""
+        module = self.model.module if hasattr(self.model, "module") else self.model
+        return evaluate_model(
+            module, images, labels, normalizer=self.normalizer, device=self.device,
+            batch_size=batch_size, precision=self.precision, dist=self.dist,
+            workers=self.workers,
+        )
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    normalizer: Normalizer,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    precision: Precision | None = None,
+    dist: DistEnv | None = None,
+    workers: int = 0,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (put in eval mode, then restored) on raw
+    images in [0, 1], normalized as in training."""
+    device = torch.device(device)
+    precision = precision or Precision()
+    dist = dist or DistEnv()
+    was_training = model.training
+    model.eval()
+    normalizer = normalizer.to(device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    batches = eval_batches(len(images), batch_size, dist.rank, dist.world_size)
+    cuda = device.type == "cuda"
+    try:
+        for batch_images, batch_labels, _ in IndexedBatches(
+            images, labels, batches, workers=workers, pin=cuda
+        ):
+            x = normalizer(batch_images.to(device, non_blocking=True))
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = batch_labels.to(device, non_blocking=True)
+            with precision.autocast(device):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            correct = (logits.argmax(1) == y).sum()
+            count = torch.full((), len(y), dtype=torch.float64, device=device)
+            sums += torch.stack([loss.double(), correct.double(), count])
+    finally:
+        model.train(was_training)
+    loss_sum, correct, count = dist.sum_(sums).tolist()
+    return loss_sum / max(count, 1.0), correct / max(count, 1.0)

@@ -1,0 +1,488 @@
+"""``train(spec)``: a whole run, from a spec to a run directory of checkpoints and metrics.
+
+Each epoch trains on the training split (augmented, see :mod:`.augment`) and then evaluates
+the test split. The *best* checkpoint is the epoch with the highest test accuracy: this is
+how the PDO-eConv and Neural ePDO papers report MNIST-rot and CIFAR results (there is no
+separate validation split in those protocols), so read it as the papers' number, not as an
+unbiased estimate. ``checkpoint-last.pt`` is the state to resume from.
+
+Randomness is derived from ``(seed, epoch)`` (see :mod:`.seeding`), and checkpoints hold
+the model, optimizer and gradient-scaler states, so ``resume=RUN_DIR`` continues exactly: on
+the CPU, 2 epochs in one go and 1 + 1 resumed end with identical weights. A run interrupted
+with Ctrl-C saves the state at the last finished step and resumes from that step (exactly
+in a single process; under torchrun the other ranks' dropout streams restart from a seed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from epdo import __version__
+
+from ..builder import build_model
+from ..checkpoint import BEST, LAST, CheckpointError, read_checkpoint, rng_state, save_checkpoint
+from ..spec import Spec, load_spec
+from .augment import AugmentDraws, Normalizer
+from .config import resume_spec, with_overrides
+from .device import Precision, resolve_device, resolve_precision
+from .distributed import DistEnv
+from .errors import NonFiniteLossError, TrainError, TrainingInterrupted
+from .interrupts import StopRequest
+from .loop import Engine, NonFiniteStep
+from .progress import NullProgress, Progress
+from .rundir import METRICS, RunDir
+from .sampling import train_batches
+from .schedule import lr_at, make_optimizer, set_lr
+from .seeding import epoch_generator, seed_global
+
+__all__ = ["LabeledImages", "RunResult", "train"]
+
+
+class LabeledImages(Protocol):
+    """What training needs of a dataset (:class:`epdo.zoo.data.ImageDataset` has it)."""
+
+    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+    classes: list[str]
+    name: str
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    spec: Spec
+    epochs: int
+    """Epochs completed."""
+    best_epoch: int | None
+    best_test_acc: float | None
+    final: dict[str, Any] | None
+    """The last epoch's ``metrics.jsonl`` record."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / BEST
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / LAST
+
+
+def train(
+    spec_source: str | os.PathLike[str] | dict[str, Any] | Spec | None = None,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    amp: str = "auto",
+    workers: int = 0,
+    out: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    augment: bool | None = None,
+    progress: Progress | None = None,
+    data: tuple[LabeledImages, LabeledImages] | None = None,
+) -> RunResult:
+    """Train the model of a spec (a shipped name, a YAML path, a dict or a :class:`Spec`).
+
+    The spec's ``train`` section sets the recipe; ``epochs``, ``batch_size`` (per process),
+    ``lr``, ``dataset``, ``data_dir`` and ``seed`` override it. ``resume`` continues the run
+    in that directory from its ``checkpoint-last.pt`` (the spec comes from the checkpoint;
+    ``epochs`` may extend it). ``augment=False`` turns the spec's augmentation off (the
+    upright-only experiment). ``data`` = (train, test) bypasses dataset loading.
+
+    Raises :class:`TrainError`, :class:`~epdo.zoo.spec.SpecError`,
+    :class:`~epdo.zoo.checkpoint.CheckpointError` or the data module's ``DataError`` before
+    anything is trained; :class:`NonFiniteLossError` and :class:`TrainingInterrupted` while
+    training.
+    """
+    env = DistEnv.from_environ()
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "dataset": dataset,
+                 "data_dir": None if data_dir is None else str(data_dir), "seed": seed}
+    if augment is False:
+        if resume is not None:
+            raise TrainError("--no-augment cannot change a resumed run; start a new run")
+        overrides["augment"] = {"rotate": False, "flip": False, "crop_padding": 0}
+    checkpoint = None
+    run_dir = None
+    if resume is not None:
+        run_dir = RunDir(resume)
+        checkpoint = _resume_checkpoint(run_dir)
+        spec = resume_spec(checkpoint["spec"], spec_source, **overrides)
+    elif spec_source is None:
+        raise TrainError("give a spec to train, or --resume RUN_DIR to continue a run")
+    else:
+        spec = with_overrides(load_spec(spec_source), **overrides)
+    if workers < 0:
+        raise TrainError(f"--workers must be 0 or more, got {workers}")
+    dev = resolve_device(device, env.local_rank)
+    precision = resolve_precision(amp, dev)
+    report = progress if progress is not None and env.is_main else NullProgress()
+    run = _Run(spec, env=env, device=dev, precision=precision, workers=workers, progress=report)
+    train_set, test_set = data if data is not None else _load_data(spec)
+    run.set_data(train_set, test_set)
+    env.init(dev)
+    try:
+        return run.execute(run_dir=run_dir, out=out, checkpoint=checkpoint)
+    finally:
+        report.close()
+        env.shutdown()
+
+
+def _resume_checkpoint(run_dir: RunDir) -> dict[str, Any]:
+    if not run_dir.path.is_dir():
+        raise CheckpointError(
+            f"{run_dir.path}: no such run directory (--resume takes a directory written by "
+            "`epdo train`)"
+        )
+    return read_checkpoint(run_dir.checkpoint(LAST))
+
+
+def _load_data(spec: Spec) -> tuple[LabeledImages, LabeledImages]:
+    from ..data import load_dataset
+
+    t = spec.train
+    return load_dataset(t.dataset, "train", t.data_dir), load_dataset(t.dataset, "test", t.data_dir)
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+class _Run:
+    """The state of one training run (one process)."""
+
+    def __init__(
+        self, spec: Spec, *, env: DistEnv, device: torch.device, precision: Precision,
+        workers: int, progress: Progress,
+    ) -> None:
+        self.spec, self.env, self.device, self.precision = spec, env, device, precision
+        self.workers, self.progress = workers, progress
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.completed = 0
+        self.wall_before = 0.0
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ setup
+
+    def set_data(self, train_set: LabeledImages, test_set: LabeledImages) -> None:
+        """Check the datasets against the spec's input and classes; keep their tensors."""
+        inp, name = self.spec.input, self.spec.name
+        expected = (inp.channels, inp.height, inp.width)
+        classes = _num_classes(self.spec)
+        for split, ds in (("train", train_set), ("test", test_set)):
+            shape = tuple(ds.images.shape[1:])
+            if ds.images.dim() != 4 or shape != expected:
+                raise TrainError(
+                    f"dataset {ds.name!r} ({split}) has images of shape {_shape(shape)} but spec "
+                    f"{name!r} expects {_shape(expected)}; choose a matching --dataset or spec"
+                )
+            if len(ds.labels) != len(ds.images) or len(ds.images) == 0:
+                raise TrainError(
+                    f"dataset {ds.name!r} ({split}) has no images or mismatched labels"
+                )
+            top = int(ds.labels.max())
+            if top >= classes or int(ds.labels.min()) < 0:
+                raise TrainError(
+                    f"dataset {ds.name!r} ({split}) has label {top} but spec {name!r} has "
+                    f"{classes} classes; choose a matching --dataset or spec"
+                )
+        self.train_set, self.test_set = train_set, test_set
+        self.train_images = train_set.images.float().contiguous()
+        self.train_labels = train_set.labels.long().contiguous()
+        self.test_images = test_set.images.float().contiguous()
+        self.test_labels = test_set.labels.long().contiguous()
+
+    def _build(self, checkpoint: dict[str, Any] | None) -> None:
+        t = self.spec.train
+        torch.manual_seed(t.seed)  # the initial weights
+        model: nn.Module = build_model(self.spec)
+        self.parameters = sum(p.numel() for p in model.parameters())
+        if checkpoint is not None:
+            try:
+                model.load_state_dict(checkpoint["model"])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"{checkpoint['path']}: weights do not fit the spec inside: "
+                    f"{str(exc).strip().splitlines()[0]}"
+                ) from exc
+        model.to(self.device)
+        if self.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.module = model
+        optimizer = make_optimizer(model.parameters(), t)
+        if checkpoint is not None and checkpoint.get("optimizer") is not None:
+            try:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise CheckpointError(
+                    f"{checkpoint['path']}: optimizer state does not fit: {exc}"
+                ) from exc
+        if self.env.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
+        self.model, self.optimizer = model, optimizer
+        self.engine = Engine(
+            model, optimizer, device=self.device, precision=self.precision,
+            normalizer=Normalizer.from_spec(self.spec.input), dist=self.env,
+            workers=self.workers,
+        )
+        scaler = (checkpoint.get("extra") or {}).get("scaler") if checkpoint else None
+        if scaler:
+            self.engine.scaler.load_state_dict(scaler)
+
+    def _open_run_dir(self, run_dir: RunDir | None, out: Any, resumed: bool) -> None:
+        """Rank 0 creates (or reopens) the run directory; every rank learns its path, or
+        the error that stopped rank 0 (so no process waits for one that has failed)."""
+        path, error = None, None
+        if self.env.is_main:
+            try:
+                run_dir = self._prepare_run_dir(run_dir, out, resumed)
+                path = str(run_dir.path)
+            except (TrainError, OSError) as exc:
+                if not self.env.enabled:
+                    raise
+                error = str(exc)
+        path, error = self.env.broadcast((path, error))
+        if error is not None:
+            raise TrainError(error)
+        self.run_dir = RunDir(path)
+
+    def _prepare_run_dir(self, run_dir: RunDir | None, out: Any, resumed: bool) -> RunDir:
+        if run_dir is None:
+            run_dir = RunDir.create(out, self.spec.name)
+            if run_dir.checkpoint(LAST).exists() or run_dir.metrics.exists():
+                raise TrainError(
+                    f"{run_dir.path} already holds a run ({LAST} or {METRICS}); continue "
+                    f"it with --resume {run_dir.path} or choose another --out"
+                )
+        run_dir.write_spec(self.spec.resolved())
+        self.history = run_dir.truncate_metrics(self.completed) if resumed else []
+        return run_dir
+
+    # ------------------------------------------------------------------ the run
+
+    def execute(
+        self, *, run_dir: RunDir | None, out: Any, checkpoint: dict[str, Any] | None
+    ) -> RunResult:
+        start_step, partial = 0, (0.0, 0.0, 0.0)
+        if checkpoint is not None:
+            extra = checkpoint.get("extra") or {}
+            self.completed = int(checkpoint["epoch"])
+            self.best = extra.get("best")
+            self.wall_before = float(extra.get("wall_seconds", 0.0))
+            start_step = int(extra.get("step", 0))
+            partial = tuple(extra.get("partial") or partial)
+            if self.env.enabled and not self.env.is_main:
+                partial = (0.0, 0.0, 0.0)
+        self._build(checkpoint)
+        self._open_run_dir(run_dir, out, checkpoint is not None)
+        self.progress.run_started(self._info(checkpoint is not None, start_step))
+        t = self.spec.train
+        with StopRequest() as stop:
+            try:
+                for epoch in range(self.completed, t.epochs):
+                    resumed_rng = checkpoint.get("rng") if start_step and checkpoint else None
+                    self._epoch(epoch, start_step, partial, resumed_rng, stop)
+                    start_step, partial = 0, (0.0, 0.0, 0.0)
+                    if self._stop_agreed(stop):
+                        raise KeyboardInterrupt
+            except NonFiniteStep as exc:
+                raise self._non_finite(exc.step) from None
+            except KeyboardInterrupt:
+                raise self._interrupted() from None
+        summary = self._write_summary("completed")
+        return self._result(summary)
+
+    def _stop_agreed(self, stop: StopRequest) -> bool:
+        """Whether any process has a pending Ctrl-C (all processes get the same answer)."""
+        flag = torch.tensor([-int(stop.requested)], device=self.device)
+        return bool(self.env.min_(flag).item() < 0)
+
+    def _epoch(
+        self, epoch: int, start_step: int, partial: tuple[float, ...],
+        resumed_rng: dict[str, Any] | None, stop: StopRequest,
+    ) -> None:
+        t, env = self.spec.train, self.env
+        lr = lr_at(epoch, t.lr, t.lr_milestones)
+        set_lr(self.optimizer, lr)
+        self.lr = lr
+        n = len(self.train_images)
+        batches = train_batches(
+            n, t.batch_size, epoch_generator(t.seed, epoch, "shuffle"), env.rank, env.world_size
+        )
+        self.steps = len(batches)
+        draws = AugmentDraws.draw(t.augment, n, epoch_generator(t.seed, epoch, "augment"))
+        if start_step and resumed_rng is not None and env.is_main:
+            torch.set_rng_state(resumed_rng["torch"])  # dropout stream where it stopped
+            cuda_states = resumed_rng.get("cuda") or []
+            if self.device.type == "cuda" and self.device.index < len(cuda_states):
+                torch.cuda.set_rng_state(cuda_states[self.device.index], self.device)
+        elif start_step:
+            seed_global(t.seed, epoch, "dropout", env.rank, "step", start_step)
+        else:
+            seed_global(t.seed, epoch, "dropout", env.rank)
+        self.progress.epoch_started(epoch + 1, t.epochs, len(batches), lr)
+        began = time.perf_counter()
+        stats = self.engine.train_epoch(
+            self.train_images, self.train_labels, batches, draws, start_step=start_step,
+            start_sums=partial, progress=self.progress, stop=stop,
+        )
+        self.progress.evaluating(0)
+        test_loss, test_acc = self.engine.evaluate(
+            self.test_images, self.test_labels, max(t.batch_size, 256)
+        )
+        record = {
+            "epoch": epoch + 1, "lr": lr, "train_loss": stats.loss, "train_acc": stats.accuracy,
+            "test_loss": test_loss, "test_acc": test_acc,
+            "images_per_s": stats.images_per_s, "seconds": time.perf_counter() - began,
+        }
+        is_best = self.best is None or test_acc > self.best["test_acc"]
+        if is_best:
+            self.best = {"epoch": epoch + 1, "test_acc": test_acc, "test_loss": test_loss}
+        self.history.append(record)
+        if env.is_main:
+            self._save_epoch(record, is_best)
+        self.completed = epoch + 1
+        self.engine.steps_done = 0
+        self.progress.epoch_finished(record, is_best)
+
+    # ------------------------------------------------------------------ files
+
+    def _extra(self, **more: Any) -> dict[str, Any]:
+        return {
+            "best": self.best, "step": 0, "partial": None, "interrupted": False,
+            "scaler": self.engine.scaler.state_dict() if self.engine.scaler.is_enabled() else None,
+            "wall_seconds": self._wall(), "world_size": self.env.world_size,
+            "torch_version": str(torch.__version__), **more,
+        }
+
+    def _save_epoch(self, record: dict[str, Any], is_best: bool) -> None:
+        rd, epoch = self.run_dir, record["epoch"]
+        rd.append_metrics(record)
+        extra = self._extra()
+        if is_best:
+            save_checkpoint(rd.checkpoint(BEST), model=self.model, spec=self.spec, epoch=epoch,
+                            optimizer=self.optimizer, rng=rng_state(), metrics=record, extra=extra)
+        save_checkpoint(rd.checkpoint(LAST), model=self.model, spec=self.spec, epoch=epoch,
+                        optimizer=self.optimizer, rng=rng_state(), metrics=record, extra=extra)
+        self.completed = epoch
+        self._write_summary("running" if epoch < self.spec.train.epochs else "completed")
+
+    def _interrupted(self) -> TrainingInterrupted:
+        """Save the state so far to checkpoint-last.pt (unless the loss went bad)."""
+        engine, last = self.engine, self.run_dir.checkpoint(LAST)
+        step = engine.steps_done
+        bad = engine.first_bad_step() if step else None
+        if bad is not None:
+            return self._non_finite(bad)
+        if self.env.is_main:
+            sums = engine.sums.tolist() if step else None
+            save_checkpoint(
+                last, model=self.model, spec=self.spec, epoch=self.completed,
+                optimizer=self.optimizer, rng=rng_state(),
+                metrics=self.history[-1] if self.history else {},
+                extra=self._extra(interrupted=True, step=step, partial=sums),
+            )
+            self._write_summary("interrupted")
+        saved = last if self.env.is_main else None  # other ranks report nothing
+        return TrainingInterrupted(self.run_dir.path, saved, self.completed, step)
+
+    def _non_finite(self, step: int) -> NonFiniteLossError:
+        last = self.run_dir.checkpoint(LAST)
+        if self.env.is_main:
+            self._write_summary(f"stopped: non-finite loss at epoch {self.completed + 1}, "
+                                f"step {step}")
+        return NonFiniteLossError(
+            self.completed + 1, step, self.steps, self.lr, self.run_dir.path,
+            last if last.exists() else None,
+        )
+
+    def _wall(self) -> float:
+        return self.wall_before + time.perf_counter() - self.started
+
+    def _info(self, resumed: bool, start_step: int) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir.path), "spec": self.spec.name,
+            "parameters": self.parameters, "dataset": self.train_set.name,
+            "train_images": len(self.train_images), "test_images": len(self.test_images),
+            "device": _describe(self.device), "precision": self.precision.name,
+            "batch_size": self.spec.train.batch_size, "world_size": self.env.world_size,
+            "epochs": self.spec.train.epochs, "resumed": resumed,
+            "start_epoch": self.completed, "start_step": start_step,
+        }
+
+    def _write_summary(self, status: str) -> dict[str, Any]:
+        t = self.spec.train
+        speeds = [r["images_per_s"] for r in self.history if r["images_per_s"] > 0]
+        summary = {
+            "spec": self.spec.name,
+            "status": status,
+            "run_dir": str(self.run_dir.path),
+            "dataset": {
+                "name": self.train_set.name,
+                "source": str(getattr(self.train_set, "source", "")),
+                "train_images": len(self.train_images),
+                "test_images": len(self.test_images),
+                "classes": list(self.train_set.classes),
+            },
+            "epochs": t.epochs,
+            "epochs_completed": self.completed,
+            "best_epoch": self.best["epoch"] if self.best else None,
+            "best_test_acc": self.best["test_acc"] if self.best else None,
+            "final": self.history[-1] if self.history else None,
+            "device": _describe(self.device),
+            "precision": self.precision.name,
+            "world_size": self.env.world_size,
+            "batch_size_per_process": t.batch_size,
+            "parameters": self.parameters,
+            "wall_seconds": self._wall(),
+            "mean_images_per_s": sum(speeds) / len(speeds) if speeds else None,
+            "epdo_version": __version__,
+            "torch_version": str(torch.__version__),
+        }
+        if self.env.is_main:
+            self.run_dir.write_summary(summary)
+        return summary
+
+    def _result(self, summary: dict[str, Any]) -> RunResult:
+        return RunResult(
+            run_dir=self.run_dir.path, spec=self.spec, epochs=self.completed,
+            best_epoch=self.best["epoch"] if self.best else None,
+            best_test_acc=self.best["test_acc"] if self.best else None,
+            final=self.history[-1] if self.history else None,
+            history=list(self.history), summary=summary,
+        )
+
+
+def _num_classes(spec: Spec) -> int:
+    """The number of classes of a spec's head (a classifier is needed to train)."""
+    from ..plan import plan_model
+
+    classes = plan_model(spec).num_classes
+    if classes is None:
+        raise TrainError(f"spec {spec.name!r} has no head layer: training needs a classifier")
+    return classes
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
