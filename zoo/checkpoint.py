@@ -80,6 +80,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
