@@ -51,9 +51,16 @@ class DistEnv:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
-    def shutdown(self) -> None:
+    def shutdown(self, barrier: bool = True) -> None:
+        """Leave the process group. After a clean run all ranks meet at a barrier first, so
+        that none tears gloo down while another still talks to it (that aborts the process
+        at exit); after a failure there is no barrier (the launcher stops the other ranks)."""
         if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                if barrier:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """All-reduce (sum) in place; returns the tensor."""

@@ -136,10 +136,14 @@ def train(
     run.set_data(train_set, test_set)
     env.init(dev)
     try:
-        return run.execute(run_dir=run_dir, out=out, checkpoint=checkpoint)
-    finally:
+        result = run.execute(run_dir=run_dir, out=out, checkpoint=checkpoint)
+    except BaseException:
         report.close()
-        env.shutdown()
+        env.shutdown(barrier=False)
+        raise
+    report.close()
+    env.shutdown(barrier=True)
+    return result
 
 
 def _resume_checkpoint(run_dir: RunDir) -> dict[str, Any]:
