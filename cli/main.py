@@ -112,10 +112,16 @@ def list_command(
 @app.command("info")
 @input_errors
 def info_command(
-    spec: str = typer.Argument(..., help="A spec: a YAML file or a shipped spec name."),
+    spec: str = typer.Argument(
+        ..., help="A spec (a YAML file or a shipped spec name) or an exported artifact "
+        "(.onnx / .ts)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Layer table, total parameters and forward FLOPs per image of a spec."""
+    """Layer table, total parameters and forward FLOPs per image of a spec; for an exported
+    artifact (.onnx / .ts), its metadata."""
+    if spec.lower().endswith((".onnx", ".ts")):
+        _artifact_info(spec, as_json)
+        return
     from epdo.zoo import build_model
     from epdo.zoo.summary import summarize
 
@@ -141,6 +147,46 @@ def info_command(
     console.print(table)
     console.print(f"parameters: {summary.params:,}   forward FLOPs per image: "
                   f"{_human(summary.flops)} ({summary.flops:,})")
+
+
+def _artifact_info(path: str, as_json: bool) -> None:
+    """Print the metadata of an exported artifact (one error line if unreadable)."""
+    from epdo.exporters.metadata import ArtifactError, read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except ArtifactError as exc:
+        fail(str(exc))
+    if as_json:
+        _print_json(meta)
+        return
+    ver = meta["epdo.verification"]
+    c, h, w = meta["epdo.input_shape"]
+    table = Table(title=f"{path}: exported {meta['epdo.spec_name']}", show_header=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value")
+    rows = [
+        ("spec", meta["epdo.spec_name"]),
+        ("group", str(meta["epdo.spec"].get("group", "?"))),
+        ("format", f"{ver.get('format')}" + (f", opset {ver['opset']}" if ver.get("opset")
+                                            else "")),
+        ("epdo version", meta["epdo.version"]),
+        ("input", f"images (batch, {c}, {h}, {w}) float32 in [0, 1], "
+                  f"{meta['epdo.preprocess'].get('color')}"),
+        ("normalization", f"(x - {meta['epdo.input_mean']}) / {meta['epdo.input_std']} "
+                          "(inside the graph)"),
+        ("classes", f"{len(meta['epdo.classes'])}: {', '.join(meta['epdo.classes'])}"),
+        ("max abs error", f"{ver.get('max_abs', float('nan')):.2e} (atol {ver.get('atol')})"),
+        ("max rel error", f"{ver.get('max_rel', float('nan')):.2e}"),
+        ("top-1 agreement", f"{100 * ver.get('agreement', float('nan')):.1f}%"),
+        ("90° rotation", "-" if ver.get("rotation_max_rel") is None
+         else f"max rel difference {ver['rotation_max_rel']:.2e}"),
+        ("verified on", f"random inputs and {ver.get('real_images')}, batches "
+                        f"{sorted({ch['batch'] for ch in ver.get('checks', [])})}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
 
 
 @app.command("check")
@@ -187,4 +233,4 @@ def check_command(
 
 
 # commands that live in their own modules register themselves on `app` when imported
-from epdo.cli import data_cmd, eval_cmd, train_cmd  # noqa: E402,F401
+from epdo.cli import data_cmd, eval_cmd, export_cmd, predict_cmd, train_cmd  # noqa: E402,F401

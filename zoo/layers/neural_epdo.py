@@ -60,15 +60,7 @@ class _SpatiallyVaryingProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, w)
-        H, W = x.shape[-2:]
-        k = math.isqrt(w.shape[3])
-        r = k // 2
-        xp = F.pad(x, (r, r, r, r))
-        out = w[:, :, :, 0] * xp[..., 0:H, 0:W]
-        for q in range(1, k * k):
-            a, b = divmod(q, k)
-            out.addcmul_(w[:, :, :, q], xp[..., a : a + H, b : b + W])
-        return out
+        return _accumulate_products(x, w)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -106,8 +98,53 @@ def apply_spatially_varying(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """
     B, C, H, W = x.shape
     K = w.shape[1]
-    y = _SpatiallyVaryingProduct.apply(x.reshape(B, C // K, K, H, W), w.unsqueeze(1))
+    y = spatially_varying_product(x.reshape(B, C // K, K, H, W), w.unsqueeze(1))
     return y.reshape(B, C, H, W)
+
+
+def spatially_varying_product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_o w_o * shift_o(x)``; x (B, P, K, H, W), w (B, 1, K, k*k, H, W).
+
+    Three paths, one result: under ``torch.jit.trace`` / ``torch.onnx.export`` plain
+    out-of-place ops (:func:`shifted_products`: Pad, Slice, Mul, Add), so exported graphs
+    hold only standard operators; without autograd the in-place accumulation (2-4x faster
+    on a CPU than the out-of-place sum); with autograd the custom function and its
+    memory-lean backward.
+    """
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return shifted_products(x, w)
+    if not torch.is_grad_enabled() or not (x.requires_grad or w.requires_grad):
+        return _accumulate_products(x, w)
+    return _SpatiallyVaryingProduct.apply(x, w)
+
+
+def _accumulate_products(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """:func:`shifted_products` accumulated in place (no autograd)."""
+    H, W = x.shape[-2:]
+    k = math.isqrt(w.shape[3])
+    r = k // 2
+    xp = F.pad(x, (r, r, r, r))
+    out = w[:, :, :, 0] * xp[..., 0:H, 0:W]
+    for q in range(1, k * k):
+        a, b = divmod(q, k)
+        out.addcmul_(w[:, :, :, q], xp[..., a : a + H, b : b + W])
+    return out
+
+
+def shifted_products(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_o w_o * shift_o(x)`` in plain out-of-place ops (Pad, Slice, Mul, Add), so that
+    ``torch.jit.trace`` and ``torch.onnx.export`` see only standard operators.
+    Shapes: x (B, P, K, H, W), w (B, 1, K, k*k, H, W); returns (B, P, K, H, W).
+    """
+    H, W = x.shape[-2:]
+    k = math.isqrt(w.shape[3])
+    r = k // 2
+    xp = F.pad(x, (r, r, r, r))
+    out = w[:, :, :, 0] * xp[..., 0:H, 0:W]
+    for q in range(1, k * k):
+        a, b = divmod(q, k)
+        out = out + w[:, :, :, q] * xp[..., a : a + H, b : b + W]
+    return out
 
 
 def apply_spatially_varying_reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,69 @@
+"""`epdo predict`: classify image and ``.npy`` files with an exported ONNX or TorchScript
+model (a thin layer over :mod:`epdo.exporters.runtime`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from epdo.cli.main import _print_json, app, console, err_console, fail
+
+SOME_INPUTS_FAILED = 1
+
+
+@app.command("predict")
+def predict_command(
+    model: Annotated[Path, typer.Argument(
+        metavar="MODEL", help="An exported model: .onnx (onnxruntime) or .ts (TorchScript).")],
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUTS", help="Image files (PNG, JPEG, ...) or .npy arrays (uint8, or "
+        "float in [0, 1]; HxW, CxHxW or HxWxC).")],
+    provider: Annotated[str, typer.Option(
+        "--provider", help="auto (CUDA when onnxruntime-gpu and a GPU are present), cuda "
+        "or cpu.")] = "auto",
+    top_k: Annotated[int, typer.Option(
+        "--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Inputs per run.")] = 64,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print a JSON list of {input, top_k, logits}.")] = False,
+) -> None:
+    """Top-k classes and probabilities of each input, preprocessed as the model's metadata
+    says (grayscale or RGB, resized, scaled to [0, 1]).
+
+    A bad input (unreadable, not an image, wrong shape) gets an error line; the others run.
+
+    Exit code: 0 when all were predicted, 1 when some failed, 2 for usage errors (bad model).
+    """
+    from epdo.exporters.runtime import ServingError, load_classifier, predict_files
+
+    if provider not in ("auto", "cpu", "cuda"):
+        fail(f"--provider: choose auto, cpu or cuda, got {provider!r}")
+    try:
+        classifier = load_classifier(model, provider=provider, batch_size=batch_size)
+    except ServingError as exc:
+        fail(str(exc))
+    results = predict_files(classifier, inputs, top_k=top_k, batch_size=batch_size)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err_console.print(f"[bold red]error:[/] {r.input}: {r.error}", highlight=False,
+                          soft_wrap=True)
+    good = [r for r in results if r.ok]
+    if as_json:
+        _print_json([r.to_dict() for r in good])
+    elif good:
+        table = Table(title=f"{model.name} ({', '.join(classifier.providers)})")
+        for col in ("input", "rank", "class", "index", "probability"):
+            table.add_column(col, justify="right" if col in ("rank", "index", "probability")
+                             else "left", no_wrap=col != "input")
+        for r in good:
+            for rank, p in enumerate(r.top_k, start=1):
+                table.add_row(r.input if rank == 1 else "", str(rank), p.label, str(p.index),
+                              f"{p.probability:.4f}")
+            table.add_section()
+        console.print(table)
+    if failed:
+        raise typer.Exit(SOME_INPUTS_FAILED)
