@@ -148,9 +148,9 @@ def test_onnx_export_verifies(name: str, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [f"{name}.onnx"]  # no temporary left
 
 
-@pytest.mark.parametrize("name", ["quickstart", "mnist_cnn", "mnist_regular_fd"])
+@pytest.mark.parametrize("name", MNIST_SPECS)
 def test_torchscript_export_verifies(name: str, tmp_path: Path) -> None:
-    model, spec = randomized(name)
+    model, spec = randomized(name) if name in FULL_SIZE else small(name)
     path = tmp_path / f"{name}.ts"
     report = export_model((model, spec), "torchscript", path, real_images=3)
     assert report.passed and report.max_abs <= 1e-4 and report.opset is None
