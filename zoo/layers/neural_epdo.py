@@ -140,10 +140,11 @@ def shifted_products(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     k = math.isqrt(w.shape[3])
     r = k // 2
     xp = F.pad(x, (r, r, r, r))
-    out = w[:, :, :, 0] * xp[..., 0:H, 0:W]
+    taps = w.movedim(3, 0)  # offsets first: each tap is one contiguous block in an export
+    out = taps[0] * xp[..., 0:H, 0:W]
     for q in range(1, k * k):
         a, b = divmod(q, k)
-        out = out + w[:, :, :, q] * xp[..., a : a + H, b : b + W]
+        out = out + taps[q] * xp[..., a : a + H, b : b + W]
     return out
 
 
