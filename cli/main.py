@@ -233,4 +233,4 @@ def check_command(
 
 
 # commands that live in their own modules register themselves on `app` when imported
-from epdo.cli import data_cmd, eval_cmd, export_cmd, predict_cmd, train_cmd  # noqa: E402,F401
+from epdo.cli import bench_cmd, data_cmd, eval_cmd, export_cmd, predict_cmd, train_cmd  # noqa: E402,F401

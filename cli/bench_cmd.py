@@ -1,0 +1,90 @@
+"""`epdo bench`: build, training and inference speed of a spec, against the device's matmul
+(a thin layer over :func:`epdo.zoo.benchmark.run_benchmark`).
+
+Exit codes: 0 measured; 2 an input problem (bad spec, CUDA missing, bad flags) on one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from epdo.cli.main import _print_json, app, console, fail, input_errors
+
+# (key, label, unit, format)
+ROWS = (
+    ("build_cold_s", "build, cold (empty cache)", "s", "{:.3f}"),
+    ("build_warm_s", "build, warm", "s", "{:.3f}"),
+    ("train_images_per_s", "training step (fwd + bwd + Adam)", "images/s", "{:.1f}"),
+    ("infer_eager_images_per_s", "inference, PyTorch eager", "images/s", "{:.1f}"),
+    ("infer_torchscript_images_per_s", "inference, TorchScript", "images/s", "{:.1f}"),
+    ("infer_onnxruntime_images_per_s", "inference, ONNX Runtime (CPU)", "images/s", "{:.1f}"),
+    ("train_peak_memory_mb", "peak memory of a training step", "MB", "{:.1f}"),
+    ("flops_forward_per_image", "FLOPs per image, forward", "MFLOP", None),
+    ("flops_forward_per_image_batch1", "FLOPs per image, forward at batch 1", "MFLOP", None),
+    ("flops_train_step_per_image", "FLOPs per image, training step", "MFLOP", None),
+    ("train_gflops", "achieved, training", "GFLOP/s", "{:.2f}"),
+    ("infer_gflops", "achieved, eager inference", "GFLOP/s", "{:.2f}"),
+    ("matmul_gflops", "fp32 matmul", "GFLOP/s", "{:.2f}"),
+    ("train_ratio", "training / matmul", "ratio", "{:.3f}"),
+    ("infer_ratio", "eager inference / matmul", "ratio", "{:.3f}"),
+)
+
+
+def bench_table(data: dict[str, Any]) -> Table:
+    """The figures of a report dict as a (figure, value, unit) Rich table."""
+    table = Table(title=f"bench {data['spec']} on {data['device']} ({data['threads']} threads, "
+                  f"batch {data['batch_size']}, median of {data['iters']})")
+    table.add_column("figure", justify="left", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("unit", justify="left", no_wrap=True)
+    for key, label, unit, fmt in ROWS:
+        value = data.get(key)
+        if value is None:
+            text = "-"
+        elif fmt is None:
+            text = f"{value / 1e6:.2f}"
+        else:
+            text = fmt.format(value)
+        if key == "matmul_gflops":
+            label = f"{label} (n = {data['matmul_n']})"
+        table.add_row(label, text, unit)
+    return table
+
+
+@app.command("bench")
+@input_errors
+def bench_command(
+    spec: str = typer.Argument(..., help="Shipped spec name or YAML path."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per step."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda."),
+    threads: int = typer.Option(None, "--threads", help="torch and onnxruntime intra-op "
+                                "threads; default: torch's current setting."),
+    iters: int = typer.Option(3, "--iters", help="Timed iterations (median) after a warm-up."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object with every figure."),
+    no_export: bool = typer.Option(False, "--no-export", help="Skip TorchScript and ONNX."),
+) -> None:
+    """Measure build time, training and inference throughput, peak memory and FLOP rates."""
+    from epdo.zoo.benchmark import BenchError, run_benchmark
+
+    hook = None
+    if not no_export:
+        from epdo.exporters.bench import exported_throughputs
+
+        hook = exported_throughputs
+    try:
+        report = run_benchmark(spec, batch_size=batch_size, device=device, threads=threads,
+                               iters=iters, exported=hook)
+    except BenchError as exc:
+        fail(str(exc))
+    data = report.to_dict()
+    if as_json:
+        _print_json(data)
+        return
+    console.print(bench_table(data))
+    console.print(f"headline: training reaches {data['train_ratio']:.3f} and eager inference "
+                  f"{data['infer_ratio']:.3f} of the fp32 matmul rate "
+                  f"({data['matmul_gflops']:.1f} GFLOP/s) of {data['device']}")
+    console.print(f"peak memory: {data['train_peak_memory_method']}", highlight=False)
