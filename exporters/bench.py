@@ -71,7 +71,8 @@ def onnxruntime_throughput(graph: torch.nn.Module, x: torch.Tensor, iters: int,
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {"images": x_cpu.numpy().astype(np.float32)}
-    t = time_calls(lambda: session.run(["logits"], feed), iters, torch.device("cpu"))
+    # onnxruntime grows its memory arena over the first runs at a new batch size: warm up more
+    t = time_calls(lambda: session.run(["logits"], feed), iters, torch.device("cpu"), warmup=3)
     return x.shape[0] / t
 
 
