@@ -20,6 +20,7 @@ a ``.ts`` file in PyTorch; both share the interface of :class:`Classifier`:
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import warnings
@@ -281,7 +282,7 @@ def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-class Classifier:
+class Classifier(abc.ABC):
     """What every served artifact offers; subclasses implement :meth:`_run`.
 
     Attributes:
@@ -318,9 +319,9 @@ class Classifier:
             classes = [str(i) for i in range(num_classes)]
         self.classes = [str(c) for c in classes]
 
+    @abc.abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Logits ``(n, K)`` of one batch ``(n, C, H, W)`` float32 (already preprocessed)."""
-        raise NotImplementedError
 
     def as_batch(self, array: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` float32 from ``(N, C, H, W)``, ``(C, H, W)`` or (one channel)

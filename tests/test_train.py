@@ -282,9 +282,6 @@ def test_cli_cuda_without_cuda_is_one_line(tmp_path, fake_loader) -> None:
 
 
 def test_cli_missing_data_is_the_data_error_line(tmp_path) -> None:
-    data = pytest.importorskip("epdo.zoo.data")
-    if not hasattr(data, "DataError"):
-        pytest.skip("data module not there yet")
     result = CliRunner().invoke(app, ["train", "quickstart", "--dataset", "mnist-rot",
                                       "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2

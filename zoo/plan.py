@@ -133,16 +133,10 @@ def _features(stage: Stage, path: str) -> FeatureType:
 # --------------------------------------------------------------------------- layers
 
 
-def _plan_pdo_conv(layer: PdoConvLayer, path: str, inp: Stage) -> LayerPlan:
-    _features(inp, path)
-    field = _field_type(inp.group, layer.type, f"{path}.type")
-    h, w = _strided(inp.height, layer.stride), _strided(inp.width, layer.stride)
-    mid = Stage(inp.group, FeatureType(field, layer.fields), h, w)
-    h, w = _pooled(mid, layer.pool, f"{path}.pool")
-    return LayerPlan(path, layer.op, layer, inp, Stage(inp.group, mid.feature, h, w))
-
-
-def _plan_conv1x1(layer: Conv1x1Layer, path: str, inp: Stage) -> LayerPlan:
+def _plan_equivariant_conv(
+    layer: PdoConvLayer | Conv1x1Layer, path: str, inp: Stage
+) -> LayerPlan:
+    """pdo_conv (5x5, padding 2) and conv1x1 share the size rule (H - 1) // stride + 1."""
     _features(inp, path)
     field = _field_type(inp.group, layer.type, f"{path}.type")
     h, w = _strided(inp.height, layer.stride), _strided(inp.width, layer.stride)
@@ -287,9 +281,9 @@ def _plan_residual(layer: ResidualLayer, path: str, inp: Stage) -> LayerPlan:
 
 
 _PLANNERS: dict[str, Callable[..., LayerPlan]] = {
-    "pdo_conv": _plan_pdo_conv,
+    "pdo_conv": _plan_equivariant_conv,
     "neural_epdo": _plan_neural_epdo,
-    "conv1x1": _plan_conv1x1,
+    "conv1x1": _plan_equivariant_conv,
     "conv": _plan_conv,
     "pool": _plan_pool,
     "dropout": _plan_same,
