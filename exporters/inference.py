@@ -30,14 +30,10 @@ from torch import nn
 
 from epdo.zoo.layers.conv import EquivariantConv
 from epdo.zoo.layers.head import ClassifierHead, Residual
-from epdo.zoo.layers.neural_epdo import (
-    L1_EPS,
-    STENCIL_SCALE,
-    NeuralEPDO,
-    spatially_varying_product,
-)
+from epdo.zoo.layers.neural_epdo import L1_EPS, NeuralEPDO
 from epdo.zoo.layers.norms import FieldBatchNorm
 from epdo.zoo.layers.pooling import GroupPool, Restrict, SpatialPool
+from epdo.zoo.layers.stencil_product import export_product, generated_product
 from epdo.zoo.spec import Spec
 
 
@@ -113,7 +109,8 @@ class NeuralEPDOInference(nn.Module):
         reduce: 1x1 conv to the generator's mid fields.
         norm_groups / norm_weight / norm_bias / norm_eps: FieldNorm as group norm with
             per-channel affine (the per-field values repeated over the field's channels).
-        generator: grouped 1x1 conv producing g*d*k*k raw coefficients per pixel.
+        generator: grouped 1x1 conv producing g*k*k*d raw coefficients per pixel, ordered
+            (field, offset, component), the stencil scale folded in.
         g, d, kernel_size: operator fields, field dimension, stencil size.
         out: 1x1 conv to the output fields (BatchNorm possibly folded in).
     """
@@ -136,19 +133,17 @@ class NeuralEPDOInference(nn.Module):
         self.norm_groups, self.norm_eps = norm_groups, norm_eps
         self.register_buffer("norm_weight", norm_weight.float())
         self.register_buffer("norm_bias", norm_bias.float())
-        self.g, self.d, self.kk = g, d, kernel_size * kernel_size
+        self.g, self.d, self.k = g, d, kernel_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.reduce(x)
-        h = F.group_norm(h, self.norm_groups, self.norm_weight, self.norm_bias, self.norm_eps)
-        raw = self.generator(F.relu(h))
-        H, W = raw.shape[-2:]
-        w = raw.reshape(-1, self.g, self.d * self.kk, H, W) * STENCIL_SCALE
-        w = w / (w.abs().sum(2, keepdim=True) + L1_EPS)
-        K = self.g * self.d
-        w = w.reshape(-1, 1, K, self.kk, H, W)
-        xs = x.reshape(-1, x.shape[1] // K, K, H, W)
-        y = spatially_varying_product(xs, w).reshape(-1, x.shape[1], H, W)
+        h = F.relu(F.group_norm(h, self.norm_groups, self.norm_weight, self.norm_bias,
+                                self.norm_eps))
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            y = export_product(self.generator(h), x, self.g, self.k, L1_EPS)
+        else:
+            y = generated_product(h, x, self.generator.weight, self.generator.groups, self.g,
+                                  self.k, L1_EPS)
         return self.out(y)
 
 

@@ -20,12 +20,7 @@ from epdo.exporters.metadata import METADATA_KEYS, ArtifactError, read_metadata
 from epdo.zoo import build_model
 from epdo.zoo.data import dataset_classes
 from epdo.zoo.layers.conv import EquivariantConv
-from epdo.zoo.layers.neural_epdo import (
-    NeuralEPDO,
-    apply_spatially_varying,
-    apply_spatially_varying_reference,
-    shifted_products,
-)
+from epdo.zoo.layers.neural_epdo import NeuralEPDO
 from epdo.zoo.spec import Spec, load_spec
 
 MNIST_SPECS = [
@@ -99,18 +94,6 @@ def test_inference_graph_applies_the_normalization() -> None:
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(inf(x), model((x - 0.25) / 0.5), atol=1e-5, rtol=1e-5)
-
-
-def test_spatially_varying_product_paths_agree() -> None:
-    gen = torch.Generator().manual_seed(3)
-    x, w = torch.randn(2, 6, 9, 9, generator=gen), torch.randn(2, 3, 25, 9, 9, generator=gen)
-    ref = apply_spatially_varying_reference(x, w)
-    xs, ws = x.reshape(2, 2, 3, 9, 9), w.unsqueeze(1)
-    torch.testing.assert_close(shifted_products(xs, ws).reshape(2, 6, 9, 9), ref)
-    with torch.no_grad():
-        torch.testing.assert_close(apply_spatially_varying(x, w), ref)
-    xg = x.clone().requires_grad_(True)
-    torch.testing.assert_close(apply_spatially_varying(xg, w), ref)
 
 
 def test_neural_epdo_no_grad_path_is_plain_ops() -> None:

@@ -12,11 +12,7 @@ import torch
 from epdo.zoo.groups import parse_group
 from epdo.zoo.layers.conv import Conv1x1, PDOConv
 from epdo.zoo.layers.head import ClassifierHead
-from epdo.zoo.layers.neural_epdo import (
-    NeuralEPDO,
-    apply_spatially_varying,
-    apply_spatially_varying_reference,
-)
+from epdo.zoo.layers.neural_epdo import NeuralEPDO
 from epdo.zoo.layers.norms import FieldBatchNorm, FieldNorm
 from epdo.zoo.layers.pooling import GroupPool, Restrict, SpatialPool
 from epdo.zoo.layers.typed import FieldTypeError
@@ -174,19 +170,6 @@ def test_layers_check_their_input_type() -> None:
         layer(torch.randn(1, 16, 9, 9))
     with pytest.raises(FieldTypeError):
         NeuralEPDO(fin, fout, 4, 2, 1, 1, "fd")(torch.randn(1, 33, 9, 9))
-
-
-def test_fast_spatially_varying_matches_reference() -> None:
-    torch.manual_seed(0)
-    x = torch.randn(2, 24, 9, 10, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(2, 8, 25, 9, 10, dtype=torch.float64, requires_grad=True)
-    fast = apply_spatially_varying(x, w)
-    ref = apply_spatially_varying_reference(x, w)
-    assert torch.allclose(fast, ref, atol=1e-12)
-    gy = torch.randn_like(fast)
-    gx1, gw1 = torch.autograd.grad(fast, (x, w), gy)
-    gx2, gw2 = torch.autograd.grad(ref, (x, w), gy)
-    assert torch.allclose(gx1, gx2, atol=1e-12) and torch.allclose(gw1, gw2, atol=1e-12)
 
 
 def test_kernel_cache_in_eval_follows_parameter_updates() -> None:

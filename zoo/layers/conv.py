@@ -87,7 +87,11 @@ class EquivariantConv(TypedModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         b = self.bias() if self.bias is not None else None
-        return F.conv2d(x, self.kernel(), b, stride=self.stride, padding=self.padding)
+        y = F.conv2d(x, self.kernel(), b, stride=self.stride, padding=self.padding)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # keep the layout (a one-channel input is both, and the convolution picks NCHW)
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", order={self.expansion.order}, stride={self.stride}"

@@ -18,7 +18,9 @@ class FieldBatchNorm(TypedModule):
     """BatchNorm with one statistic and one affine pair per field.
 
     (B, F*d, H, W) is viewed as (B, F, d, H, W) and normalized by ``BatchNorm3d(F)``: the
-    mean and variance of field f run over the batch, its d channels and space.
+    mean and variance of field f run over the batch, its d channels and space. A
+    channels-last input is viewed as (B*H*W, F, d, 1, 1) instead (the same statistics, no
+    copy) and the output stays channels-last.
     """
 
     def __init__(self, feature: FeatureType, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -30,6 +32,9 @@ class FieldBatchNorm(TypedModule):
         self.check_input(x)
         B, C, H, W = x.shape
         d = self.in_type.field.dim
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            pixels = x.permute(0, 2, 3, 1).reshape(B * H * W, C // d, d, 1, 1)
+            return self.bn(pixels).reshape(B, H, W, C).permute(0, 3, 1, 2)
         return self.bn(x.reshape(B, C // d, d, H, W)).reshape(B, C, H, W)
 
 

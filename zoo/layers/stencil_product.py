@@ -1,0 +1,231 @@
+"""The Neural ePDO's spatially varying stencil product, in three implementations.
+
+Notation: x (B, C, H, W) with C = P * K channels, read as P partitions of K = g * d channels
+(g operator fields of d components). At every pixel p the generator gives raw coefficients
+``r[f, o, c](p)`` for field f < g, offset o of the k x k stencil and component c < d; each
+field's d * k * k block is L1-normalised and applied to every partition:
+
+    y[n, f, c](p) = sum_o r[f, o, c](p) x[n, f, c](p + o) / (sum_{o', c'} |r[f, o', c'](p)| + eps)
+
+for partition n. The normalisation is one positive scalar per (pixel, field), so it is applied
+to the k * k-term sum once instead of to every coefficient.
+
+- :func:`generated_product` is the fast path (training and inference): the generator's 1x1
+  convolution, the normalisation and the product are computed chunk by chunk over the batch,
+  in channels-last layout, so the g * k * k * d coefficients per pixel (64x the input at the
+  paper's sizes) live only in cache-sized pieces and are never stored for the backward pass:
+  :class:`_GeneratedProduct` recomputes them chunk by chunk from the generator input.
+- :func:`shifted_products` is the same product in plain out-of-place ops (Pad, Slice, Mul, Add)
+  for ``torch.jit.trace`` and ``torch.onnx.export``.
+- :func:`stencil_product_reference` goes through the k * k-fold unfolded input: the test oracle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Chunk size target on a CPU: the coefficients of one chunk should stay in cache between
+# their generation and their three uses (norm, product, gradient).
+CPU_CHUNK_BYTES = 4 << 20
+
+
+def stencil_product_reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``y_c(p) = sum_o w[c mod K](p, o) x_c(p + o)`` through the unfolded input.
+
+    Args:
+        x: (B, C, H, W), C a multiple of K.
+        w: (B, K, k*k, H, W) per-pixel stencils, offset index a*k + b for row a, column b.
+    Returns:
+        (B, C, H, W).
+    """
+    B, C, H, W = x.shape
+    K, kk = w.shape[1], w.shape[2]
+    k = math.isqrt(kk)
+    cols = F.unfold(x, k, padding=k // 2).reshape(B, C // K, K, kk, H, W)
+    return (cols * w.unsqueeze(1)).sum(3).reshape(B, C, H, W)
+
+
+def shifted_products(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """``sum_o taps[:, o] * shift_o(x)`` in plain out-of-place ops (Pad, Slice, Mul, Add), so
+    that ``torch.jit.trace`` and ``torch.onnx.export`` see only standard operators.
+
+    Shapes: x (B, P, K, H, W), taps (B, k*k, 1, K, H, W) (offsets first: each tap is one
+    contiguous block in an exported graph); returns (B, P, K, H, W).
+    """
+    H, W = x.shape[-2:]
+    k = math.isqrt(taps.shape[1])
+    r = k // 2
+    xp = F.pad(x, (r, r, r, r))
+    out = taps[:, 0] * xp[..., 0:H, 0:W]
+    for q in range(1, k * k):
+        a, b = divmod(q, k)
+        out = out + taps[:, q] * xp[..., a : a + H, b : b + W]
+    return out
+
+
+def export_product(raw: torch.Tensor, x: torch.Tensor, g: int, k: int,
+                   eps: float) -> torch.Tensor:
+    """The normalised product from raw coefficients, in plain ops for tracing and export.
+
+    Args:
+        raw: (B, g*k*k*d, H, W) coefficients, channels ordered (field, offset, component).
+        x: (B, C, H, W), C = P * g * d.
+    Returns:
+        y (B, C, H, W).
+    """
+    B, C, H, W = x.shape
+    kk = k * k
+    d = raw.shape[1] // (g * kk)
+    fields = raw.reshape(B, g, kk * d, H, W)
+    norm = fields.abs().sum(2, keepdim=True) + eps  # (B, g, 1, H, W)
+    taps = raw.reshape(B, g, kk, d, H, W).transpose(1, 2).reshape(B, kk, 1, g * d, H, W)
+    y = shifted_products(x.reshape(B, C // (g * d), g * d, H, W), taps)
+    return (y.reshape(B, C // (g * d), g, d, H, W) / norm.unsqueeze(1)).reshape(B, C, H, W)
+
+
+def chunk_size(batch: int, coefficients_per_image: int, device: torch.device) -> int:
+    """Images per chunk: all of them on an accelerator, a cache-sized piece on a CPU."""
+    if device.type != "cpu":
+        return batch
+    return max(1, min(batch, CPU_CHUNK_BYTES // (4 * coefficients_per_image)))
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    """(b, C, H, W) -> (b, H, W, C), contiguous (a view for channels-last input)."""
+    return t.permute(0, 2, 3, 1).contiguous()
+
+
+def _padded(x: torch.Tensor, r: int, g: int, d: int) -> torch.Tensor:
+    """x (b, C, H, W) -> zero-padded channels-last (b, H + 2r, W + 2r, P, g, d)."""
+    b, C, H, W = x.shape
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, r, r, r, r))
+    return xp.reshape(b, H + 2 * r, W + 2 * r, C // (g * d), g, d)
+
+
+class _Chunk:
+    """One chunk's generated coefficients and their norms (channels-last).
+
+    ``taps``: (b, H, W, 1, g, k*k, d), ``norm``: (b, H, W, 1, g, 1) = L1 norm + eps.
+    """
+
+    def __init__(self, h: torch.Tensor, weight: torch.Tensor, groups: int, g: int, d: int,
+                 eps: float) -> None:
+        raw = _nhwc(F.conv2d(h, weight, groups=groups))
+        b, H, W, _ = raw.shape
+        self.raw = raw
+        self.taps = raw.reshape(b, H, W, 1, g, -1, d)
+        norm = raw.reshape(b, H, W, g, -1).abs().sum(-1)  # faster than vector_norm(ord=1)
+        self.norm = norm.add_(eps).reshape(b, H, W, 1, g, 1)
+        self.kk = self.taps.shape[5]
+
+    def product(self, xp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out (b, H, W, P, g, d) = normalised product with the padded input xp."""
+        k = math.isqrt(self.kk)
+        H, W = out.shape[1:3]
+        torch.mul(self.taps[..., 0, :], xp[:, :H, :W], out=out)
+        for q in range(1, self.kk):
+            a, b = divmod(q, k)
+            out.addcmul_(self.taps[..., q, :], xp[:, a : a + H, b : b + W])
+        return out.div_(self.norm)
+
+
+def _forward(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups: int, g: int,
+             k: int, eps: float) -> torch.Tensor:
+    """The chunked forward; returns y as a channels-last (B, C, H, W) tensor."""
+    B, C, H, W = x.shape
+    d = weight.shape[0] // (g * k * k)
+    y = torch.empty(B, H, W, C // (g * d), g, d, dtype=x.dtype, device=x.device)
+    step = chunk_size(B, weight.shape[0] * H * W, x.device)
+    for i in range(0, B, step):
+        chunk = _Chunk(h[i : i + step], weight, groups, g, d, eps)
+        chunk.product(_padded(x[i : i + step], k // 2, g, d), y[i : i + step])
+    return y.reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+
+class _GeneratedProduct(torch.autograd.Function):
+    """:func:`generated_product` with a backward that recomputes the coefficients.
+
+    Saved: the generator input h, x, the generator weight and the output y (all of the
+    size of a feature map); the g*k*k*d coefficients per pixel are regenerated chunk by
+    chunk. With s = sum_o r_o x_o, N = ||r||_1 + eps and y = s / N (per field f):
+    dL/dx(p + o) += r_o(p) gy(p) / N(p);  dL/dr_o = sum_n gy_n x_n(p + o) / N
+    - sign(r_o) sum_{n, c in f} gy y / N; then the 1x1 convolution's own backward.
+    """
+
+    @staticmethod
+    def forward(ctx, h, x, weight, groups, g, k, eps):  # type: ignore[override]
+        y = _forward(h, x, weight, groups, g, k, eps)
+        ctx.save_for_backward(h, x, weight, y)
+        ctx.groups, ctx.g, ctx.k, ctx.eps = groups, g, k, eps
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        h, x, weight, y = ctx.saved_tensors
+        groups, g, k, eps = ctx.groups, ctx.g, ctx.k, ctx.eps
+        need_h, need_x, need_w = ctx.needs_input_grad[:3]
+        B, C, H, W = x.shape
+        d = weight.shape[0] // (g * k * k)
+        kk, r = k * k, k // 2
+        P = C // (g * d)
+        grad_h = torch.empty_like(h, memory_format=torch.channels_last) if need_h else None
+        grad_x = torch.empty(B, H, W, P, g, d, dtype=x.dtype, device=x.device) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        step = chunk_size(B, weight.shape[0] * H * W, x.device)
+        for i in range(0, B, step):
+            chunk = _Chunk(h[i : i + step], weight, groups, g, d, eps)
+            b = chunk.taps.shape[0]
+            gy = _nhwc(grad_y[i : i + step]).reshape(b, H, W, P, g, d)
+            gs = gy / chunk.norm
+            if need_x:
+                gxp = gs.new_zeros(b, H + 2 * r, W + 2 * r, P, g, d)
+                for q in range(kk):
+                    a, c = divmod(q, k)
+                    gxp[:, a : a + H, c : c + W].addcmul_(chunk.taps[..., q, :], gs)
+                grad_x[i : i + step] = gxp[:, r : r + H, r : r + W]
+            if not (need_h or need_w):
+                continue
+            xp = _padded(x[i : i + step], r, g, d)
+            grad_raw = torch.empty_like(chunk.raw).reshape(b, H, W, g, kk, d)
+            for q in range(kk):
+                a, c = divmod(q, k)
+                torch.sum(gs * xp[:, a : a + H, c : c + W], dim=3, out=grad_raw[..., q, :])
+            yc = _nhwc(y[i : i + step]).reshape(b, H, W, P, g, d)
+            grad_norm = (gs * yc).sum(dim=(3, 5)).neg_()  # (b, H, W, g)
+            grad_raw = grad_raw.reshape(b, H, W, g, kk * d)
+            grad_raw.addcmul_(chunk.raw.reshape(b, H, W, g, kk * d).sign(),
+                              grad_norm.unsqueeze(-1))
+            gh, gw, _ = torch.ops.aten.convolution_backward(
+                grad_raw.reshape(b, H, W, -1).permute(0, 3, 1, 2), h[i : i + step], weight,
+                None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups, [need_h, need_w, False],
+            )
+            if need_h:
+                grad_h[i : i + step] = gh
+            if need_w:
+                grad_w += gw
+        if grad_x is not None:
+            grad_x = grad_x.reshape(B, H, W, C).permute(0, 3, 1, 2)
+        return grad_h, grad_x, grad_w, None, None, None, None
+
+
+def generated_product(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups: int,
+                      g: int, k: int, eps: float) -> torch.Tensor:
+    """Generate the coefficients from h and apply them to x (see the module docstring).
+
+    Args:
+        h: (B, M, H, W) generator input.
+        x: (B, C, H, W) input of the operators, C = P * g * d.
+        weight: (g*k*k*d, M/groups, 1, 1) generator weight, output channels ordered
+            (field, offset, component); any constant scale already folded in.
+        groups: groups of the generator's 1x1 convolution.
+        g, k: operator fields and stencil size (d follows from the weight).
+        eps: added to each field's L1 norm.
+    Returns:
+        y (B, C, H, W) in channels-last memory format.
+    """
+    if torch.is_grad_enabled() and (h.requires_grad or x.requires_grad or weight.requires_grad):
+        return _GeneratedProduct.apply(h, x, weight, groups, g, k, eps)
+    return _forward(h, x, weight, groups, g, k, eps)
