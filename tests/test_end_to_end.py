@@ -35,7 +35,8 @@ def test_train_then_eval_on_the_embedded_sample(tmp_path: Path) -> None:
     assert trained.exit_code == 0, trained.stdout + trained.stderr
     assert "final test accuracy" in trained.stdout
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 3 and metrics[-1]["test_acc"] > 0.2  # ten classes: chance is 0.1
+    # ten classes: chance is 0.1 +- 0.01 on 1,000 images; this tiny model reaches ~0.2 in 3 epochs
+    assert len(metrics) == 3 and metrics[-1]["test_acc"] > 0.15
 
     evaluated = runner.invoke(app, ["eval", str(run), "--angles", "0:360:45", "--json"])
     assert evaluated.exit_code == 0, evaluated.stderr

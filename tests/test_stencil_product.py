@@ -148,3 +148,51 @@ def test_field_batch_norm_channels_last_matches_nchw() -> None:
     torch.testing.assert_close(a.bn.running_var, b.bn.running_var)
     a.eval(), b.eval()
     torch.testing.assert_close(a(x), b(xl))
+
+
+def test_definition_path_same_numbers_without_the_recomputation() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, x, w = inputs(seed=4)
+    gy = torch.randn(5, x.shape[1], 7, 6, dtype=torch.float64)
+
+    def step() -> tuple[int, torch.Tensor, tuple[torch.Tensor, ...]]:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            y = sp.generated_product(h, x, w, GROUPS, G, K, L1_EPS)
+            grads = torch.autograd.grad(y, (h, x, w), gy)
+        return counter.get_total_flops(), y, grads
+
+    fast_flops, y_fast, g_fast = step()
+    with sp.definition_path():
+        def_flops, y_def, g_def = step()
+    torch.testing.assert_close(y_def, y_fast)
+    for a, b in zip(g_def, g_fast, strict=True):
+        torch.testing.assert_close(a, b)
+    # the fast backward regenerates the coefficients: one more generator convolution
+    generator = 2 * 5 * 7 * 6 * w.shape[0] * w.shape[1]
+    assert fast_flops - def_flops == generator
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_field_batch_norm_channels_last_gradients(momentum) -> None:
+    ft = FeatureType(parse_field_type(parse_group("C4"), "regular"), 3)
+    a, b = FieldBatchNorm(ft).double(), FieldBatchNorm(ft).double()
+    for bn in (a, b):
+        bn.bn.momentum = momentum
+        with torch.no_grad():
+            bn.bn.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+            bn.bn.bias.copy_(torch.tensor([0.1, -0.3, 0.7]))
+    x = torch.randn(3, 12, 5, 4, dtype=torch.float64) * 2 + 0.5
+    xa = x.clone().requires_grad_(True)
+    xb = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    for _ in range(2):
+        ya, yb = a(xa), b(xb)
+    gy = torch.randn_like(ya)
+    ga = torch.autograd.grad(ya, [xa, a.bn.weight, a.bn.bias], gy)
+    gb = torch.autograd.grad(yb, [xb, b.bn.weight, b.bn.bias], gy)
+    for u, v in zip(ga, gb, strict=True):
+        assert v.abs().max() > 1e-3
+        torch.testing.assert_close(u, v)
+    torch.testing.assert_close(a.bn.running_var, b.bn.running_var)
+    assert int(a.bn.num_batches_tracked) == int(b.bn.num_batches_tracked) == 2

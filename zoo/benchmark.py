@@ -25,7 +25,9 @@
   products and convolutions) over the benchmarked batch and divided by its size, plus the Neural
   ePDO's elementwise 5x5 products, which the counter does not see
   (:func:`epdo.zoo.summary._extra_flops`, counted 1x for a forward and 3x for a training
-  step: forward, and the gradients with respect to the input and the weights). The forward
+  step: forward, and the gradients with respect to the input and the weights). The training
+  step is counted through the Neural ePDO's definition (:func:`definition_path`): the
+  arithmetic of the model, not the coefficients the fast backward regenerates. The forward
   is an eval-mode forward with cached kernels; ``flops_forward_per_image_batch1`` counts it
   on one image, as ``summarize(model).flops`` does, and is larger by the work done once per
   call (the Neural ePDO's per-forward kernel products, which a batch amortises); the
@@ -59,6 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import bases, stencils
 from .builder import ZooModel, build_model
+from .layers.stencil_product import definition_path
 from .spec import Spec, load_spec
 from .summary import _extra_flops
 
@@ -246,7 +249,7 @@ def count_flops(model: ZooModel, x: torch.Tensor, y: torch.Tensor) -> tuple[int,
     forward_one = eval_flops(x[:1]) + extra
     model.train()
     counter = FlopCounterMode(display=False)
-    with counter:
+    with definition_path(), counter:
         F.cross_entropy(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     train = counter.get_total_flops() // batch + 3 * extra

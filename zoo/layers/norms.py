@@ -14,13 +14,53 @@ from ..reps import FeatureType
 from .typed import TypedModule
 
 
+class _FieldBatchNormFn(torch.autograd.Function):
+    """Batch normalisation with given per-field batch statistics, and its full backward.
+
+    Forward: ``y = a_c (x - mu_f) + beta_f`` with ``a_c = gamma_f / sqrt(var_f + eps)``, run
+    by the per-channel (channels-last capable) batch-norm kernel with the field statistics
+    repeated over each field's d channels. Backward, with n elements per field and
+    ``xhat = (x - mu_f) / sqrt(var_f + eps)``:
+    ``dx = a_c (gy - sum_f(gy) / n - xhat sum_f(gy xhat) / n)``,
+    ``dgamma_f = sum_f(gy xhat)``, ``dbeta_f = sum_f(gy)``; the per-channel sums come from
+    the kernel's own backward and are added over each field's channels.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, var, eps, d):  # type: ignore[override]
+        rep = [t.repeat_interleave(d) for t in (weight, bias, mean, var)]
+        ctx.save_for_backward(x, *rep)
+        ctx.eps, ctx.d = eps, d
+        w, b, m, v = rep
+        return F.batch_norm(x, m, v, w, b, False, 0.0, eps)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, w, _, m, v = ctx.saved_tensors
+        eps, d = ctx.eps, ctx.d
+        C = x.shape[1]
+        gx, gw_c, gb_c = torch.ops.aten.native_batch_norm_backward(
+            grad, x, w, m, v, None, None, False, eps, [True, True, True]
+        )
+        gw = gw_c.view(-1, d).sum(1)
+        gb = gb_c.view(-1, d).sum(1)
+        n = x.numel() // C * d
+        inv = torch.rsqrt(v + eps)
+        scale = w * inv / n  # a_c / n
+        coef_x = -scale * inv * gw.repeat_interleave(d)
+        const = -scale * gb.repeat_interleave(d) - coef_x * m
+        gx = gx.addcmul_(x, coef_x.view(1, C, 1, 1)).add_(const.view(1, C, 1, 1))
+        return gx, gw, gb, None, None, None, None
+
+
 class FieldBatchNorm(TypedModule):
     """BatchNorm with one statistic and one affine pair per field.
 
-    (B, F*d, H, W) is viewed as (B, F, d, H, W) and normalized by ``BatchNorm3d(F)``: the
-    mean and variance of field f run over the batch, its d channels and space. A
-    channels-last input is viewed as (B*H*W, F, d, 1, 1) instead (the same statistics, no
-    copy) and the output stays channels-last.
+    The mean and variance of field f run over the batch, its d channels and space; the
+    parameters and running statistics live in a ``BatchNorm3d(F)`` (what a (B, F, d, H, W)
+    view would be normalized by). A channels-last input (the zoo's layout) takes a faster
+    path: per-channel statistics from the batch-norm kernel, combined per field, and
+    :class:`_FieldBatchNormFn`; the output stays channels-last.
     """
 
     def __init__(self, feature: FeatureType, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -32,10 +72,30 @@ class FieldBatchNorm(TypedModule):
         self.check_input(x)
         B, C, H, W = x.shape
         d = self.in_type.field.dim
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            pixels = x.permute(0, 2, 3, 1).reshape(B * H * W, C // d, d, 1, 1)
-            return self.bn(pixels).reshape(B, H, W, C).permute(0, 3, 1, 2)
-        return self.bn(x.reshape(B, C // d, d, H, W)).reshape(B, C, H, W)
+        if not (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+            return self.bn(x.reshape(B, C // d, d, H, W)).reshape(B, C, H, W)
+        bn = self.bn
+        if not bn.training:
+            w, b, m, v = (t.repeat_interleave(d) for t in (bn.weight, bn.bias, bn.running_mean,
+                                                           bn.running_var))
+            return F.batch_norm(x, m, v, w, b, False, 0.0, bn.eps)
+        with torch.no_grad():
+            mean_c, var_c = torch.batch_norm_update_stats(x, None, None, 0.0)
+            mean = mean_c.view(-1, d).mean(1)
+            # law of total variance over the field's channels (no E[x^2] - E[x]^2 cancellation)
+            spread = (mean_c.view(-1, d) - mean.unsqueeze(1)).square_().mean(1)
+            var = var_c.view(-1, d).mean(1) + spread
+            self._update_running(mean, var, x.numel() // C * d)
+        return _FieldBatchNormFn.apply(x, bn.weight, bn.bias, mean, var, bn.eps, d)
+
+    @torch.no_grad()
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        """nn.BatchNorm's running-statistics update (unbiased variance)."""
+        bn = self.bn
+        bn.num_batches_tracked.add_(1)
+        m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        bn.running_mean.lerp_(mean, m)
+        bn.running_var.lerp_(var * (n / max(n - 1, 1)), m)
 
 
 class FieldNorm(TypedModule):

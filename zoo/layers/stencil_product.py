@@ -22,7 +22,9 @@ to the k * k-term sum once instead of to every coefficient.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,22 @@ import torch.nn.functional as F
 # Chunk size target on a CPU: the coefficients of one chunk should stay in cache between
 # their generation and their three uses (norm, product, gradient).
 CPU_CHUNK_BYTES = 4 << 20
+
+_DEFINITION = False
+
+
+@contextlib.contextmanager
+def definition_path() -> Iterator[None]:
+    """Within this block :func:`generated_product` computes through the definition in plain
+    differentiable ops (:func:`export_product`, no recomputation), so that a FLOP counter
+    sees the model's arithmetic rather than this implementation's (which regenerates the
+    coefficients in the backward pass). Not thread-safe; for benchmarks and tests."""
+    global _DEFINITION
+    previous, _DEFINITION = _DEFINITION, True
+    try:
+        yield
+    finally:
+        _DEFINITION = previous
 
 
 def stencil_product_reference(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -226,6 +244,8 @@ def generated_product(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gr
     Returns:
         y (B, C, H, W) in channels-last memory format.
     """
+    if _DEFINITION:
+        return export_product(F.conv2d(h, weight, groups=groups), x, g, k, eps)
     if torch.is_grad_enabled() and (h.requires_grad or x.requires_grad or weight.requires_grad):
         return _GeneratedProduct.apply(h, x, weight, groups, g, k, eps)
     return _forward(h, x, weight, groups, g, k, eps)
