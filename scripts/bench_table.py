@@ -1,0 +1,70 @@
+"""The README's `epdo bench` table: one `epdo bench SPEC --json` run per shipped MNIST spec,
+each in its own process, printed as a Markdown table (and the raw JSON objects to a file).
+
+Usage (from the repository root)::
+
+    python scripts/bench_table.py                       # batch 64, 2 threads, 3 iterations
+    python scripts/bench_table.py --specs quickstart mnist_cnn --json-out bench.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SPECS = ["mnist_regular_gauss", "mnist_regular_fd", "mnist_quotient_gauss",
+         "mnist_d16c16_gauss", "mnist_pdoeconv_gauss", "mnist_cnn", "quickstart"]
+
+COLUMNS = [
+    ("spec", "spec", "{}"),
+    ("build cold / warm (s)", ("build_cold_s", "build_warm_s"), "{:.1f} / {:.2f}"),
+    ("train img/s", "train_images_per_s", "{:.1f}"),
+    ("eager img/s", "infer_eager_images_per_s", "{:.1f}"),
+    ("TorchScript img/s", "infer_torchscript_images_per_s", "{:.1f}"),
+    ("ORT img/s", "infer_onnxruntime_images_per_s", "{:.1f}"),
+    ("train peak MB", "train_peak_memory_mb", "{:.0f}"),
+    ("GFLOP fwd / step", ("flops_forward_per_image", "flops_train_step_per_image"), None),
+    ("matmul GFLOP/s", "matmul_gflops", "{:.0f}"),
+    ("train ratio", "train_ratio", "{:.2f}"),
+    ("eager ratio", "infer_ratio", "{:.2f}"),
+]
+
+
+def cell(report: dict, key, fmt) -> str:
+    if key == ("flops_forward_per_image", "flops_train_step_per_image"):
+        return "{:.3g} / {:.3g}".format(*(report[k] / 1e9 for k in key))
+    values = [report.get(k) for k in (key if isinstance(key, tuple) else (key,))]
+    if any(v is None for v in values):
+        return "n/a"
+    return fmt.format(*values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", nargs="+", default=SPECS)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    reports = []
+    for name in args.specs:
+        cmd = [sys.executable, "-m", "epdo.cli", "bench", name, "--batch-size",
+               str(args.batch_size), "--threads", str(args.threads), "--iters",
+               str(args.iters), "--json"]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        reports.append(json.loads(out))
+        print(f"{name}: done", file=sys.stderr)
+    if args.json_out:
+        args.json_out.write_text("".join(json.dumps(r) + "\n" for r in reports))
+    print("| " + " | ".join(title for title, _, _ in COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for report in reports:
+        print("| " + " | ".join(cell(report, key, fmt) for _, key, fmt in COLUMNS) + " |")
+
+
+if __name__ == "__main__":
+    main()
