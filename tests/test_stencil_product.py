@@ -21,6 +21,16 @@ from epdo.zoo.reps import FeatureType, parse_field_type
 G, D, K, GROUPS = 2, 3, 5, 2  # operator fields, field dim, stencil size, generator groups
 
 
+@pytest.fixture(params=["fused", "pytorch"])
+def path(request, monkeypatch) -> str:
+    """Run a test through the fused CPU kernels and through the PyTorch implementation."""
+    if request.param == "pytorch":
+        monkeypatch.setattr(sp, "stencil_kernels", lambda: None)
+    elif sp.stencil_kernels() is None:
+        pytest.skip("the fused CPU kernels could not be built here (no C++ compiler?)")
+    return request.param
+
+
 def definition(h, x, weight, groups=GROUPS, g=G, k=K, eps=L1_EPS):
     raw = F.conv2d(h, weight, groups=groups)
     B, _, H, W = raw.shape
@@ -45,7 +55,8 @@ def inputs(batch=5, parts=2, mid=4, size=(7, 6), channels_last=False, seed=0):
 
 @pytest.mark.parametrize("images_per_chunk", [1, 2, 100])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fast_path_matches_definition(monkeypatch, images_per_chunk, channels_last) -> None:
+def test_fast_path_matches_definition(monkeypatch, path, images_per_chunk,
+                                      channels_last) -> None:
     h, x, w = inputs(channels_last=channels_last)
     H, W = x.shape[-2:]
     monkeypatch.setattr(sp, "CPU_CHUNK_BYTES", 4 * w.shape[0] * H * W * images_per_chunk)
@@ -62,7 +73,7 @@ def test_fast_path_matches_definition(monkeypatch, images_per_chunk, channels_la
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=f"gradient of {name}")
 
 
-def test_fast_path_partial_gradients_and_no_grad() -> None:
+def test_fast_path_partial_gradients_and_no_grad(path) -> None:
     h, x, w = inputs(seed=1)
     ref = definition(h, x, w)
     gy = torch.randn_like(ref)
@@ -104,7 +115,7 @@ def neural_epdo(seed=0) -> NeuralEPDO:
     return NeuralEPDO(ft, ft, order=2, g=2, s=2, reduction=1, discretization="gauss").double()
 
 
-def test_neural_epdo_forward_and_gradients_match_definition() -> None:
+def test_neural_epdo_forward_and_gradients_match_definition(path) -> None:
     layer = neural_epdo()
     x = torch.randn(3, 16, 8, 8, dtype=torch.float64, requires_grad=True)
     y = layer(x)
@@ -150,7 +161,7 @@ def test_field_batch_norm_channels_last_matches_nchw() -> None:
     torch.testing.assert_close(a(x), b(xl))
 
 
-def test_definition_path_same_numbers_without_the_recomputation() -> None:
+def test_definition_path_same_numbers_without_the_recomputation(path) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     h, x, w = inputs(seed=4)
@@ -196,3 +207,31 @@ def test_field_batch_norm_channels_last_gradients(momentum) -> None:
         torch.testing.assert_close(u, v)
     torch.testing.assert_close(a.bn.running_var, b.bn.running_var)
     assert int(a.bn.num_batches_tracked) == int(b.bn.num_batches_tracked) == 2
+
+
+def test_fused_and_pytorch_paths_agree_in_float32(monkeypatch) -> None:
+    """The paper's layer-1 shape (C16, g = 4, d = 16, 4 partitions) in float32."""
+    if sp.stencil_kernels() is None:
+        pytest.skip("the fused CPU kernels could not be built here (no C++ compiler?)")
+    gen = torch.Generator().manual_seed(5)
+    h = torch.relu(torch.randn(2, 64, 9, 9, generator=gen)).requires_grad_(True)
+    x = torch.randn(2, 256, 9, 9, generator=gen).requires_grad_(True)
+    w = (torch.randn(4 * 25 * 16, 16, 1, 1, generator=gen) * 0.1).requires_grad_(True)
+    gy = torch.randn(2, 256, 9, 9, generator=gen)
+    y1 = sp.generated_product(h, x, w, 4, 4, 5, L1_EPS)
+    g1 = torch.autograd.grad(y1, (h, x, w), gy)
+    monkeypatch.setattr(sp, "stencil_kernels", lambda: None)
+    y2 = sp.generated_product(h, x, w, 4, 4, 5, L1_EPS)
+    g2 = torch.autograd.grad(y2, (h, x, w), gy)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_native_opt_out(monkeypatch) -> None:
+    from epdo.zoo.layers import native
+
+    monkeypatch.setenv("EPDO_NATIVE", "0")
+    assert native.stencil_kernels() is None
+    monkeypatch.setenv("EPDO_NATIVE", "1")
+    assert native.native_enabled()

@@ -115,7 +115,7 @@ class NeuralEPDO(TypedModule):
 
     def generator_input(self, x: torch.Tensor) -> torch.Tensor:
         """h = ReLU(FieldNorm(Lin1x1(x))), (B, num_mid*|G|, H, W)."""
-        return F.relu(self.norm(self.reduce(x)))
+        return F.relu(self.norm(self.reduce(x)), inplace=True)
 
     def stencils(self, x: torch.Tensor) -> torch.Tensor:
         """Per-pixel normalized stencils (B, g*d, k*k, H, W) generated from ``x`` (the

@@ -14,7 +14,10 @@ to the k * k-term sum once instead of to every coefficient.
   convolution, the normalisation and the product are computed chunk by chunk over the batch,
   in channels-last layout, so the g * k * k * d coefficients per pixel (64x the input at the
   paper's sizes) live only in cache-sized pieces and are never stored for the backward pass:
-  :class:`_GeneratedProduct` recomputes them chunk by chunk from the generator input.
+  :class:`_GeneratedProduct` recomputes them chunk by chunk from the generator input. On a
+  CPU the normalisation and product of a chunk (and their gradients) run in one fused pass
+  over the pixels (:mod:`.native`, compiled on first use); without a compiler the same
+  chunks go through k * k shifted multiply-adds in PyTorch ops.
 - :func:`shifted_products` is the same product in plain out-of-place ops (Pad, Slice, Mul, Add)
   for ``torch.jit.trace`` and ``torch.onnx.export``.
 - :func:`stencil_product_reference` goes through the k * k-fold unfolded input: the test oracle.
@@ -28,6 +31,8 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+
+from .native import stencil_kernels
 
 # Chunk size target on a CPU: the coefficients of one chunk should stay in cache between
 # their generation and their three uses (norm, product, gradient).
@@ -130,14 +135,22 @@ class _Chunk:
     """
 
     def __init__(self, h: torch.Tensor, weight: torch.Tensor, groups: int, g: int, d: int,
-                 eps: float) -> None:
+                 eps: float, norm: bool = True) -> None:
         raw = _nhwc(F.conv2d(h, weight, groups=groups))
         b, H, W, _ = raw.shape
         self.raw = raw
         self.taps = raw.reshape(b, H, W, 1, g, -1, d)
-        norm = raw.reshape(b, H, W, g, -1).abs().sum(-1)  # faster than vector_norm(ord=1)
-        self.norm = norm.add_(eps).reshape(b, H, W, 1, g, 1)
         self.kk = self.taps.shape[5]
+        if norm:  # the fused kernels compute it themselves
+            norms = raw.reshape(b, H, W, g, -1).abs().sum(-1)  # faster than vector_norm(ord=1)
+            self.norm = norms.add_(eps).reshape(b, H, W, 1, g, 1)
+
+    def offsets_first(self) -> torch.Tensor:
+        """The coefficients as (b, H, W, k*k, g*d): offsets first, the fused kernels' layout."""
+        b, H, W = self.raw.shape[:3]
+        g, d = self.taps.shape[4], self.taps.shape[6]
+        taps = self.taps.view(b, H, W, g, self.kk, d).transpose(3, 4).contiguous()
+        return taps.view(b, H, W, self.kk, g * d)
 
     def product(self, xp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out (b, H, W, P, g, d) = normalised product with the padded input xp."""
@@ -150,17 +163,57 @@ class _Chunk:
         return out.div_(self.norm)
 
 
+def _native(x: torch.Tensor):
+    """The fused CPU kernels when they apply to x (CPU, float32/float64), else None."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return stencil_kernels()
+
+
 def _forward(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups: int, g: int,
              k: int, eps: float) -> torch.Tensor:
     """The chunked forward; returns y as a channels-last (B, C, H, W) tensor."""
     B, C, H, W = x.shape
     d = weight.shape[0] // (g * k * k)
-    y = torch.empty(B, H, W, C // (g * d), g, d, dtype=x.dtype, device=x.device)
+    P = C // (g * d)
+    y = torch.empty(B, H, W, P, g, d, dtype=x.dtype, device=x.device)
     step = chunk_size(B, weight.shape[0] * H * W, x.device)
+    kernels = _native(x)
     for i in range(0, B, step):
-        chunk = _Chunk(h[i : i + step], weight, groups, g, d, eps)
-        chunk.product(_padded(x[i : i + step], k // 2, g, d), y[i : i + step])
+        chunk = _Chunk(h[i : i + step], weight, groups, g, d, eps, norm=kernels is None)
+        if kernels is not None:
+            xc = _nhwc(x[i : i + step]).view(-1, H, W, P, g * d)
+            yc = y[i : i + step].view(-1, H, W, P, g * d)
+            kernels.forward(chunk.offsets_first(), xc, yc, k, g, eps)
+        else:
+            chunk.product(_padded(x[i : i + step], k // 2, g, d), y[i : i + step])
     return y.reshape(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def _eager_backward(chunk: _Chunk, x: torch.Tensor, gy: torch.Tensor, y: torch.Tensor,
+                    k: int, need_raw: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(grad of raw (b, H, W, g*k*k*d) or None, grad of x (b, H, W, P, g, d)) of one chunk.
+
+    x: the chunk's input (b, C, H, W); gy, y: (b, H, W, P, g, d)."""
+    b, H, W, P, g, d = gy.shape
+    kk, r = k * k, k // 2
+    gs = gy / chunk.norm
+    gxp = gs.new_zeros(b, H + 2 * r, W + 2 * r, P, g, d)
+    for q in range(kk):
+        a, c = divmod(q, k)
+        gxp[:, a : a + H, c : c + W].addcmul_(chunk.taps[..., q, :], gs)
+    grad_x = gxp[:, r : r + H, r : r + W]
+    if not need_raw:
+        return None, grad_x
+    xp = _padded(x, r, g, d)
+    grad_raw = torch.empty_like(chunk.raw).reshape(b, H, W, g, kk, d)
+    for q in range(kk):
+        a, c = divmod(q, k)
+        torch.sum(gs * xp[:, a : a + H, c : c + W], dim=3, out=grad_raw[..., q, :])
+    grad_norm = (gs * y).sum(dim=(3, 5)).neg_()  # (b, H, W, g)
+    grad_raw = grad_raw.reshape(b, H, W, g, kk * d)
+    grad_raw.addcmul_(chunk.raw.reshape(b, H, W, g, kk * d).sign(), grad_norm.unsqueeze(-1))
+    return grad_raw.reshape(b, H, W, -1), grad_x
 
 
 class _GeneratedProduct(torch.autograd.Function):
@@ -187,41 +240,36 @@ class _GeneratedProduct(torch.autograd.Function):
         need_h, need_x, need_w = ctx.needs_input_grad[:3]
         B, C, H, W = x.shape
         d = weight.shape[0] // (g * k * k)
-        kk, r = k * k, k // 2
         P = C // (g * d)
         grad_h = torch.empty_like(h, memory_format=torch.channels_last) if need_h else None
         grad_x = torch.empty(B, H, W, P, g, d, dtype=x.dtype, device=x.device) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
         step = chunk_size(B, weight.shape[0] * H * W, x.device)
+        kernels = _native(x)
         for i in range(0, B, step):
-            chunk = _Chunk(h[i : i + step], weight, groups, g, d, eps)
-            b = chunk.taps.shape[0]
-            gy = _nhwc(grad_y[i : i + step]).reshape(b, H, W, P, g, d)
-            gs = gy / chunk.norm
+            sl = slice(i, i + step)
+            chunk = _Chunk(h[sl], weight, groups, g, d, eps, norm=kernels is None)
+            b = chunk.raw.shape[0]
+            gy = _nhwc(grad_y[sl]).reshape(b, H, W, P, g, d)
+            yc = _nhwc(y[sl]).reshape(b, H, W, P, g, d)
+            if kernels is not None:
+                xc = _nhwc(x[sl]).view(b, H, W, P, g * d)
+                gtaps, gx = kernels.backward(chunk.offsets_first(), xc, gy.view(xc.shape),
+                                             yc.view(xc.shape), k, g, eps)
+                graw = gtaps.view(b, H, W, k * k, g, d).transpose(3, 4).reshape(b, H, W, -1)
+                gx = gx.view(b, H, W, P, g, d)
+            else:
+                graw, gx = _eager_backward(chunk, x[sl], gy, yc, k, need_h or need_w)
             if need_x:
-                gxp = gs.new_zeros(b, H + 2 * r, W + 2 * r, P, g, d)
-                for q in range(kk):
-                    a, c = divmod(q, k)
-                    gxp[:, a : a + H, c : c + W].addcmul_(chunk.taps[..., q, :], gs)
-                grad_x[i : i + step] = gxp[:, r : r + H, r : r + W]
+                grad_x[sl] = gx
             if not (need_h or need_w):
                 continue
-            xp = _padded(x[i : i + step], r, g, d)
-            grad_raw = torch.empty_like(chunk.raw).reshape(b, H, W, g, kk, d)
-            for q in range(kk):
-                a, c = divmod(q, k)
-                torch.sum(gs * xp[:, a : a + H, c : c + W], dim=3, out=grad_raw[..., q, :])
-            yc = _nhwc(y[i : i + step]).reshape(b, H, W, P, g, d)
-            grad_norm = (gs * yc).sum(dim=(3, 5)).neg_()  # (b, H, W, g)
-            grad_raw = grad_raw.reshape(b, H, W, g, kk * d)
-            grad_raw.addcmul_(chunk.raw.reshape(b, H, W, g, kk * d).sign(),
-                              grad_norm.unsqueeze(-1))
             gh, gw, _ = torch.ops.aten.convolution_backward(
-                grad_raw.reshape(b, H, W, -1).permute(0, 3, 1, 2), h[i : i + step], weight,
-                None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups, [need_h, need_w, False],
+                graw.permute(0, 3, 1, 2), h[sl], weight, None, [1, 1], [0, 0], [1, 1], False,
+                [0, 0], groups, [need_h, need_w, False],
             )
             if need_h:
-                grad_h[i : i + step] = gh
+                grad_h[sl] = gh
             if need_w:
                 grad_w += gw
         if grad_x is not None:
