@@ -235,3 +235,35 @@ def test_native_opt_out(monkeypatch) -> None:
     assert native.stencil_kernels() is None
     monkeypatch.setenv("EPDO_NATIVE", "1")
     assert native.native_enabled()
+
+
+def test_autocast_runs_the_product_in_the_autocast_dtype() -> None:
+    h, x, w = inputs(seed=6)
+    h, x, w = (t.detach().float().requires_grad_(True) for t in (h, x, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = sp.generated_product(h, x, w, GROUPS, G, K, L1_EPS)
+    assert y.dtype == torch.bfloat16
+    ref = definition(h.double(), x.double(), w.double())
+    torch.testing.assert_close(y.double(), ref, rtol=0.05, atol=0.02)
+    gh, gx, gw = torch.autograd.grad(y.float().sum(), (h, x, w))
+    assert gh.dtype == gx.dtype == gw.dtype == torch.float32
+    gref = torch.autograd.grad(ref.sum(), (h, x, w))
+    for a, b in zip((gh, gx, gw), gref, strict=False):
+        assert torch.isfinite(a).all()
+        assert float((a.double() - b).norm() / b.norm()) < 0.05
+
+
+def test_failed_build_falls_back_with_one_warning(monkeypatch) -> None:
+    from epdo.zoo.layers import native
+
+    def no_compiler():
+        raise OSError("c++: command not found")
+
+    monkeypatch.setattr(native, "_build", no_compiler)
+    monkeypatch.setattr(native, "_kernels", native._UNSET)
+    with pytest.warns(RuntimeWarning, match="c\\+\\+: command not found.*PyTorch implementation"):
+        assert native.stencil_kernels() is None
+    assert native.stencil_kernels() is None  # decided once, no second warning
+    h, x, w = inputs(seed=7)
+    torch.testing.assert_close(sp.generated_product(h, x, w, GROUPS, G, K, L1_EPS),
+                               definition(h, x, w))

@@ -58,8 +58,8 @@ class FieldBatchNorm(TypedModule):
 
     The mean and variance of field f run over the batch, its d channels and space; the
     parameters and running statistics live in a ``BatchNorm3d(F)`` (what a (B, F, d, H, W)
-    view would be normalized by). A channels-last input (the zoo's layout) takes a faster
-    path: per-channel statistics from the batch-norm kernel, combined per field, and
+    view would be normalized by). A channels-last input on a CPU (the zoo's layout) takes a
+    faster path: per-channel statistics from the batch-norm kernel, combined per field, and
     :class:`_FieldBatchNormFn`; the output stays channels-last.
     """
 
@@ -72,7 +72,8 @@ class FieldBatchNorm(TypedModule):
         self.check_input(x)
         B, C, H, W = x.shape
         d = self.in_type.field.dim
-        if not (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()):
+        fast = x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+        if not fast or x.is_contiguous():
             return self.bn(x.reshape(B, C // d, d, H, W)).reshape(B, C, H, W)
         bn = self.bn
         if not bn.training:

@@ -291,9 +291,18 @@ def generated_product(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gr
         eps: added to each field's L1 norm.
     Returns:
         y (B, C, H, W) in channels-last memory format.
+
+    Under autocast the three inputs are cast to the autocast dtype and everything (the
+    backward's recomputation included) runs in it, with autocast off inside.
     """
     if _DEFINITION:
         return export_product(F.conv2d(h, weight, groups=groups), x, g, k, eps)
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device_type=device, enabled=False):
+            return generated_product(h.to(dtype), x.to(dtype), weight.to(dtype), groups, g, k,
+                                     eps)
     if torch.is_grad_enabled() and (h.requires_grad or x.requires_grad or weight.requires_grad):
         return _GeneratedProduct.apply(h, x, weight, groups, g, k, eps)
     return _forward(h, x, weight, groups, g, k, eps)
