@@ -88,3 +88,4 @@ def bench_command(
                   f"{data['infer_ratio']:.3f} of the fp32 matmul rate "
                   f"({data['matmul_gflops']:.1f} GFLOP/s) of {data['device']}")
     console.print(f"peak memory: {data['train_peak_memory_method']}", highlight=False)
+    console.print(f"stencil product: {data['stencil_product']}", highlight=False)

@@ -62,6 +62,8 @@ def test_bench_quickstart_no_export() -> None:
     for key in EXPORTED:
         assert data[key] is None
     assert data["torch_version"] == torch.__version__
+    assert data["stencil_product"] in ("fused C++ kernels (CPU)", "PyTorch ops (cpu)",
+                                       "PyTorch ops (cuda)")
     # counted on one image, the forward is the summary's (FlopCounterMode + the Neural ePDO
     # products); at batch 4 the once-per-call work is shared by 4 images
     summary = summarize(build_model("quickstart")).flops
@@ -71,6 +73,12 @@ def test_bench_quickstart_no_export() -> None:
     assert data["flops_train_step_per_image"] > 2 * data["flops_forward_per_image"]
     ratio = data["train_gflops"] / data["matmul_gflops"]
     assert data["train_ratio"] == pytest.approx(ratio)
+
+
+def test_bench_reports_the_pytorch_path_when_the_kernels_are_off(monkeypatch) -> None:
+    monkeypatch.setenv("EPDO_NATIVE", "0")
+    data = _bench("quickstart", "--no-export", "--device", "cpu")
+    assert data["stencil_product"] == "PyTorch ops (cpu)"
 
 
 def test_bench_exported_tiny_spec(tmp_path: Path) -> None:

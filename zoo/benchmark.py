@@ -36,7 +36,9 @@
 - the fp32 matmul rate of the same device: a square float32 matmul of n = 2048 (CPU) or
   4096 (CUDA), one warm-up, median of 3, ``2 n^3 / t``;
 - achieved GFLOP/s (FLOPs per image x images/s) of training and of eager inference, and
-  their ratios to the matmul rate: the headline figures, stable across noisy machines.
+  their ratios to the matmul rate: the headline figures, stable across noisy machines;
+- which implementation of the Neural ePDO's stencil product ran (``stencil_product``: the
+  fused C++ CPU kernels, or PyTorch ops where they could not be built or off the CPU).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import bases, stencils
 from .builder import ZooModel, build_model
+from .layers.native import stencil_kernels
 from .layers.stencil_product import definition_path
 from .spec import Spec, load_spec
 from .summary import _extra_flops
@@ -101,6 +104,7 @@ class BenchReport:
     infer_torchscript_images_per_s: float | None = None
     infer_onnxruntime_images_per_s: float | None = None
     onnxruntime_device: str | None = None
+    stencil_product: str | None = None
     params: int = 0
     torch_version: str = torch.__version__
     onnxruntime_version: str | None = None
@@ -116,6 +120,13 @@ class BenchReport:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def stencil_product_path(device: torch.device) -> str:
+    """Which implementation of the Neural ePDO's stencil product runs on ``device``."""
+    if device.type == "cpu" and stencil_kernels() is not None:
+        return "fused C++ kernels (CPU)"
+    return f"PyTorch ops ({device.type})"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -423,6 +434,7 @@ def run_benchmark(
         train_gflops=train_gf, infer_gflops=infer_gf,
         matmul_n=n, matmul_gflops=mm, train_ratio=train_gf / mm, infer_ratio=infer_gf / mm,
         params=sum(p.numel() for p in model.parameters()),
+        stencil_product=stencil_product_path(dev),
     )
     for key, value in extra.items():
         if hasattr(report, key) and key != "extra":
