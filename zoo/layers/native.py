@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 import sys
 import warnings
 from pathlib import Path
@@ -30,8 +31,6 @@ def _cpu_tag() -> str:
         flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
     except OSError:
         flags = ""
-    import platform
-
     return hashlib.sha256((flags + platform.machine()).encode()).hexdigest()[:10]
 
 

@@ -28,6 +28,8 @@ from epdo import __version__
 
 from ..builder import build_model
 from ..checkpoint import BEST, LAST, CheckpointError, read_checkpoint, rng_state, save_checkpoint
+from ..layers.native import stencil_kernels
+from ..layers.neural_epdo import NeuralEPDO
 from ..spec import Spec, load_spec
 from .augment import AugmentDraws, Normalizer
 from .config import resume_spec, with_overrides
@@ -230,6 +232,8 @@ class _Run:
         if self.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
+        elif any(isinstance(m, NeuralEPDO) for m in model.modules()):
+            stencil_kernels()  # build (first use only) before the first epoch's clock starts
         self.module = model
         optimizer = make_optimizer(model.parameters(), t)
         if checkpoint is not None and checkpoint.get("optimizer") is not None:
