@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +132,9 @@ def _padded(x: torch.Tensor, r: int, g: int, d: int) -> torch.Tensor:
 class _Chunk:
     """One chunk's generated coefficients and their norms (channels-last).
 
-    ``taps``: (b, H, W, 1, g, k*k, d), ``norm``: (b, H, W, 1, g, 1) = L1 norm + eps.
+    ``raw``: (b, H, W, g*k*k*d) contiguous, ``taps``: its (b, H, W, 1, g, k*k, d) view,
+    ``norm`` (only with ``norm=True``; the fused kernels compute their own):
+    (b, H, W, 1, g, 1) = L1 norm + eps.
     """
 
     def __init__(self, h: torch.Tensor, weight: torch.Tensor, groups: int, g: int, d: int,
@@ -141,7 +144,7 @@ class _Chunk:
         self.raw = raw
         self.taps = raw.reshape(b, H, W, 1, g, -1, d)
         self.kk = self.taps.shape[5]
-        if norm:  # the fused kernels compute it themselves
+        if norm:
             norms = raw.reshape(b, H, W, g, -1).abs().sum(-1)  # faster than vector_norm(ord=1)
             self.norm = norms.add_(eps).reshape(b, H, W, 1, g, 1)
 
@@ -163,7 +166,7 @@ class _Chunk:
         return out.div_(self.norm)
 
 
-def _native(x: torch.Tensor):
+def _native(x: torch.Tensor) -> ModuleType | None:
     """The fused CPU kernels when they apply to x (CPU, float32/float64), else None."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return None
