@@ -38,6 +38,21 @@ inline void fma_row(T* __restrict__ o, const T* __restrict__ a, const T* __restr
   for (int64_t e = 0; e < n; ++e) o[e] += a[e] * b[e];
 }
 
+// Calls fn(q, pixel) for every offset q = a*k + c whose neighbour of (b, i, j) lies inside
+// the image: (i + dir*(a - r), j + dir*(c - r)); dir = +1 reads p + o, dir = -1 reads p - o.
+template <typename Fn>
+inline void for_each_tap(const Dims& s, int64_t b, int64_t i, int64_t j, int64_t dir, Fn&& fn) {
+  for (int64_t a = 0; a < s.k; ++a) {
+    const int64_t ii = i + dir * (a - s.r);
+    if (ii < 0 || ii >= s.H) continue;
+    for (int64_t c = 0; c < s.k; ++c) {
+      const int64_t jj = j + dir * (c - s.r);
+      if (jj < 0 || jj >= s.W) continue;
+      fn(a * s.k + c, (b * s.H + ii) * s.W + jj);
+    }
+  }
+}
+
 // inv[c] = 1 / N_f for every channel c of field f (so rows can be scaled channel-wise)
 template <typename T>
 void inverse_norms(const T* __restrict__ r, const Dims& s, double eps, T* __restrict__ inv,
@@ -73,17 +88,10 @@ void forward_impl(const torch::Tensor& taps, const torch::Tensor& x, torch::Tens
         T* out = yp + pix * xpix;
         inverse_norms(r, s, eps, inv.data(), acc.data());
         for (int64_t t = 0; t < xpix; ++t) out[t] = 0;
-        for (int64_t a = 0; a < s.k; ++a) {
-          const int64_t ii = i + a - s.r;
-          if (ii < 0 || ii >= s.H) continue;
-          for (int64_t c = 0; c < s.k; ++c) {
-            const int64_t jj = j + c - s.r;
-            if (jj < 0 || jj >= s.W) continue;
-            const T* tap = r + (a * s.k + c) * s.L;
-            const T* xs = xp + ((b * s.H + ii) * s.W + jj) * xpix;
-            for (int64_t n = 0; n < s.P; ++n) fma_row(out + n * s.L, tap, xs + n * s.L, s.L);
-          }
-        }
+        for_each_tap(s, b, i, j, 1, [&](int64_t q, int64_t src) {
+          const T* xs = xp + src * xpix;
+          for (int64_t n = 0; n < s.P; ++n) fma_row(out + n * s.L, r + q * s.L, xs + n * s.L, s.L);
+        });
         for (int64_t n = 0; n < s.P; ++n) {
           T* o = out + n * s.L;
 #pragma omp simd
@@ -142,17 +150,10 @@ void backward_impl(const torch::Tensor& taps, const torch::Tensor& x, const torc
             grow[c] = (T(row[c] > 0) - T(row[c] < 0)) * gn[c];
         }
         const T* gsv = gsp + pix * xpix;
-        for (int64_t a = 0; a < s.k; ++a) {
-          const int64_t ii = i + a - s.r;
-          if (ii < 0 || ii >= s.H) continue;
-          for (int64_t c = 0; c < s.k; ++c) {
-            const int64_t jj = j + c - s.r;
-            if (jj < 0 || jj >= s.W) continue;
-            T* grow = gr + (a * s.k + c) * s.L;
-            const T* xs = xp + ((b * s.H + ii) * s.W + jj) * xpix;
-            for (int64_t n = 0; n < s.P; ++n) fma_row(grow, gsv + n * s.L, xs + n * s.L, s.L);
-          }
-        }
+        for_each_tap(s, b, i, j, 1, [&](int64_t q, int64_t src) {
+          const T* xs = xp + src * xpix;
+          for (int64_t n = 0; n < s.P; ++n) fma_row(gr + q * s.L, gsv + n * s.L, xs + n * s.L, s.L);
+        });
       }
     }
   });
@@ -162,18 +163,11 @@ void backward_impl(const torch::Tensor& taps, const torch::Tensor& x, const torc
       for (int64_t j = 0; j < s.W; ++j) {
         T* out = gxp + (bi * s.W + j) * xpix;
         for (int64_t t = 0; t < xpix; ++t) out[t] = 0;
-        for (int64_t a = 0; a < s.k; ++a) {
-          const int64_t ii = i - a + s.r;
-          if (ii < 0 || ii >= s.H) continue;
-          for (int64_t c = 0; c < s.k; ++c) {
-            const int64_t jj = j - c + s.r;
-            if (jj < 0 || jj >= s.W) continue;
-            const int64_t src = (b * s.H + ii) * s.W + jj;
-            const T* tap = rp + src * rpix + (a * s.k + c) * s.L;
-            const T* gsv = gsp + src * xpix;
-            for (int64_t n = 0; n < s.P; ++n) fma_row(out + n * s.L, tap, gsv + n * s.L, s.L);
-          }
-        }
+        for_each_tap(s, b, i, j, -1, [&](int64_t q, int64_t src) {
+          const T* tap = rp + src * rpix + q * s.L;
+          const T* gsv = gsp + src * xpix;
+          for (int64_t n = 0; n < s.P; ++n) fma_row(out + n * s.L, tap, gsv + n * s.L, s.L);
+        });
       }
     }
   });
