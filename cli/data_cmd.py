@@ -1,4 +1,4 @@
-"""`epdo data`: where datasets are read from (`info`) and downloading MNIST-rot (`fetch`).
+"""`epdo data`: where datasets are read from (`info`), downloading MNIST-rot and CIFAR (`fetch`).
 
 Thin commands over :mod:`epdo.zoo.data`; a :class:`~epdo.zoo.data.DataError` becomes one
 line on stderr and exit code 2.
@@ -19,7 +19,7 @@ from epdo.cli.main import _print_json, app, console, fail
 F = TypeVar("F", bound=Callable[..., Any])
 
 data_app = typer.Typer(
-    help="Datasets: where each is read from, and downloading MNIST-rot.",
+    help="Datasets: where each is read from, and downloading MNIST-rot and CIFAR.",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -43,15 +43,22 @@ def data_errors(func: F) -> F:
 @data_app.command("fetch")
 @data_errors
 def fetch_command(
-    name: Annotated[str, typer.Argument(help="The dataset to download: mnist-rot.")],
+    name: Annotated[str, typer.Argument(
+        help="The dataset to download: mnist-rot, cifar10 or cifar100.")],
     url: Annotated[str | None, typer.Option(
-        "--url", help="Download from here instead (default: $EPDO_MNIST_ROT_URL, else the "
-        "canonical address).")] = None,
+        "--url", help="Download from here instead (default: $EPDO_MNIST_ROT_URL, "
+        "$EPDO_CIFAR10_URL or $EPDO_CIFAR100_URL, else the official address; only an archive "
+        "from the official CIFAR address is checked against its published md5).")] = None,
     dest: Annotated[Path | None, typer.Option(
-        "--dest", "--data-dir", help="Folder to store the archive in (default: the user "
+        "--dest", "--data-dir", help="Folder to store the data in (default: the user "
         "cache, where the loaders look).")] = None,
 ) -> None:
-    """Download a dataset's archive, check its structure, and store it where it is found."""
+    """Download a dataset's archive, check it, and store it where the loaders find it.
+
+    mnist-rot's zip is stored as it is; a CIFAR archive is unpacked into the folder the
+    loader reads (cifar-10-batches-py / cifar-100-python), replacing one already there only
+    once every check passed.
+    """
     from epdo.zoo.data import fetch_dataset
 
     path = fetch_dataset(name, url=url, dest=dest, progress=True)

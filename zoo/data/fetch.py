@@ -1,16 +1,27 @@
-"""Downloading MNIST-rot's archive and checking it before it is used.
+"""Downloading MNIST-rot's and CIFAR's archives and checking them before they are used.
 
-:func:`fetch_dataset` streams ``mnist_rotation_new.zip`` (from :data:`MNIST_ROT_URL`,
-``$EPDO_MNIST_ROT_URL`` or ``url``) into a temporary file beside its destination, checks its
-structure — both ``.amat`` members present, 785 values per row, pixels in [0, 1], integer
-labels 0..9, 12,000 and 50,000 rows — and only then renames it into place (atomically), so
-a broken or partial download is never found by the loaders. Only the standard library's
-``urllib`` is used; a progress bar is drawn on stderr when it is a terminal.
+:func:`fetch_dataset` streams the archive (from its official address, an environment variable
+or ``url``) into a temporary file beside its destination and checks it; only then is it put in
+place (atomically), so a broken or partial download is never found by the loaders:
+
+- ``mnist-rot``: ``mnist_rotation_new.zip`` (:data:`MNIST_ROT_URL`, ``$EPDO_MNIST_ROT_URL``);
+  both ``.amat`` members present, 785 values per row, pixels in [0, 1], integer labels 0..9,
+  12,000 and 50,000 rows; the zip itself is renamed into place;
+- ``cifar10`` / ``cifar100``: ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz``
+  (:data:`~epdo.zoo.data.fetch_cifar.CIFAR_URLS`, ``$EPDO_CIFAR10_URL`` /
+  ``$EPDO_CIFAR100_URL``); the md5 digest when downloaded from the official address, then
+  the members, their sizes and every batch (:mod:`.fetch_cifar`); the folder the loader reads
+  (``cifar-10-batches-py`` / ``cifar-100-python``) is unpacked beside it and renamed into
+  place, and the archive is deleted.
+
+Only the standard library's ``urllib`` is used; a progress bar is drawn on stderr when it is
+a terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import os
 import tempfile
@@ -31,6 +42,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from . import fetch_cifar
+from .cifar import CIFAR_LAYOUT
 from .errors import DataError
 from .locations import DATA_ENV, DEBIAN_FASHION_MNIST, default_data_dir
 from .mnist_rot import (
@@ -43,9 +56,12 @@ from .mnist_rot import (
 )
 from .names import check_name
 
-__all__ = ["MNIST_ROT_ROWS", "URL_ENV", "check_mnist_rot_archive", "fetch_dataset"]
+__all__ = ["FETCHABLE", "MNIST_ROT_ROWS", "URL_ENV", "check_mnist_rot_archive",
+           "fetch_dataset"]
 
-#: Environment variable overriding the download address.
+#: The datasets :func:`fetch_dataset` can download.
+FETCHABLE = ("mnist-rot", "cifar10", "cifar100")
+#: Environment variable overriding MNIST-rot's download address.
 URL_ENV = "EPDO_MNIST_ROT_URL"
 #: Rows of each split in the genuine archive.
 MNIST_ROT_ROWS: dict[str, int] = {"train": 12_000, "test": 50_000}
@@ -57,59 +73,93 @@ _ELSEWHERE = {
                    "install dataset-fashion-mnist` or put MNIST-format IDX files in a folder",
     "sample": "it ships with epdo, nothing to fetch",
     "sample-upright": "it ships with epdo, nothing to fetch",
-    "cifar10": "put torchvision's cifar-10-batches-py folder in --data-dir DIR or $EPDO_DATA",
-    "cifar100": "put torchvision's cifar-100-python folder in --data-dir DIR or $EPDO_DATA",
 }
 
 
 def fetch_dataset(name: str, url: str | None = None, dest: str | os.PathLike[str] | None = None,
                   progress: bool = True, *,
                   expected_rows: Mapping[str, int] | None | Literal["default"] = "default",
+                  expected_md5: str | None | Literal["default"] = "default",
                   timeout: float = 60.0) -> Path:
-    """Download dataset ``name`` (only ``"mnist-rot"`` can be), check it, store it.
+    """Download dataset ``name`` (one of :data:`FETCHABLE`), check it, store it.
 
     Args:
-        name: ``"mnist-rot"``.
-        url: where to download from; default ``$EPDO_MNIST_ROT_URL``, else
-            :data:`~epdo.zoo.data.mnist_rot.MNIST_ROT_URL`.
-        dest: the folder to store ``mnist_rotation_new.zip`` in (created when needed);
-            default :func:`~epdo.zoo.data.locations.default_data_dir` ``("mnist-rot")``.
+        name: ``"mnist-rot"``, ``"cifar10"`` or ``"cifar100"``.
+        url: where to download from; default the dataset's environment variable
+            (``$EPDO_MNIST_ROT_URL``, ``$EPDO_CIFAR10_URL``, ``$EPDO_CIFAR100_URL``), else its
+            official address.
+        dest: the folder to store the data in (created when needed); default
+            :func:`~epdo.zoo.data.locations.default_data_dir` ``(name)``.
         progress: draw a progress bar (only when stderr is a terminal).
-        expected_rows: rows required per split; ``"default"`` means :data:`MNIST_ROT_ROWS`
-            (read at call time), ``None`` skips the row-count check (for small fixtures).
+        expected_rows: rows required per split (mnist-rot) or per batch file (CIFAR);
+            ``"default"`` means :data:`MNIST_ROT_ROWS` / ``fetch_cifar.CIFAR_ROWS`` (read at
+            call time), ``None`` skips the row-count check (for small fixtures).
+        expected_md5: the archive's md5 digest; ``"default"`` means the published one when
+            ``url`` is the official CIFAR address and no digest check otherwise (a mirror is
+            checked by its structure only); ``None`` skips it.
         timeout: seconds without an answer before giving up.
 
     Returns:
-        The path of the stored archive.
+        The path of the stored archive (mnist-rot) or of the unpacked folder (CIFAR).
 
     Raises:
         DataError: another dataset name; the download failed (offline, unreachable, HTTP
-            error: one line naming the URL, the error and what to do); the archive fails the
-            structure check.
+            error: one line naming the URL, the error and what to do); a wrong digest; the
+            archive fails the structure check. Nothing is left behind then.
     """
     check_name(name)
-    if name != "mnist-rot":
-        raise DataError(f"only mnist-rot can be fetched; for {name}: {_ELSEWHERE[name]}")
-    url = url or os.environ.get(URL_ENV) or MNIST_ROT_URL
-    rows = MNIST_ROT_ROWS if expected_rows == "default" else expected_rows
+    if name not in FETCHABLE:
+        raise DataError(f"{name} cannot be fetched (only {', '.join(FETCHABLE)} can be); "
+                        f"{_ELSEWHERE[name]}")
+    cifar = name != "mnist-rot"
+    if cifar:
+        official = fetch_cifar.CIFAR_URLS[name]
+        url = url or os.environ.get(fetch_cifar.CIFAR_URL_ENV[name]) or official
+        archive = fetch_cifar.CIFAR_ARCHIVES[name]
+        if expected_md5 == "default":
+            expected_md5 = fetch_cifar.CIFAR_MD5[name] if url == official else None
+    else:
+        url = url or os.environ.get(URL_ENV) or MNIST_ROT_URL
+        archive = MNIST_ROT_ARCHIVE
+        if expected_md5 == "default":
+            expected_md5 = None
     folder = Path(dest).expanduser() if dest is not None else default_data_dir(name)
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{MNIST_ROT_ARCHIVE}.", suffix=".part",
-                                        dir=folder)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{archive}.", suffix=".part", dir=folder)
     except OSError as exc:
         raise DataError(f"cannot write there ({exc.strerror or exc}); pass another --dest",
                         folder) from None
     tmp = Path(tmp_name)
+    if cifar:
+        advice = (f"check the address and your connection, or download {archive} by hand "
+                  f"(from {url}), unpack it (tar xzf {archive}) and put its "
+                  f"{CIFAR_LAYOUT[name]['folder']} folder in {folder}, or in a folder you pass "
+                  f"as --data-dir DIR or set as {DATA_ENV}=DIR")
+    else:
+        advice = (f"check the address and your connection, or download {archive} by hand "
+                  f"(from {url}) and put it in {folder}, or in a folder you pass as "
+                  f"--data-dir DIR or set as {DATA_ENV}=DIR")
     try:
         with os.fdopen(fd, "wb") as out:
-            _download(url, out, progress, timeout, folder)
-        with _status(progress, "checking the archive (parsing every row)"):
-            check_mnist_rot_archive(tmp, rows, label=url)
-        os.chmod(tmp, 0o644)
-        final = folder / MNIST_ROT_ARCHIVE
-        os.replace(tmp, final)
+            digest = _download(url, out, progress, timeout, archive, advice)
+        if expected_md5 is not None and digest != expected_md5.lower():
+            raise DataError(f"md5 {digest} differs from the published {expected_md5}; the "
+                            f"download is damaged or not the original {archive} - try again "
+                            "or check the URL", url)
+        if cifar:
+            with _status(progress, "checking and unpacking the archive"):
+                final = fetch_cifar.install_cifar_archive(tmp, name, folder, expected_rows,
+                                                          label=url)
+            tmp.unlink()
+        else:
+            rows = MNIST_ROT_ROWS if expected_rows == "default" else expected_rows
+            with _status(progress, "checking the archive (parsing every row)"):
+                check_mnist_rot_archive(tmp, rows, label=url)
+            os.chmod(tmp, 0o644)
+            final = folder / MNIST_ROT_ARCHIVE
+            os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         if created:
@@ -159,25 +209,26 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def _download(url: str, out: BinaryIO, progress: bool, timeout: float, folder: Path) -> None:
-    """Stream ``url`` into ``out``; any failure becomes one :class:`DataError` line."""
-    advice = (f"check the address and your connection, or download {MNIST_ROT_ARCHIVE} by hand "
-              f"(from {url}) and put it in {folder}, or in a folder you pass as --data-dir DIR "
-              f"or set as {DATA_ENV}=DIR")
+def _download(url: str, out: BinaryIO, progress: bool, timeout: float, description: str,
+              advice: str) -> str:
+    """Stream ``url`` into ``out``; returns its md5 hex digest. Any failure becomes one
+    :class:`DataError` line ending with ``advice``."""
     if not url.lower().startswith(("http://", "https://", "file:")):
         raise DataError(f"cannot download {url}: only http(s):// and file: URLs are "
                         f"supported; {advice}")
     request = urllib.request.Request(url, headers={"User-Agent": "epdo-data-fetch"})
     received = 0
     total: int | None = None
+    md5 = hashlib.md5(usedforsecurity=False)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             with _progress_bar(progress) as bar:
-                task = bar.add_task(MNIST_ROT_ARCHIVE, total=total)
+                task = bar.add_task(description, total=total)
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
+                    md5.update(chunk)
                     received += len(chunk)
                     bar.update(task, advance=len(chunk))
     except urllib.error.HTTPError as exc:
@@ -191,6 +242,7 @@ def _download(url: str, out: BinaryIO, progress: bool, timeout: float, folder: P
     if total is not None and received != total:
         raise DataError(f"cannot download {url}: got {received:,} of {total:,} bytes; "
                         f"{advice}")
+    return md5.hexdigest()
 
 
 def _progress_bar(enabled: bool) -> Progress:
