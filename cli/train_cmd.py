@@ -88,8 +88,10 @@ def train_command(
     device: Literal["auto", "cpu", "cuda"] = typer.Option(
         "auto", "--device", help="auto: CUDA when available, else CPU."
     ),
-    amp: Literal["auto", "on", "off"] = typer.Option(
-        "auto", "--amp", help="Mixed precision (bf16, or fp16 with a scaler); auto: on CUDA."
+    amp: bool | None = typer.Option(
+        None, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, or fp16 with a scaler) "
+        "or float32; default: the spec's train.precision (fp32 for the papers' specs).",
+        show_default=False,
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     out: str | None = typer.Option(

@@ -78,27 +78,31 @@ class FieldMaxMean(nn.Module):
 
 
 class Head(nn.Module):
-    """Group pooling, global spatial pooling and the (folded) MLP."""
+    """[BN-ReLU as a channel affine and ReLU], group pooling (or none), global spatial pooling
+    and the (folded) MLP."""
 
-    def __init__(self, group_pool: FieldMaxMean, spatial: str, mlp: nn.Sequential) -> None:
+    def __init__(self, pre: nn.Module, group_pool: nn.Module, spatial: str,
+                 mlp: nn.Sequential) -> None:
         super().__init__()
-        self.group_pool, self.spatial, self.mlp = group_pool, spatial, mlp
+        self.pre, self.group_pool, self.spatial, self.mlp = pre, group_pool, spatial, mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.group_pool(x)
+        v = self.group_pool(self.pre(x))
         v = v.amax(dim=(2, 3)) if self.spatial == "max" else v.mean(dim=(2, 3))
         return self.mlp(v)
 
 
 class ResidualBlock(nn.Module):
-    """``act(body(x) + shortcut(x))``."""
+    """``act(body(p) + shortcut)``, p = pre(x); the shortcut is x or a projection of p."""
 
-    def __init__(self, body: nn.Module, shortcut: nn.Module, relu: bool) -> None:
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None, relu: bool,
+                 pre: nn.Module) -> None:
         super().__init__()
-        self.body, self.shortcut, self.relu = body, shortcut, relu
+        self.body, self.shortcut, self.relu, self.pre = body, shortcut, relu, pre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x) + self.shortcut(x)
+        p = self.pre(x)
+        y = self.body(p) + (x if self.shortcut is None else self.shortcut(p))
         return torch.relu(y) if self.relu else y
 
 
@@ -288,13 +292,16 @@ def _convert(module: nn.Module) -> nn.Module | None:
         return _convert_sequence([module])
     if isinstance(module, ClassifierHead):
         gp = module.group_pool
-        return Head(FieldMaxMean(gp.in_type.count, gp.in_type.field.dim, gp.kind),
-                    module.spatial_pool, _convert_sequence(list(module.mlp)))
+        pooling = (nn.Identity() if gp is None
+                   else FieldMaxMean(gp.in_type.count, gp.in_type.field.dim, gp.kind))
+        pre = nn.Identity() if module.pre is None else _convert_sequence(list(module.pre))
+        return Head(pre, pooling, module.spatial_pool, _convert_sequence(list(module.mlp)))
     if isinstance(module, Residual):
         body = _convert(module.body)
         shortcut = _convert(module.shortcut)
-        return ResidualBlock(body if body is not None else nn.Identity(),
-                             shortcut if shortcut is not None else nn.Identity(), module.relu)
+        pre = nn.Identity() if module.pre is None else _convert_sequence(list(module.pre))
+        return ResidualBlock(body if body is not None else nn.Identity(), shortcut,
+                             module.relu, pre)
     raise UnsupportedModuleError(
         f"no inference form for {type(module).__name__}; the exporter knows the zoo's layers"
     )

@@ -34,15 +34,17 @@ def monomial_derivative(p: int, q: int, alpha: int, beta: int, x0: float, y0: fl
     return cx * x0 ** (p - alpha) * cy * y0 ** (q - beta)
 
 
-def poly_exactness_errors(stencil_set: np.ndarray) -> np.ndarray:
-    """|stencil applied to x^p y^q − exact derivative| over operators and p + q ≤ 4."""
+def poly_exactness_errors(stencil_set: np.ndarray, degree: int | None = None) -> np.ndarray:
+    """|stencil applied to x^p y^q − exact derivative| over operators and p + q ≤ degree
+    (4 when None; the operator's own order k when ``degree == -1``)."""
     x, y = st.stencil_offsets(SIZE)
     x0, y0 = CENTRE
     errors = []
     for k, i in st.operator_list(ORDER):
         s = stencil_set[st.operator_index(k, i)]
-        for p in range(5):
-            for q in range(5 - p):
+        top = 4 if degree is None else (k if degree == -1 else degree)
+        for p in range(top + 1):
+            for q in range(top + 1 - p):
                 samples = (x0 + x) ** p * (y0 + y) ** q
                 exact = monomial_derivative(p, q, k - i, i, x0, y0)
                 errors.append(abs(np.sum(s * samples) - exact))
@@ -104,24 +106,63 @@ def test_fd_1d_weights() -> None:
     np.testing.assert_array_equal(st.fd_weights_1d(0, 5), [0, 0, 1, 0, 0])
 
 
-def test_fd_exact_on_polynomials(fresh: dict[str, np.ndarray]) -> None:
+# The papers' 1-D central differences, as listed in both public codes (orders 0..4).
+NARROW = {
+    0: [0, 0, 1, 0, 0],
+    1: [0, -0.5, 0, 0.5, 0],
+    2: [0, 1, -2, 1, 0],
+    3: [-0.5, 1, 0, -1, 0.5],
+    4: [1, -4, 6, -4, 1],
+}
+
+
+def test_fd_is_the_papers_narrow_central_differences() -> None:
+    """fd: S(∂x^α∂y^β)[a, b] = n_α(x = b − c) n_β(y = c − a) with the narrowest stencils."""
     s = st.stencils("fd", ORDER, SIZE)
-    assert s.shape == (15, 5, 5) and s.dtype == np.float64
+    for k, i in st.operator_list(ORDER):
+        expected = np.outer(np.array(NARROW[i])[::-1], NARROW[k - i])
+        np.testing.assert_array_equal(s[st.operator_index(k, i)], expected)
+    # the four-corner ∂x∂y on 3x3, and ∂x on three points
+    dxy = s[st.operator_index(2, 1)]
+    np.testing.assert_array_equal(dxy[1:4, 1:4], [[-0.25, 0, 0.25], [0, 0, 0], [0.25, 0, -0.25]])
+    assert np.count_nonzero(s[st.operator_index(1, 0)]) == 2
+    for deriv in range(5):
+        np.testing.assert_array_equal(
+            np.pad(st.narrow_fd_weights_1d(deriv), (5 - 2 * ((deriv + 1) // 2) - 1) // 2),
+            NARROW[deriv],
+        )
+
+
+def test_fd_exact_on_polynomials_of_the_operators_order(fresh: dict[str, np.ndarray]) -> None:
+    s = st.stencils("fd", ORDER, SIZE)
     np.testing.assert_array_equal(s, fresh["fd"])
+    assert poly_exactness_errors(s, degree=-1).max() < 1e-12
+
+
+def test_fd_wide_exact_on_polynomials(fresh: dict[str, np.ndarray]) -> None:
+    s = st.stencils("fd_wide", ORDER, SIZE)
+    assert s.shape == (15, 5, 5) and s.dtype == np.float64
+    np.testing.assert_array_equal(s, fresh["fd_wide"])
     assert poly_exactness_errors(s).max() < 1e-12
 
 
 def test_fd_dy_orientation() -> None:
-    """∂y weights −1/12 at the top row (y = +2) and +1/12 at the bottom row (y = −2)."""
-    dy = st.stencils("fd")[st.operator_index(1, 1)]
-    np.testing.assert_allclose(dy[:, 2] * 12, [-1, 8, 0, -8, 1], atol=1e-15)
-    np.testing.assert_array_equal(np.delete(dy, 2, axis=1), 0)
+    """∂y weighs the top row (y = +2) as −1/12 in fd_wide and the row above (y = +1) as +½
+    in fd."""
+    wide = st.stencils("fd_wide")[st.operator_index(1, 1)]
+    np.testing.assert_allclose(wide[:, 2] * 12, [-1, 8, 0, -8, 1], atol=1e-15)
+    np.testing.assert_array_equal(np.delete(wide, 2, axis=1), 0)
+    narrow = st.stencils("fd")[st.operator_index(1, 1)]
+    np.testing.assert_array_equal(narrow[:, 2], [0, 0.5, 0, -0.5, 0])
+    np.testing.assert_array_equal(np.delete(narrow, 2, axis=1), 0)
 
 
-def test_fd_lower_order_is_prefix() -> None:
-    full = st.stencils("fd", 4, 5)
+@pytest.mark.parametrize("method", ["fd", "fd_wide"])
+def test_fd_lower_order_is_prefix(method: str) -> None:
+    full = st.stencils(method, 4, 5)
     for order in range(4):
-        np.testing.assert_array_equal(st.stencils("fd", order, 5), full[: st.n_operators(order)])
+        got = st.stencils(method, order, 5)
+        np.testing.assert_array_equal(got, full[: st.n_operators(order)])
 
 
 # --------------------------------------------------------------------------- gauss
@@ -163,28 +204,31 @@ def test_gauss_dx_points_right(fresh: dict[str, np.ndarray]) -> None:
 # --------------------------------------------------------------------------- rbffd
 
 
-def phs6(r: np.ndarray) -> np.ndarray:
-    """r⁶ log r with the limit 0 at r = 0."""
+def phs6(r: np.ndarray, eps: float) -> np.ndarray:
+    """(εr)⁶ log(εr) with the limit 0 at r = 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(r > 0, r**6 * np.log(np.where(r > 0, r, 1.0)), 0.0)
+        er = eps * r
+        return np.where(r > 0, er**6 * np.log(np.where(r > 0, er, 1.0)), 0.0)
 
 
 def independent_rbffd(alpha: int, beta: int) -> np.ndarray:
-    """Solve [[Φ, P], [Pᵀ, 0]] [w; λ] = [Lφ; Lp] with numpy, φ = r⁶ log r, degree-4 P."""
+    """Solve [[Φ, P], [Pᵀ, 0]] [w; λ] = [Lφ; Lp] with numpy, φ = (εr)⁶ log(εr), ε = 0.5, and
+    P the monomials of degree ≤ α + β (the operator's order)."""
     from rbf.basis import get_rbf
 
+    eps = st.RBFFD_EPS
     x, y = st.stencil_offsets(SIZE)
     xs, ys = x.ravel(), y.ravel()
     n = xs.size
     r = np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :])
-    big_phi = phs6(r)
-    powers = [(d - q, q) for d in range(st.RBFFD_POLY_DEGREE + 1) for q in range(d + 1)]
+    big_phi = phs6(r, eps)
+    powers = [(d - q, q) for d in range(alpha + beta + 1) for q in range(d + 1)]
     big_p = np.stack([xs**p * ys**q for p, q in powers], axis=1)
     m = len(powers)
     lhs = np.block([[big_phi, big_p], [big_p.T, np.zeros((m, m))]])
     # L applied to φ(· − s_j) at the centre 0
     nodes = np.stack([xs, ys], axis=1)
-    l_phi = get_rbf("phs6")(np.zeros((1, 2)), nodes, diff=(alpha, beta))[0]
+    l_phi = get_rbf("phs6")(np.zeros((1, 2)), nodes, eps=eps, diff=(alpha, beta))[0]
     l_p = np.array(
         [factorial(p) * factorial(q) if (p, q) == (alpha, beta) else 0.0 for p, q in powers]
     )
@@ -192,16 +236,37 @@ def independent_rbffd(alpha: int, beta: int) -> np.ndarray:
     return sol[:n].reshape(SIZE, SIZE)
 
 
-def test_rbffd_exact_on_polynomials(fresh: dict[str, np.ndarray]) -> None:
-    assert poly_exactness_errors(fresh["rbffd"]).max() < 1e-9
+def test_rbffd_exact_on_polynomials_of_the_operators_order(
+    fresh: dict[str, np.ndarray],
+) -> None:
+    assert poly_exactness_errors(fresh["rbffd"], degree=-1).max() < 1e-9
 
 
 def test_rbffd_matches_independent_solve(fresh: dict[str, np.ndarray]) -> None:
+    assert st.RBFFD_EPS == 0.5 and st.RBFFD_PHI == "phs6"
     for k, i in st.operator_list(ORDER):
         expected = independent_rbffd(k - i, i)
         np.testing.assert_allclose(
             fresh["rbffd"][st.operator_index(k, i)], expected, rtol=0, atol=1e-9
         )
+
+
+# Frobenius norms of the 15 stencils of the Neural ePDO code (huzh1peng/Neural-ePDOs-reproduce,
+# bases.make_rbffd / make_gauss, run with rbf 2024.x and reordered to ∂x^(k−i)∂y^i), which
+# computes them in float32. Both sets equal epdo's entry by entry to 5e-7 (gauss up to the
+# sign (−1)^k of odd orders, which that code leaves out and which the coefficients absorb).
+REFERENCE_NORMS = {
+    "rbffd": [1.0, 1.123652, 1.123652, 4.351655, 1.447394, 4.351655, 3.128942, 5.167632,
+              5.167632, 3.128942, 34.424273, 4.108239, 24.300501, 4.108239, 34.424273],
+    "gauss": [1.282447, 1.184665, 1.184665, 2.52759, 1.094339, 2.52759, 2.67621, 2.334871,
+              2.334871, 2.67621, 17.4345, 2.472159, 4.981658, 2.472159, 17.4345],
+}
+
+
+@pytest.mark.parametrize("method", ["rbffd", "gauss"])
+def test_stencil_norms_match_the_reference_code(method: str) -> None:
+    norms = np.linalg.norm(st.stencils(method).reshape(15, -1), axis=1)
+    np.testing.assert_allclose(norms, REFERENCE_NORMS[method], rtol=2e-6)
 
 
 def test_rbffd_and_fd_agree_on_first_derivative_signs(fresh: dict[str, np.ndarray]) -> None:

@@ -63,24 +63,29 @@ class ZooModel(nn.Module):
         return x
 
 
-def _conv(plan: LayerPlan, discretization: str) -> nn.Module:
+def _conv(plan: LayerPlan, spec: Spec) -> nn.Module:
     L, inp = plan.layer, plan.inp
     out = FeatureType(plan.out.feature.field, plan.out.feature.count)
+    disc, basis = spec.discretization, spec.kernel_basis
     if plan.op == "pdo_conv":
-        return PDOConv(inp.feature, out, L.order, discretization, L.stride, L.bias)
+        return PDOConv(
+            inp.feature, out, L.order, disc, L.stride, L.bias, basis, L.coefficients
+        )
     if plan.op == "conv1x1":
-        return Conv1x1(inp.feature, out, L.stride, L.bias)
+        return Conv1x1(inp.feature, out, L.stride, L.bias, basis)
     if plan.op == "neural_epdo":
-        return NeuralEPDO(inp.feature, out, L.order, L.g, L.s, L.reduction, discretization, L.bias)
+        return NeuralEPDO(
+            inp.feature, out, L.order, L.g, L.s, L.reduction, disc, L.bias, basis
+        )
     return nn.Conv2d(
         inp.feature.channels, L.channels, L.kernel, L.stride, L.kernel // 2, bias=L.bias
     )
 
 
-def _conv_block(plan: LayerPlan, discretization: str) -> nn.Sequential:
+def _conv_block(plan: LayerPlan, spec: Spec) -> nn.Sequential:
     L = plan.layer
     out = plan.out.feature
-    mods: list[nn.Module] = [_conv(plan, discretization)]
+    mods: list[nn.Module] = [_conv(plan, spec)]
     if L.bn:
         mods.append(FieldBatchNorm(out))
     if L.relu:
@@ -92,10 +97,10 @@ def _conv_block(plan: LayerPlan, discretization: str) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def _block(plan: LayerPlan, discretization: str) -> nn.Module:
+def _block(plan: LayerPlan, spec: Spec) -> nn.Module:
     op, L = plan.op, plan.layer
     if op in CONV_OPS:
-        return _conv_block(plan, discretization)
+        return _conv_block(plan, spec)
     if op == "pool":
         return SpatialPool(plan.inp.feature, L.size, L.kind)
     if op == "dropout":
@@ -112,17 +117,21 @@ def _block(plan: LayerPlan, discretization: str) -> nn.Module:
             L.group_pool,
             L.spatial_pool,
             L.dropout,
+            L.preact,
         )
     if op == "residual":
-        body = nn.Sequential(*[_block(p, discretization) for p in plan.body])
+        body = nn.Sequential(*[_block(p, spec) for p in plan.body])
         shortcut = None
         if plan.shortcut == "conv1x1":
-            shortcut = _shortcut(plan)
-        return Residual(body, shortcut, L.relu)
+            shortcut = _preact_shortcut(plan, spec) if L.preact else _shortcut(plan, spec)
+        pre = None
+        if L.preact:
+            pre = nn.Sequential(FieldBatchNorm(plan.inp.feature), nn.ReLU())
+        return Residual(body, shortcut, L.relu_after_sum, pre)
     raise ValueError(f"{plan.path}: the builder does not know op {op!r}")
 
 
-def _shortcut(plan: LayerPlan) -> nn.Module:
+def _shortcut(plan: LayerPlan, spec: Spec) -> nn.Module:
     """1x1 equivariant projection + BatchNorm for a residual block that changes type or size.
 
     When the body shrinks the map by an exact factor k, the shortcut average-pools k x k
@@ -134,14 +143,21 @@ def _shortcut(plan: LayerPlan) -> nn.Module:
     mods: list[nn.Module] = []
     if pooled:
         mods.append(SpatialPool(inp.feature, k, "avg"))
-    mods += [Conv1x1(inp.feature, out.feature, 1 if pooled else k), FieldBatchNorm(out.feature)]
+    conv = Conv1x1(inp.feature, out.feature, 1 if pooled else k, basis=spec.kernel_basis)
+    mods += [conv, FieldBatchNorm(out.feature)]
     return nn.Sequential(*mods)
+
+
+def _preact_shortcut(plan: LayerPlan, spec: Spec) -> nn.Module:
+    """A pre-activation block's projection: a strided 1x1 of the activated input, no BN (as
+    in the PDO-eConvs CIFAR code; a stride on an even size is not exactly equivariant)."""
+    basis = spec.kernel_basis
+    return Conv1x1(plan.inp.feature, plan.out.feature, plan.shortcut_stride, basis=basis)
 
 
 def build_from_plan(plan: ModelPlan) -> ZooModel:
     """Modules for every layer plan of ``plan``."""
-    disc = plan.spec.discretization
-    return ZooModel(plan.spec, plan, [_block(p, disc) for p in plan.layers])
+    return ZooModel(plan.spec, plan, [_block(p, plan.spec) for p in plan.layers])
 
 
 def build_model(spec: Spec | dict[str, Any] | str | os.PathLike[str]) -> ZooModel:

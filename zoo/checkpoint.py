@@ -3,9 +3,14 @@
 A checkpoint is a ``torch.save`` dict that loads with ``torch.load(..., weights_only=True)``
 (nothing in it is executed): plain containers, numbers, strings and tensors only::
 
-    {"format": "epdo-checkpoint/1", "epdo_version": str, "spec": <resolved spec dict>,
+    {"format": "epdo-checkpoint/2", "epdo_version": str, "spec": <resolved spec dict>,
      "model": state_dict, "optimizer": state_dict | None, "epoch": int (epochs completed),
      "rng": {name: tensor | list} | None, "metrics": dict, "extra": dict}
+
+Format 1 (epdo 0.1) predates the papers' kernel parameterisation and stencils: its specs are
+read as ``kernel_basis: raw`` with the wide finite differences (``fd`` -> ``fd_wide``), which
+rebuilds exactly the trained model; a format-1 ``rbffd`` model used stencils this version no
+longer derives and is refused with a message.
 
 Files are written atomically (a temporary file in the same directory, then ``os.replace``),
 so an interrupted write never leaves a half-written checkpoint at the target path.
@@ -29,7 +34,9 @@ from epdo import __version__
 
 from .spec import Spec, SpecError, load_spec
 
-CHECKPOINT_FORMAT = "epdo-checkpoint/1"
+CHECKPOINT_FORMAT = "epdo-checkpoint/2"
+#: Older formats that :func:`read_checkpoint` upgrades (see the module docstring).
+LEGACY_FORMATS = ("epdo-checkpoint/1",)
 BEST, LAST = "checkpoint-best.pt", "checkpoint-last.pt"
 
 
@@ -144,15 +151,36 @@ def read_checkpoint(source: str | os.PathLike[str], map_location: str = "cpu") -
             f"{path}: not a readable checkpoint (truncated or corrupted?): {reason}; "
             "use another checkpoint, e.g. checkpoint-best.pt or checkpoint-last.pt of the run"
         ) from exc
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != CHECKPOINT_FORMAT and fmt not in LEGACY_FORMATS:
         raise CheckpointError(
             f"{path}: not an epdo checkpoint (expected format {CHECKPOINT_FORMAT!r})"
         )
     for key in ("spec", "model", "epoch"):
         if key not in data:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    if fmt != CHECKPOINT_FORMAT:
+        data["spec"] = _upgrade_format1_spec(data["spec"], path)
+        data["format"] = CHECKPOINT_FORMAT
     data["path"] = str(path)
     return data
+
+
+def _upgrade_format1_spec(spec: Any, path: Path) -> Any:
+    """The spec of a format-1 checkpoint in today's terms (see the module docstring)."""
+    if not isinstance(spec, dict):
+        return spec  # model_from_checkpoint reports an unusable spec
+    spec = dict(spec)
+    if spec.get("discretization") == "rbffd":
+        raise CheckpointError(
+            f"{path}: this model was trained by epdo 0.1 with its own rbffd stencils (phs6, "
+            "epsilon 1, degree-4 polynomials), which this version replaced by the papers' "
+            "settings; retrain it (epdo train) to use it with this version"
+        )
+    if spec.get("discretization", "gauss") == "fd":
+        spec["discretization"] = "fd_wide"
+    spec.setdefault("kernel_basis", "raw")
+    return spec
 
 
 def model_from_checkpoint(data: dict[str, Any]) -> tuple[nn.Module, Spec]:

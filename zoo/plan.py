@@ -137,12 +137,36 @@ def _plan_equivariant_conv(
     layer: PdoConvLayer | Conv1x1Layer, path: str, inp: Stage
 ) -> LayerPlan:
     """pdo_conv (5x5, padding 2) and conv1x1 share the size rule (H - 1) // stride + 1."""
-    _features(inp, path)
+    feature = _features(inp, path)
     field = _field_type(inp.group, layer.type, f"{path}.type")
+    if getattr(layer, "coefficients", "full") == "h9":
+        _check_h9(layer, path, feature, field)
     h, w = _strided(inp.height, layer.stride), _strided(inp.width, layer.stride)
     mid = Stage(inp.group, FeatureType(field, layer.fields), h, w)
     h, w = _pooled(mid, layer.pool, f"{path}.pool")
     return LayerPlan(path, layer.op, layer, inp, Stage(inp.group, mid.feature, h, w))
+
+
+def _check_h9(layer: PdoConvLayer, path: str, feature: FeatureType, field: FieldType) -> None:
+    """The 9-term family: order 4, regular output fields, trivial or regular input fields."""
+    if layer.order != 4:
+        raise SpecError(
+            f"coefficients: h9 is a family of order-4 PDOs; set order: 4 (got {layer.order})",
+            path=f"{path}.order",
+        )
+    if len(field.reps) != 1 or not field.reps[0].is_regular:
+        raise SpecError(
+            f"coefficients: h9 maps onto regular fields, not {field.name}; use type: regular "
+            "or coefficients: full",
+            path=f"{path}.type",
+        )
+    rep = feature.field.reps
+    if len(rep) != 1 or not (rep[0].is_regular or rep[0].dim == 1):
+        raise SpecError(
+            f"coefficients: h9 reads trivial or regular fields, not {feature.field.name}; "
+            "use coefficients: full",
+            path=f"{path}.coefficients",
+        )
 
 
 def _plan_conv(layer: ConvLayer, path: str, inp: Stage) -> LayerPlan:

@@ -38,6 +38,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .groups import Group, parse_group
@@ -154,6 +155,10 @@ class PdoConvLayer(_Block):
     type: FieldTypeName = "regular"
     order: Order = 4
     stride: Annotated[int, Field(ge=1)] = 1
+    coefficients: Literal["full", "h9"] = "full"
+    """full: every equivariant PDO up to ``order``; h9: the PDO-eConvs CIFAR family, the
+    rotated H(u,v) = b1 + b2 u + b3 v + b4 u² + b5 uv + b6 v² + b7 u²v + b8 uv² + b9 u²v²
+    learned as a 3x3 array (order 4, regular output, trivial or regular input)."""
 
 
 class NeuralEpdoLayer(_Block):
@@ -222,14 +227,20 @@ class RestrictLayer(_Model):
 
 
 class HeadLayer(_Model):
-    """Classifier: group pool, global spatial pool, (Linear-BN1d-ReLU)*, Linear -> classes."""
+    """Classifier: group pool, global spatial pool, (Linear-BN1d-ReLU)*, Linear -> classes.
+
+    ``group_pool: none`` feeds every channel to the classifier (not invariant: the PDO-eConvs
+    CIFAR models); ``preact: true`` starts with a field BatchNorm and ReLU (the final
+    BN-ReLU of a pre-activation ResNet).
+    """
 
     op: Literal["head"]
     classes: Annotated[int, Field(ge=2)]
     hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
-    group_pool: PoolKind = "max"
+    group_pool: Literal["max", "avg", "none"] = "max"
     spatial_pool: PoolKind = "max"
     dropout: Probability = 0.0
+    preact: bool = False
 
 
 BodyLayer = Annotated[
@@ -247,13 +258,24 @@ BodyLayer = Annotated[
 
 
 class ResidualLayer(_Model):
-    """``out = relu?(body(x) + shortcut(x))``; shortcut identity or equivariant 1×1 + BN."""
+    """``out = relu?(body(x) + shortcut(x))``; shortcut identity or equivariant 1×1 + BN.
+
+    ``preact: true`` makes it a pre-activation block (He et al. 2016, as in the PDO-eConvs
+    CIFAR code): ``p = ReLU(BN(x))``, ``out = body(p) + shortcut``, where the shortcut is x
+    itself or a strided 1×1 of p (no BN); ``relu`` then defaults to false.
+    """
 
     op: Literal["residual"]
     body: Annotated[list[BodyLayer], Field(min_length=1)]
     shortcut: Literal["auto", "identity", "conv1x1"] = "auto"
-    relu: bool = True
+    relu: bool | None = None
+    preact: bool = False
     repeat: Annotated[int, Field(ge=1)] = 1
+
+    @property
+    def relu_after_sum(self) -> bool:
+        """ReLU after the sum: ``relu`` if given, else true for a post-activation block."""
+        return (not self.preact) if self.relu is None else self.relu
 
 
 Layer = Annotated[
@@ -358,6 +380,7 @@ class Defaults(_Model):
     relu: bool | None = None
     bias: bool | None = None
     pool_kind: PoolKind | None = None
+    coefficients: Literal["full", "h9"] | None = None
 
 
 class AugmentSpec(_Model):
@@ -381,12 +404,27 @@ class TrainSpec(_Model):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: Annotated[float, Field(gt=0.0)] = 1e-3
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    nesterov: bool = False
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    weight_decay_on: Literal["all", "weights"] = "all"
+    """all: every parameter (the Neural ePDO code); weights: conv and linear weights only,
+    not BatchNorm's scale and shift nor biases (the PDO-eConvs CIFAR code)."""
+
+    @model_validator(mode="after")
+    def _nesterov_needs_sgd(self) -> TrainSpec:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError(
+                f"nesterov: true is a setting of optimizer: sgd, not of {self.optimizer}"
+            )
+        return self
     lr_milestones: dict[Annotated[int, Field(ge=0)], Annotated[float, Field(gt=0.0)]] = Field(
         default_factory=dict
     )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     seed: int = 0
+    precision: Literal["fp32", "amp"] = "fp32"
+    """fp32: float32 (TF32 matmuls on CUDA), the papers' setting; amp: mixed precision on
+    CUDA (bf16, or fp16 with a gradient scaler). The CPU always computes in float32."""
 
 
 class Spec(_Model):
@@ -399,7 +437,10 @@ class Spec(_Model):
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
     group: str
-    discretization: Literal["fd", "gauss", "rbffd"] = "gauss"
+    discretization: Literal["fd", "fd_wide", "gauss", "rbffd"] = "gauss"
+    kernel_basis: Literal["normalized", "raw"] = "normalized"
+    """normalized: every kernel basis element has unit norm and the Neural ePDO generator's
+    basis is orthonormal (the papers' code); raw: the derivative coefficients themselves."""
     input: InputSpec
     defaults: Defaults = Field(default_factory=Defaults)
     layers: Annotated[list[Layer], Field(min_length=1)]

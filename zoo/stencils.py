@@ -20,19 +20,23 @@ rotates the stencil counter-clockwise by 90° and ``np.flipud(S)`` reflects y �
 
 Methods (all return float64 arrays of shape (n_operators(order), size, size)):
 
-* ``"fd"``: tensor products of the 1-D central finite-difference weights on offsets
-  −c..c that are exact for polynomials of degree ≤ size − 1 (Lagrange interpolation
-  derivatives, solved exactly in rational arithmetic). S[a, b] = w_α(b − c)·w_β(−(a − c)).
+* ``"fd"``: the papers' finite differences: tensor products of the *narrowest* 1-D
+  central differences, [1] for order 0, [−½, 0, ½] and [1, −2, 1] on 3 points for orders 1
+  and 2, [−½, 1, 0, −1, ½] and [1, −4, 6, −4, 1] on 5 points for orders 3 and 4 (so ∂x∂y is
+  the 3×3 four-corner stencil), zero-padded to size × size:
+  S[a, b] = n_α(b − c)·n_β(−(a − c)). These are the stencils of both papers' public code.
+* ``"fd_wide"``: tensor products of the 1-D central differences on *all* offsets −c..c,
+  exact for polynomials of degree ≤ size − 1 (Lagrange interpolation derivatives, solved
+  exactly in rational arithmetic): more accurate, wider (e.g. ∂x is [1, −8, 0, 8, −1]/12).
 * ``"gauss"``: derivatives of the Gaussian φ(x, y) = exp(−(ε r)²), ε = GAUSS_EPS,
   sampled at the offsets. The stencil of ∂x^α∂y^β (k = α + β) is
   S(o) = (−1)^k ∂x^α∂y^β φ(o): the derivative of the smoothed image φ ∗ f is
   (∂φ) ∗ f, and a convolution with ψ is a correlation with ψ(−o) = (−1)^k ∂φ(o)
   (derivatives of order k of a radial φ have parity (−1)^k).
-* ``"rbffd"``: RBF-FD weights at the centre from the size × size nodes, with the
-  polyharmonic spline RBFFD_PHI (r⁶ log r) augmented by all monomials of degree
-  ≤ RBFFD_POLY_DEGREE = 4 *for every operator*, so every rbffd stencil differentiates
-  polynomials of total degree ≤ 4 exactly (this needs size ≥ 5: 15 monomials ≤ size²
-  nodes).
+* ``"rbffd"``: RBF-FD weights at the centre from all size × size nodes, with the
+  polyharmonic spline RBFFD_PHI (ε⁶ r⁶ log(ε r), ε = RBFFD_EPS = 0.5) augmented by the
+  monomials of degree ≤ k for an operator of order k (the ``rbf`` package's default), the
+  settings of the Neural ePDO code.
 
 The gauss and rbffd derivations call sympy through the ``rbf`` package (about 10 s per
 method): :func:`stencils` caches them on disk (:mod:`epdo.zoo.cache`) and in process;
@@ -56,11 +60,11 @@ __all__ = [
     "METHODS",
     "RBFFD_EPS",
     "RBFFD_PHI",
-    "RBFFD_POLY_DEGREE",
     "STENCIL_VERSION",
     "clear_memory_cache",
     "derive_stencils",
     "fd_weights_1d",
+    "narrow_fd_weights_1d",
     "n_operators",
     "operator_index",
     "operator_list",
@@ -72,18 +76,16 @@ __all__ = [
 
 #: Shape parameter ε of the Gaussian exp(−(ε r)²) used by the "gauss" method.
 GAUSS_EPS = 0.99
-#: RBF used by the "rbffd" method (rbf.basis name): phs6 = r⁶ log r.
+#: RBF used by the "rbffd" method (rbf.basis name): phs6 = (ε r)⁶ log(ε r).
 RBFFD_PHI = "phs6"
-#: Shape parameter passed to the phs6 RBF; with ε = 1 it is exactly r⁶ log r.
-RBFFD_EPS = 1.0
-#: Degree of the polynomial appended in RBF-FD, the same for every operator.
-RBFFD_POLY_DEGREE = 4
+#: Shape parameter of the phs6 RBF, as in the Neural ePDO code.
+RBFFD_EPS = 0.5
 #: Bump when the derivation changes, to invalidate disk-cached stencils.
-STENCIL_VERSION = 1
+STENCIL_VERSION = 2
 #: Highest derivative order supported.
 MAX_ORDER = 4
 #: Valid ``method`` names.
-METHODS = ("fd", "gauss", "rbffd")
+METHODS = ("fd", "fd_wide", "gauss", "rbffd")
 
 _SUPERSCRIPTS = {2: "²", 3: "³", 4: "⁴"}
 
@@ -144,16 +146,13 @@ def _check_args(method: str, order: int, size: int) -> tuple[str, int, int]:
     size = int(size)
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size must be a positive odd integer, got {size}")
-    if method == "fd" and size <= order:
-        raise ValueError(f"fd stencils of order {order} need size >= {order + 1}, got {size}")
-    if method == "rbffd":
-        n_poly = (RBFFD_POLY_DEGREE + 1) * (RBFFD_POLY_DEGREE + 2) // 2
-        if size * size < n_poly:
-            raise ValueError(
-                f"rbffd stencils append all {n_poly} monomials of degree <= "
-                f"{RBFFD_POLY_DEGREE}, which needs size >= 5 (size*size >= {n_poly}); "
-                f"got size {size}"
-            )
+    if method in ("fd", "fd_wide") and size <= order:
+        raise ValueError(f"{method} stencils of order {order} need size >= {order + 1}, got {size}")
+    if method == "rbffd" and size * size < n_operators(MAX_ORDER):
+        raise ValueError(
+            f"rbffd stencils are derived up to order {MAX_ORDER}, whose polynomial part has "
+            f"{n_operators(MAX_ORDER)} monomials: this needs size >= 5, got size {size}"
+        )
     return method, order, size
 
 
@@ -216,13 +215,40 @@ def fd_weights_1d(deriv: int, size: int) -> np.ndarray:
     return np.array([float(w) for w in _fd_weights_exact(deriv, size)], dtype=np.float64)
 
 
-def _derive_fd(order: int, size: int) -> np.ndarray:
+def narrow_fd_weights_1d(deriv: int) -> np.ndarray:
+    """The narrowest 1-D central difference for ``deriv``, on 2⌊(deriv+1)/2⌋ + 1 points.
+
+    ``[1]``, ``[−½, 0, ½]``, ``[1, −2, 1]``, ``[−½, 1, 0, −1, ½]``, ``[1, −4, 6, −4, 1]`` for
+    deriv = 0..4: the stencils of the papers' code (exact for polynomials of degree ≤ width − 1).
+    """
+    width = 2 * ((deriv + 1) // 2) + 1
+    return fd_weights_1d(deriv, width)
+
+
+def _padded(weights: np.ndarray, size: int) -> np.ndarray:
+    """Centre 1-D weights on offsets −c..c (c = size // 2), zeros elsewhere."""
+    out = np.zeros(size)
+    pad = (size - weights.size) // 2
+    out[pad : pad + weights.size] = weights
+    return out
+
+
+def _tensor_stencils(order: int, size: int, weights_1d) -> np.ndarray:
+    """S[a, b] = w_α(x = b − c) · w_β(y = −(a − c)) for every operator ∂x^α ∂y^β."""
     out = np.empty((n_operators(order), size, size), dtype=np.float64)
     for k, i in operator_list(order):
-        wx = fd_weights_1d(k - i, size)  # indexed by column b ↔ x = b − c
-        wy = fd_weights_1d(i, size)[::-1]  # row a ↔ y = −(a − c): reverse the offsets
+        wx = _padded(weights_1d(k - i), size)  # indexed by column b ↔ x = b − c
+        wy = _padded(weights_1d(i), size)[::-1]  # row a ↔ y = −(a − c): reverse the offsets
         out[operator_index(k, i)] = np.outer(wy, wx)
     return out
+
+
+def _derive_fd(order: int, size: int) -> np.ndarray:
+    return _tensor_stencils(order, size, narrow_fd_weights_1d)
+
+
+def _derive_fd_wide(order: int, size: int) -> np.ndarray:
+    return _tensor_stencils(order, size, lambda deriv: fd_weights_1d(deriv, size))
 
 
 # --------------------------------------------------------------------------- rbf methods
@@ -257,20 +283,21 @@ def _derive_rbffd(order: int, size: int) -> np.ndarray:
     nodes = _nodes(size)
     out = np.empty((n_operators(order), size, size), dtype=np.float64)
     for k, i in operator_list(order):
-        # diffs = (order in the first coordinate = x, order in the second = y).
+        # diffs = (order in the first coordinate = x, order in the second = y); the
+        # appended polynomial has degree k (``order=k``, the package's default for diffs).
         w = weights(
-            x=np.zeros(2),
-            s=nodes,
-            diffs=(k - i, i),
-            phi=RBFFD_PHI,
-            order=RBFFD_POLY_DEGREE,
-            eps=RBFFD_EPS,
+            x=np.zeros(2), s=nodes, diffs=(k - i, i), phi=RBFFD_PHI, order=k, eps=RBFFD_EPS
         )
         out[operator_index(k, i)] = np.asarray(w, dtype=np.float64).reshape(size, size)
     return out
 
 
-_DERIVE = {"fd": _derive_fd, "gauss": _derive_gauss, "rbffd": _derive_rbffd}
+_DERIVE = {
+    "fd": _derive_fd,
+    "fd_wide": _derive_fd_wide,
+    "gauss": _derive_gauss,
+    "rbffd": _derive_rbffd,
+}
 
 
 def _cache_key(method: str, order: int, size: int) -> dict[str, object]:
@@ -285,7 +312,7 @@ def _cache_key(method: str, order: int, size: int) -> dict[str, object]:
     if method == "gauss":
         key.update(rbf="ga", eps=GAUSS_EPS, sign="(-1)^k")
     elif method == "rbffd":
-        key.update(phi=RBFFD_PHI, eps=RBFFD_EPS, poly_degree=RBFFD_POLY_DEGREE)
+        key.update(phi=RBFFD_PHI, eps=RBFFD_EPS, poly_degree="k")
     return key
 
 
@@ -300,8 +327,8 @@ def derive_stencils(method: str, order: int = 4, size: int = 5) -> np.ndarray:
 
 @functools.cache
 def _stencils_cached(method: str, order: int, size: int) -> np.ndarray:
-    if method == "fd":
-        result = _derive_fd(order, size)
+    if method in ("fd", "fd_wide"):
+        result = _DERIVE[method](order, size)
     else:
         arrays = cache.cached_arrays(
             "stencils",
@@ -319,12 +346,12 @@ def _stencils_cached(method: str, order: int, size: int) -> np.ndarray:
 def stencils(method: str, order: int = 4, size: int = 5) -> np.ndarray:
     """Stencils of all operators up to ``order``, shape (n_operators(order), size, size).
 
-    ``method`` is "fd", "gauss" or "rbffd" (see the module docstring for the math and
+    ``method`` is "fd", "fd_wide", "gauss" or "rbffd" (see the module docstring for the math and
     the orientation convention). gauss and rbffd are cached on disk and in process; the
     returned array is a fresh writable copy.
     """
     method, order, size = _check_args(method, order, size)
-    if method == "fd":
+    if method in ("fd", "fd_wide"):
         return _stencils_cached(method, order, size).copy()
     # lower orders are the leading rows of the order-4 set: derive (and cache) that once
     return _stencils_cached(method, MAX_ORDER, size)[: n_operators(order)].copy()

@@ -17,6 +17,7 @@ from torch import nn
 from ..reps import FeatureType
 from ..stencils import stencils as derivative_stencils
 from .expansion import KernelExpansion
+from .h9 import H9Expansion
 from .typed import TypedModule
 
 
@@ -58,10 +59,14 @@ class EquivariantConv(TypedModule):
         stencils: np.ndarray,
         stride: int = 1,
         bias: bool = False,
+        basis: str = "normalized",
+        expansion: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.in_type, self.out_type, self.stride = in_type, out_type, stride
-        self.expansion = KernelExpansion(in_type, out_type, order, stencils)
+        if expansion is None:
+            expansion = KernelExpansion(in_type, out_type, order, stencils, basis)
+        self.expansion = expansion
         self.padding = stencils.shape[-1] // 2
         self.bias = FieldBias(out_type) if bias else None
         self._cache: tuple[tuple, torch.Tensor] | None = None
@@ -98,7 +103,11 @@ class EquivariantConv(TypedModule):
 
 
 class PDOConv(EquivariantConv):
-    """Linear ePDO layer (PDO-eConv): K = sum_{k<=order, i} C_(k,i) (x) stencil(dx^(k-i) dy^i)."""
+    """Linear ePDO layer (PDO-eConv): K = sum_{k<=order, i} C_(k,i) (x) stencil(dx^(k-i) dy^i).
+
+    ``coefficients="full"``: every equivariant C (parameterised by ``basis``);
+    ``"h9"``: the PDO-eConvs CIFAR family (:mod:`.h9`, order 4, regular output).
+    """
 
     def __init__(
         self,
@@ -108,17 +117,30 @@ class PDOConv(EquivariantConv):
         discretization: str = "gauss",
         stride: int = 1,
         bias: bool = False,
+        basis: str = "normalized",
+        coefficients: str = "full",
     ) -> None:
-        super().__init__(
-            in_type, out_type, order, derivative_stencils(discretization, order), stride, bias
-        )
-        self.discretization = discretization
+        stencil = derivative_stencils(discretization, order)
+        expansion = None
+        if coefficients == "h9":
+            if order != 4:
+                raise ValueError(f"the 9-term family needs order 4, got {order}")
+            expansion = H9Expansion(in_type, out_type, stencil)
+        elif coefficients != "full":
+            raise ValueError(f"coefficients must be full or h9, got {coefficients!r}")
+        super().__init__(in_type, out_type, order, stencil, stride, bias, basis, expansion)
+        self.discretization, self.coefficients = discretization, coefficients
 
 
 class Conv1x1(EquivariantConv):
     """Equivariant 1x1 convolution: a G-intertwiner applied at every pixel."""
 
     def __init__(
-        self, in_type: FeatureType, out_type: FeatureType, stride: int = 1, bias: bool = False
+        self,
+        in_type: FeatureType,
+        out_type: FeatureType,
+        stride: int = 1,
+        bias: bool = False,
+        basis: str = "normalized",
     ) -> None:
-        super().__init__(in_type, out_type, 0, np.ones((1, 1, 1)), stride, bias)
+        super().__init__(in_type, out_type, 0, np.ones((1, 1, 1)), stride, bias, basis)

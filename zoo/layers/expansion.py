@@ -8,6 +8,19 @@ with every C_{o,i} in the equivariant space of (rho_out, rho_in). Blocks with a 
 side use the closed forms, with ``Q[h] = P(h)^-1 S`` precomputed (|G|, n_ops, P*P); other
 blocks use an explicit basis already multiplied by S. Buffers are float64 and follow
 ``.to(dtype)``; parameters are created in float32 (default dtype) as usual.
+
+Two parameterisations of the same space of kernels (``basis``):
+
+- ``"normalized"`` (the papers' code): every parameter multiplies a kernel basis element
+  of unit Frobenius norm. A regular-side block's element (a0, op) is the kernel
+  ``[p_h^-1(a) = a0] Q[h, op]`` over all h, of squared norm ``sum_h |Q[h, op]|^2``, so row
+  op of Q is divided by that norm; a generic block's folded elements are divided by their
+  own norms. The weights start i.i.d. N(0, sigma^2) with ``sigma^2 = C_out / n_params``,
+  so that the expected ``sum(K^2)`` per output channel is 1 (the code's Kaiming rule) and
+  each derivative order holds its share of basis elements of the initial kernel energy.
+- ``"raw"``: the parameters are the derivative coefficients C themselves (so a 4th-order
+  stencil of norm ~17 dominates a 1st-order one of norm ~1); the weights are rescaled at
+  initialisation so that the mean ``sum(K^2)`` per output channel is exactly 2.
 """
 
 from __future__ import annotations
@@ -26,6 +39,20 @@ from ..bases import (
 )
 from ..reps import FeatureType
 
+BASES = ("normalized", "raw")
+
+
+def element_norms(q: np.ndarray) -> np.ndarray:
+    """Norms of the regular-side basis elements, one per operator: ``sqrt(sum_h |Q[h, op]|^2)``
+    for ``q`` of shape (|G|, n_ops, P*P); returns (n_ops,)."""
+    return np.sqrt((q**2).sum(axis=(0, 2)))
+
+
+def _unit(vectors: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """Divide by ``norms`` where they are non-zero (a zero element stays zero)."""
+    safe = np.where(norms > 1e-12, norms, 1.0)
+    return vectors / safe
+
 
 class KernelExpansion(nn.Module):
     """Maps its parameters to an equivariant (C_out, C_in, P, P) kernel.
@@ -34,10 +61,16 @@ class KernelExpansion(nn.Module):
         in_type, out_type: feature types of the same group.
         order: highest derivative order (0 for 1x1 intertwiners).
         stencils: (n_ops, P, P) float64 stencils of the operators dx^(k-i) dy^i, k <= order.
+        basis: ``"normalized"`` (unit-norm kernel basis elements, the papers') or ``"raw"``.
     """
 
     def __init__(
-        self, in_type: FeatureType, out_type: FeatureType, order: int, stencils: np.ndarray
+        self,
+        in_type: FeatureType,
+        out_type: FeatureType,
+        order: int,
+        stencils: np.ndarray,
+        basis: str = "normalized",
     ) -> None:
         super().__init__()
         if in_type.group != out_type.group:
@@ -46,9 +79,14 @@ class KernelExpansion(nn.Module):
         n_ops, P, P2 = stencils.shape
         if P != P2:
             raise ValueError(f"stencils must be square, got {stencils.shape}")
+        if basis not in BASES:
+            raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
         self.in_type, self.out_type, self.order, self.size = in_type, out_type, order, P
+        self.basis = basis
         flat = stencils.reshape(n_ops, P * P)
         q = inverse_derivative_reps(group, order) @ flat  # (|G|, n_ops, P*P)
+        if basis == "normalized":
+            q = _unit(q, element_norms(q)[None, :, None])
         self.register_buffer("q", torch.from_numpy(q.copy()), persistent=False)
         Fo, Fi = out_type.count, in_type.count
         self.kinds: list[str] = []
@@ -74,6 +112,9 @@ class KernelExpansion(nn.Module):
                     self.kinds.append("generic")
                     shape = (Fo, Fi, block.basis.shape[0])
                     folded = np.einsum("nabk,kq->nabq", block.basis, flat)
+                    if basis == "normalized":
+                        norms = np.sqrt((folded**2).sum(axis=(1, 2, 3)))
+                        folded = _unit(folded, norms[:, None, None, None])
                     self.register_buffer(
                         f"basis{j}", torch.from_numpy(folded.copy()), persistent=False
                     )
@@ -86,13 +127,16 @@ class KernelExpansion(nn.Module):
         self.n_in_reps = len(in_type.field.reps)
         self.reset_parameters()
 
-    @property
-    def num_coefficients(self) -> int:
-        return sum(w.numel() for w in self.weights)
-
     @torch.no_grad()
-    def reset_parameters(self, gain: float = 2.0) -> None:
-        """He-style init: mean over output channels of sum(K^2) equals ``gain``."""
+    def reset_parameters(self) -> None:
+        """Initialise the weights (see the module docstring for the two rules)."""
+        if self.basis == "normalized":
+            n_params = sum(w.numel() for w in self.weights)
+            std = (self.out_type.channels / max(n_params, 1)) ** 0.5
+            for w in self.weights:
+                nn.init.normal_(w, std=std)
+            return
+        gain = 2.0
         for w in self.weights:
             nn.init.normal_(w)
         kernel = self.forward()

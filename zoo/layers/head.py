@@ -1,8 +1,12 @@
 """Classifier head and residual block.
 
-Head: ``(B, F*d, H, W)`` -> group pooling (max/mean over each field's channels, invariant)
--> global spatial pooling -> ``(B, F)`` -> [Linear, BatchNorm1d, ReLU, Dropout] per hidden
-width -> Linear -> ``(B, classes)`` logits.
+Head: ``(B, F*d, H, W)`` -> [field BatchNorm, ReLU when ``preact``] -> group pooling
+(max/mean over each field's channels, invariant; or ``none``: every channel kept) -> global
+spatial pooling -> ``(B, F)`` (``(B, F*d)`` without group pooling) -> [Linear, BatchNorm1d,
+ReLU, Dropout] per hidden width -> Linear -> ``(B, classes)`` logits.
+
+Residual: ``y = act(body(p) + shortcut)`` with ``p = pre(x)`` (a pre-activation block's
+BN-ReLU, else x); the shortcut is x itself, or a 1x1 projection of p.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import torch
 from torch import nn
 
 from ..reps import FeatureType
+from .norms import FieldBatchNorm, SeededBatchNorm1d
 from .pooling import GroupPool
 
 
@@ -25,17 +30,19 @@ class ClassifierHead(nn.Module):
         group_pool: str = "max",
         spatial_pool: str = "max",
         dropout: float = 0.0,
+        preact: bool = False,
     ) -> None:
         super().__init__()
         if spatial_pool not in ("max", "avg"):
             raise ValueError(f"spatial pooling must be max or avg, got {spatial_pool!r}")
         self.in_type = feature
-        self.group_pool = GroupPool(feature, group_pool)
+        self.pre = nn.Sequential(FieldBatchNorm(feature), nn.ReLU()) if preact else None
+        self.group_pool = GroupPool(feature, group_pool) if group_pool != "none" else None
         self.spatial_pool = spatial_pool
         layers: list[nn.Module] = []
-        width = feature.count
+        width = feature.count if self.group_pool is not None else feature.channels
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+            layers += [nn.Linear(width, h), SeededBatchNorm1d(h), nn.ReLU(inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h
@@ -43,8 +50,11 @@ class ClassifierHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """The invariant feature vector (B, F) fed to the MLP."""
-        v = self.group_pool(x)
+        """The feature vector fed to the MLP: (B, F), invariant; (B, F*d) without group
+        pooling."""
+        if self.pre is not None:
+            x = self.pre(x)
+        v = self.group_pool(x) if self.group_pool is not None else x
         return v.amax(dim=(2, 3)) if self.spatial_pool == "max" else v.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,14 +62,24 @@ class ClassifierHead(nn.Module):
 
 
 class Residual(nn.Module):
-    """``y = act(body(x) + shortcut(x))`` with an identity or a 1x1 equivariant shortcut."""
+    """``y = act(body(p) + shortcut)`` (see the module docstring); ``pre`` is None for a
+    post-activation block (p = x)."""
 
-    def __init__(self, body: nn.Module, shortcut: nn.Module | None, relu: bool = True) -> None:
+    def __init__(
+        self,
+        body: nn.Module,
+        shortcut: nn.Module | None,
+        relu: bool = True,
+        pre: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.body = body
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
         self.relu = relu
+        self.pre = pre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x) + self.shortcut(x)
+        p = self.pre(x) if self.pre is not None else x
+        short = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(p)
+        y = self.body(p) + short
         return torch.relu(y) if self.relu else y

@@ -9,7 +9,13 @@ Input: ``num_in`` fields of type rho (dim d), C = num_in * d channels, shape (B,
    the (n_ops, 25) stencil matrix: at every pixel g*d stencils of 5x5. They are scaled by
    1/5 and each field's d*25 block is L1-normalized: ``W / (||W||_1 + 0.01)``. Regular input
    makes the map closed-form: operator field o reads mid field m through
-   ``W[o, c, :, m, h] = theta[o, m, p_h^-1(c)] P(h)^-1 S`` (the stencil matrix folded in).
+   ``W[o, c, :, m, h] = theta[o, m, p_h^-1(c)] Q[h]`` with ``Q[h] = P(h)^-1 S`` (the stencil
+   matrix folded in). With ``basis="normalized"`` (the papers' code) the generator's basis
+   is orthonormal: the element (c0, n) of one (o, m) pair is ``[p_h^-1(c) = c0] Q[h, n]``,
+   their Gram matrix is ``I_d (x) G`` with ``G = sum_h Q[h] Q[h]^T``, so Q[h] is replaced by
+   ``G^-1/2 Q[h]`` (the symmetric orthonormalisation, which spans the same space), and theta
+   starts N(0, k*k / (n_ops * num_mid / s)) as in that code; ``"raw"`` keeps Q[h] and
+   starts theta N(0, 1 / (|G| * num_mid / s)).
 3. Apply: the C channels form q = num_in / g partitions of g*d channels, all using the same
    g*d stencils: ``y_c(p) = sum_o W_{c mod gd}(p, o) x_c(p + o)``, a spatially varying
    depthwise 5x5 correlation (:mod:`.stencil_product`: generated, normalised and applied
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +42,17 @@ from .typed import TypedModule
 
 L1_EPS = 0.01
 STENCIL_SCALE = 0.2
+
+
+def orthonormalizer(q: np.ndarray) -> np.ndarray:
+    """``G^-1/2`` for ``G = sum_h Q[h] Q[h]^T`` (n_ops x n_ops), q of shape (|G|, n_ops, k*k):
+    ``G^-1/2 Q[h]`` makes the generator's basis elements orthonormal (see the module
+    docstring). G is symmetric positive definite when the stencils are independent."""
+    gram = np.einsum("hnq,hmq->nm", q, q)
+    values, vectors = np.linalg.eigh(gram)
+    if values.min() <= 1e-12 * values.max():
+        raise ValueError("the stencils are linearly dependent; the generator basis is singular")
+    return (vectors / np.sqrt(values)) @ vectors.T
 
 
 def mid_fields(in_type: FeatureType, reduction: int) -> int:
@@ -57,7 +75,9 @@ class NeuralEPDO(TypedModule):
         g: operator fields generated per pixel (divides num_in).
         s: groups of the coefficient map (divides num_mid and g).
         reduction: num_mid = num_in * d / (reduction * |G|).
-        discretization: ``fd`` | ``gauss`` | ``rbffd`` stencils.
+        discretization: ``fd`` | ``fd_wide`` | ``gauss`` | ``rbffd`` stencils.
+        basis: ``"normalized"`` (the papers') or ``"raw"``, for the generator and the two
+            1x1 layers (see the module docstring and :mod:`.expansion`).
     """
 
     def __init__(
@@ -70,9 +90,11 @@ class NeuralEPDO(TypedModule):
         reduction: int = 1,
         discretization: str = "gauss",
         bias: bool = False,
+        basis: str = "normalized",
     ) -> None:
         super().__init__()
         group = in_type.group
+        self.basis = basis
         self.in_type, self.out_type = in_type, out_type
         self.order, self.g, self.s, self.reduction = order, g, s, reduction
         self.discretization = discretization
@@ -84,7 +106,7 @@ class NeuralEPDO(TypedModule):
         self.num_mid = num_mid
         regular = FieldType((PermutationRep(group, 1),))
         mid_type = FeatureType(regular, num_mid)
-        self.reduce = Conv1x1(in_type, mid_type)
+        self.reduce = Conv1x1(in_type, mid_type, basis=basis)
         self.norm = FieldNorm(mid_type)
 
         stencil = derivative_stencils(discretization, order)
@@ -92,17 +114,24 @@ class NeuralEPDO(TypedModule):
         self.kernel_size = k
         d = in_type.field.dim
         q = inverse_derivative_reps(group, order) @ stencil.reshape(n_ops, k * k)
+        if basis == "normalized":
+            q = orthonormalizer(q) @ q
         self.register_buffer("q", torch.from_numpy(q.copy()), persistent=False)
         gather = inverse_permutations(in_type.field)  # (|G|, d)
         self.register_buffer("gather", torch.from_numpy(gather.T.copy()), persistent=False)
         self.theta = nn.Parameter(torch.empty(g, num_mid // s, d, n_ops))
-        self.out = Conv1x1(in_type, out_type, bias=bias)
+        self.out = Conv1x1(in_type, out_type, bias=bias, basis=basis)
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        fan_in = (self.num_mid // self.s) * self.in_type.group.order
-        nn.init.normal_(self.theta, std=1.0 / math.sqrt(fan_in))
+        fan_in = self.num_mid // self.s
+        if self.basis == "normalized":
+            n_ops = self.theta.shape[-1]
+            std = math.sqrt(self.kernel_size**2 / (n_ops * fan_in))
+        else:
+            std = 1.0 / math.sqrt(fan_in * self.in_type.group.order)
+        nn.init.normal_(self.theta, std=std)
 
     def generator_weight(self) -> torch.Tensor:
         """The folded coefficient map as a grouped 1x1 conv weight

@@ -90,7 +90,7 @@ def train(
     data_dir: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     device: str = "auto",
-    amp: str = "auto",
+    amp: bool | str | None = None,
     workers: int = 0,
     out: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
@@ -101,7 +101,8 @@ def train(
     """Train the model of a spec (a shipped name, a YAML path, a dict or a :class:`Spec`).
 
     The spec's ``train`` section sets the recipe; ``epochs``, ``batch_size`` (per process),
-    ``lr``, ``dataset``, ``data_dir`` and ``seed`` override it. ``resume`` continues the run
+    ``lr``, ``dataset``, ``data_dir`` and ``seed`` override it; ``amp`` True/False overrides its
+    ``precision`` (mixed precision on CUDA / float32). ``resume`` continues the run
     in that directory from its ``checkpoint-last.pt`` (the spec comes from the checkpoint;
     ``epochs`` may extend it). ``augment=False`` turns the spec's augmentation off (the
     upright-only experiment). ``data`` = (train, test) bypasses dataset loading.
@@ -131,7 +132,8 @@ def train(
     if workers < 0:
         raise TrainError(f"--workers must be 0 or more, got {workers}")
     dev = resolve_device(device, env.local_rank)
-    precision = resolve_precision(amp, dev)
+    precision = resolve_precision(amp, dev, spec.train.precision)
+    precision.configure()
     report = progress if progress is not None and env.is_main else NullProgress()
     run = _Run(spec, env=env, device=dev, precision=precision, workers=workers, progress=report)
     train_set, test_set = data if data is not None else _load_data(spec)
@@ -235,7 +237,7 @@ class _Run:
         elif any(isinstance(m, NeuralEPDO) for m in model.modules()):
             stencil_kernels()  # build (first use only) before the first epoch's clock starts
         self.module = model
-        optimizer = make_optimizer(model.parameters(), t)
+        optimizer = make_optimizer(model, t)
         if checkpoint is not None and checkpoint.get("optimizer") is not None:
             try:
                 optimizer.load_state_dict(checkpoint["optimizer"])
