@@ -212,3 +212,16 @@ def test_format1_checkpoint_rebuilds_the_model_it_trained(tmp_path) -> None:
     torch.save(data, path)
     with pytest.raises(CheckpointError, match="retrain"):
         load_model(path)
+
+
+def test_cli_amp_on_a_cpu_is_one_clear_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from epdo.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["train", "quickstart", "--amp", "--device", "cpu", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert "--amp needs a CUDA device" in result.output
+    assert "Traceback" not in result.output
