@@ -70,7 +70,7 @@ class SeededBatchNorm1d(nn.BatchNorm1d):
     module docstring); otherwise identical, state dict included."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not getattr(self, "_seeded", False):
+        if not getattr(self, "_seeded", False) and self.training:
             self._seeded = not _first_update(self)
             if not self._seeded:
                 momentum, self.momentum = self.momentum, 1.0
