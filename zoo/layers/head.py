@@ -75,11 +75,11 @@ class Residual(nn.Module):
         super().__init__()
         self.body = body
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        self.projects = shortcut is not None
         self.relu = relu
         self.pre = pre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.pre(x) if self.pre is not None else x
-        short = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(p)
-        y = self.body(p) + short
+        y = self.body(p) + (self.shortcut(p) if self.projects else x)
         return torch.relu(y) if self.relu else y

@@ -13,6 +13,9 @@ model would be far off its training-mode self.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,9 +63,23 @@ class _FieldBatchNormFn(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None
 
 
-def _first_update(bn: nn.modules.batchnorm._BatchNorm) -> bool:
-    """Whether a training-mode call of ``bn`` is the first to update its running statistics."""
-    return bool(bn.training and bn.track_running_stats and int(bn.num_batches_tracked) == 0)
+@contextlib.contextmanager
+def first_batch_seeds(owner: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> Iterator[None]:
+    """Within this block ``bn`` updates its running statistics with momentum 1 if this is its
+    first training-mode update (``owner`` remembers once it is past that, so the check, a
+    device sync, runs only until then); otherwise nothing changes."""
+    first = False
+    if bn.training and not getattr(owner, "_seeded", False):
+        first = bn.track_running_stats and int(bn.num_batches_tracked) == 0
+        owner._seeded = not first
+    if not first:
+        yield
+        return
+    momentum, bn.momentum = bn.momentum, 1.0
+    try:
+        yield
+    finally:
+        bn.momentum = momentum
 
 
 class SeededBatchNorm1d(nn.BatchNorm1d):
@@ -70,15 +87,8 @@ class SeededBatchNorm1d(nn.BatchNorm1d):
     module docstring); otherwise identical, state dict included."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not getattr(self, "_seeded", False) and self.training:
-            self._seeded = not _first_update(self)
-            if not self._seeded:
-                momentum, self.momentum = self.momentum, 1.0
-                try:
-                    return super().forward(x)
-                finally:
-                    self.momentum = momentum
-        return super().forward(x)
+        with first_batch_seeds(self, self):
+            return super().forward(x)
 
 
 class FieldBatchNorm(TypedModule):
@@ -98,16 +108,8 @@ class FieldBatchNorm(TypedModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        bn = self.bn
-        if not getattr(self, "_seeded", False) and bn.training:
-            self._seeded = not _first_update(bn)
-            if not self._seeded:
-                momentum, bn.momentum = bn.momentum, 1.0
-                try:
-                    return self._normalize(x)
-                finally:
-                    bn.momentum = momentum
-        return self._normalize(x)
+        with first_batch_seeds(self, self.bn):
+            return self._normalize(x)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape

@@ -18,14 +18,9 @@ import torch
 
 from .errors import TrainError
 
-__all__ = [
-    "AmpChoice", "DeviceChoice", "Precision", "SpecPrecision", "resolve_device",
-    "resolve_precision",
-]
+__all__ = ["DeviceChoice", "Precision", "resolve_device", "resolve_precision"]
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
-AmpChoice = Literal["auto", "on", "off"]
-SpecPrecision = Literal["fp32", "amp"]
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:

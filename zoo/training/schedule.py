@@ -65,8 +65,6 @@ def make_optimizer(
         groups: list = decay_groups(params, train.weight_decay, train.weight_decay_on)
     else:
         groups = [{"params": list(params), "weight_decay": train.weight_decay}]
-    if train.nesterov and train.optimizer != "sgd":
-        raise ValueError(f"nesterov is a setting of sgd, not of {train.optimizer}")
     if train.optimizer == "adam":
         return torch.optim.Adam(groups, lr=train.lr)
     if train.optimizer == "adamw":
