@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from epdo.zoo.fileio import atomic_path
 from epdo.zoo.spec import Spec
 
 from .inference import inference_model, normalized
@@ -343,11 +343,8 @@ def export_model(
                           source=str(checkpoint) if checkpoint else None,
                           opset=opset if format == "onnx" else None, atol=atol,
                           real_images=real_desc)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{SUFFIXES[format]}",
-                               dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target, suffix=f".tmp{SUFFIXES[format]}") as tmp_path:
+        tmp = str(tmp_path)
         example = inputs["random"][:2]
         loaded: torch.jit.ScriptModule | None = None
         if format == "onnx":
@@ -370,11 +367,6 @@ def export_model(
             )
         _write_metadata(tmp, format, spec, classes, report, loaded)
         read_metadata(tmp)  # the file as written must read back
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return report
 
 

@@ -9,10 +9,11 @@ the numbers. The file name is::
 
 and the canonical key JSON is also stored inside the archive (a 0-d unicode array named
 ``__key__``), so a truncated-hash collision or a stale file is detected and treated as a
-miss. Unreadable (corrupt) files are misses too and get rewritten. Writes are atomic (a
-temporary file in the same directory, then :func:`os.replace`), so concurrent processes
-never see half-written entries. When the cache directory cannot be created or written, the
-computed arrays are still returned and a warning is issued once per directory.
+miss. Unreadable (corrupt) files are misses too and get rewritten. Writes are atomic
+(:func:`epdo.zoo.fileio.atomic_open`: a temporary file in the same directory, renamed
+over the entry), so concurrent processes never see half-written entries. When the cache
+directory cannot be created or written, the computed arrays are still returned and a warning
+is issued once per directory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import platformdirs
+
+from .fileio import atomic_open
 
 __all__ = ["CACHE_FORMAT", "ENV_VAR", "cache_dir", "cache_path", "cached_arrays"]
 
@@ -90,20 +92,8 @@ def _load(path: Path, key_json: str) -> dict[str, np.ndarray] | None:
 
 def _save(path: Path, key_json: str, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` (plus the key) to ``path`` atomically; raises :class:`OSError`."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays, **{KEY_FIELD: np.array(key_json)})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; cache entries are not secret
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path, "wb", fsync=True, mkdir=False) as fh:
+        np.savez(fh, **arrays, **{KEY_FIELD: np.array(key_json)})
 
 
 def _check_arrays(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:

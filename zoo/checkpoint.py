@@ -12,8 +12,9 @@ read as ``kernel_basis: raw`` with the wide finite differences (``fd`` -> ``fd_w
 rebuilds exactly the trained model; a format-1 ``rbffd`` model used stencils this version no
 longer derives and is refused with a message.
 
-Files are written atomically (a temporary file in the same directory, then ``os.replace``),
-so an interrupted write never leaves a half-written checkpoint at the target path.
+Files are written atomically (:mod:`epdo.zoo.fileio`: a temporary file in the same
+directory, renamed over the target), so an interrupted write never leaves a half-written
+checkpoint at the target path.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from torch import nn
 
 from epdo import __version__
 
+from .fileio import atomic_path
 from .spec import Spec, SpecError, load_spec
 
 CHECKPOINT_FORMAT = "epdo-checkpoint/2"
@@ -81,17 +82,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(

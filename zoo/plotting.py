@@ -7,13 +7,12 @@
 
 Multiples of 90° (the rotations that map the pixel grid onto itself, where an equivariant
 model is exactly invariant) are marked with vertical lines. Files are written atomically
-(a temporary file beside the target, then ``os.replace``).
+(:mod:`epdo.zoo.fileio`: a temporary file beside the target, renamed over it).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .evaluation import EvalReport
+from .fileio import atomic_path
 
 __all__ = ["plot_angle_curves", "plot_report", "save_figure"]
 
@@ -33,16 +33,9 @@ _TICKS_MAX = 30  # label every class on the confusion axes up to this many class
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically; the parent folder is created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

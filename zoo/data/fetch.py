@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -42,6 +41,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from ..fileio import commit, temp_file_beside
 from . import fetch_cifar
 from .cifar import CIFAR_LAYOUT
 from .errors import DataError
@@ -127,11 +127,10 @@ def fetch_dataset(name: str, url: str | None = None, dest: str | os.PathLike[str
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{archive}.", suffix=".part", dir=folder)
+        tmp = temp_file_beside(folder / archive, suffix=".part")
     except OSError as exc:
         raise DataError(f"cannot write there ({exc.strerror or exc}); pass another --dest",
                         folder) from None
-    tmp = Path(tmp_name)
     if cifar:
         advice = (f"check the address and your connection, or download {archive} by hand "
                   f"(from {url}), unpack it (tar xzf {archive}) and put its "
@@ -142,7 +141,7 @@ def fetch_dataset(name: str, url: str | None = None, dest: str | os.PathLike[str
                   f"(from {url}) and put it in {folder}, or in a folder you pass as "
                   f"--data-dir DIR or set as {DATA_ENV}=DIR")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             digest = _download(url, out, progress, timeout, archive, advice)
         if expected_md5 is not None and digest != expected_md5.lower():
             raise DataError(f"md5 {digest} differs from the published {expected_md5}; the "
@@ -157,9 +156,7 @@ def fetch_dataset(name: str, url: str | None = None, dest: str | os.PathLike[str
             rows = MNIST_ROT_ROWS if expected_rows == "default" else expected_rows
             with _status(progress, "checking the archive (parsing every row)"):
                 check_mnist_rot_archive(tmp, rows, label=url)
-            os.chmod(tmp, 0o644)
-            final = folder / MNIST_ROT_ARCHIVE
-            os.replace(tmp, final)
+            final = commit(tmp, folder / MNIST_ROT_ARCHIVE)
     except BaseException:
         tmp.unlink(missing_ok=True)
         if created:

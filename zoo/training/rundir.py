@@ -9,23 +9,25 @@
     checkpoint-best.pt   the epoch with the highest test accuracy
     summary.json         the run at a glance, rewritten after every epoch
 
-Every file is written atomically (a temporary file beside it, then ``os.replace``);
-``metrics.jsonl`` is appended one whole line per ``write`` and flushed, and on resume it is
-cut back to the epochs the checkpoint holds, so it never keeps a partial or stale line.
+Every file is written atomically (:func:`epdo.zoo.fileio.atomic_write`: a temporary file
+beside it, renamed over it); ``metrics.jsonl`` is appended one whole line per ``write``
+and flushed, and on resume it is cut back to the epochs the checkpoint holds, so it never
+keeps a partial or stale line.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["EPOCH_KEYS", "METRICS", "SPEC", "SUMMARY", "RunDir", "atomic_write_text"]
+from ..fileio import atomic_write
+
+__all__ = ["EPOCH_KEYS", "METRICS", "SPEC", "SUMMARY", "RunDir"]
 
 SPEC, METRICS, SUMMARY = "spec.yaml", "metrics.jsonl", "summary.json"
 EPOCH_KEYS = (
@@ -35,20 +37,6 @@ EPOCH_KEYS = (
 ``lr`` (of that epoch), ``train_loss``/``train_acc`` (mean over the epoch's augmented training
 images, as the weights changed), ``test_loss``/``test_acc`` (after the epoch, eval mode),
 ``images_per_s`` (training throughput, all processes) and ``seconds`` (training + test)."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary result files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunDir:
@@ -93,10 +81,10 @@ class RunDir:
         return self.path / name
 
     def write_spec(self, resolved: dict[str, Any]) -> None:
-        atomic_write_text(self.spec, yaml.safe_dump(resolved, sort_keys=False))
+        atomic_write(self.spec, yaml.safe_dump(resolved, sort_keys=False))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.summary, json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.summary, json.dumps(summary, indent=2) + "\n")
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line (a single write of a whole line, then flush and fsync)."""
@@ -120,5 +108,5 @@ class RunDir:
     def truncate_metrics(self, epochs: int) -> list[dict[str, Any]]:
         """Keep the lines of epochs ``1..epochs`` (atomically); return them."""
         kept = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epochs]
-        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
