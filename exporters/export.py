@@ -34,9 +34,9 @@ from torch import nn
 from epdo.zoo.fileio import atomic_path
 from epdo.zoo.spec import Spec
 
-from .inference import inference_model, normalized
+from .formats import FORMATS, ONNX, TS_EXTRA_FILE, suffix_of
+from .inference import inference_model
 from .metadata import (
-    TS_EXTRA_FILE,
     ArtifactError,
     ExportError,
     build_metadata,
@@ -45,7 +45,6 @@ from .metadata import (
     read_metadata,
 )
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts"}
 BATCHES = (1, 7)
 MIN_OPSET = 17
 
@@ -53,7 +52,10 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
 class VerificationError(ExportError):
-    """The artifact does not compute what the PyTorch model computes (``report`` says how)."""
+    """The artifact does not compute what the PyTorch model computes (``report`` says how);
+    the command line exits with code 1 (nothing was written)."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -234,7 +236,7 @@ def verify(run: Runner, model: nn.Module, spec: Spec, inputs: dict[str, torch.Te
     worst = 0.0
     for name, x in inputs.items():
         with torch.no_grad():
-            ref = model(normalized(x, spec))
+            ref = model(x)
         out = ref
         for b in sorted({min(b, x.shape[0]) for b in BATCHES}):
             out = run(x[:b].contiguous())
@@ -271,7 +273,7 @@ def _resolve_source(source: Any) -> tuple[nn.Module, Spec, Path | None]:
 
 def default_path(checkpoint: Path, spec: Spec, format: str) -> Path:
     """``<spec_name>.onnx`` / ``.ts`` next to the checkpoint."""
-    return checkpoint.parent / f"{spec.name}{SUFFIXES[format]}"
+    return checkpoint.parent / f"{spec.name}{suffix_of(format)}"
 
 
 def export_model(
@@ -307,9 +309,9 @@ def export_model(
         ExportError: bad arguments, unusable checkpoint, existing target without ``force``.
         VerificationError: the artifact is out of tolerance; nothing is written.
     """
-    if format not in SUFFIXES:
+    if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; use onnx or torchscript")
-    if format == "onnx" and opset < MIN_OPSET:
+    if format == ONNX and opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: the exporter needs ONNX opset {MIN_OPSET} or newer")
     if atol < 0:
         raise ExportError(f"--atol {atol}: the tolerance must be >= 0")
@@ -341,19 +343,19 @@ def export_model(
 
     report = ExportReport(format=format, path=str(target), spec_name=spec.name,
                           source=str(checkpoint) if checkpoint else None,
-                          opset=opset if format == "onnx" else None, atol=atol,
+                          opset=opset if format == ONNX else None, atol=atol,
                           real_images=real_desc)
-    with atomic_path(target, suffix=f".tmp{SUFFIXES[format]}") as tmp_path:
+    with atomic_path(target, suffix=f".tmp{suffix_of(format)}") as tmp_path:
         tmp = str(tmp_path)
         example = inputs["random"][:2]
         loaded: torch.jit.ScriptModule | None = None
-        if format == "onnx":
+        if format == ONNX:
             _write_onnx(inf, example, tmp, opset)
         else:
             _write_torchscript(inf, example, tmp)
         report.export_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        if format == "onnx":
+        if format == ONNX:
             run = _onnx_runner(tmp)
         else:
             run, loaded = _ts_runner(tmp)
@@ -372,7 +374,7 @@ def export_model(
 
 def _write_metadata(tmp: str, format: str, spec: Spec, classes: list[str],
                     report: ExportReport, loaded: torch.jit.ScriptModule | None) -> None:
-    if format == "onnx":
+    if format == ONNX:
         import onnx
 
         proto = onnx.load(tmp)

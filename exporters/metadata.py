@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from epdo import __version__
+from epdo.zoo.errors import EpdoError
 from epdo.zoo.spec import Spec
+
+from .formats import ONNX, TS_EXTRA_FILE, format_of
 
 METADATA_KEYS = (
     "epdo.version",
@@ -34,11 +37,9 @@ METADATA_KEYS = (
     "epdo.preprocess",
     "epdo.verification",
 )
-TS_EXTRA_FILE = "epdo.json"
-FORMATS = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torchscript"}
 
 
-class ExportError(RuntimeError):
+class ExportError(EpdoError, RuntimeError):
     """An export that failed or did not verify; ``report`` holds the figures when known."""
 
     def __init__(self, message: str, report: Any = None) -> None:
@@ -53,8 +54,7 @@ class ArtifactError(ExportError):
 def build_metadata(spec: Spec, classes: list[str], verification: dict[str, Any]) -> dict[str, Any]:
     """The metadata dict (decoded values) of an artifact of ``spec``."""
     c = spec.input.channels
-    mean = list(spec.input.mean) * (c if len(spec.input.mean) == 1 else 1)
-    std = list(spec.input.std) * (c if len(spec.input.std) == 1 else 1)
+    mean, std = list(spec.input.mean), list(spec.input.std)  # one per channel (the schema's)
     h, w = spec.input.height, spec.input.width
     return {
         "epdo.version": __version__,
@@ -81,12 +81,13 @@ def encode_onnx_props(metadata: dict[str, Any]) -> dict[str, str]:
 
 def artifact_format(path: str | os.PathLike[str]) -> str:
     """``onnx`` or ``torchscript`` from the file suffix; ArtifactError otherwise."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
+    format = format_of(path)
+    if format is None:
+        suffix = Path(path).suffix.lower()
         raise ArtifactError(
             f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected .onnx or .ts"
         )
-    return FORMATS[suffix]
+    return format
 
 
 def graph_digest(model: Any) -> str:
@@ -179,6 +180,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         ArtifactError: unknown suffix, missing file, truncated or tampered artifact,
             missing keys; the message is one line.
     """
-    if artifact_format(path) == "onnx":
+    if artifact_format(path) == ONNX:
         return read_onnx_metadata(path)
     return read_torchscript_metadata(path)

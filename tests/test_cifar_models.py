@@ -7,7 +7,7 @@ import torch
 
 from epdo.exporters.inference import inference_model
 from epdo.zoo import build_model, list_specs, load_spec
-from epdo.zoo.layers.head import Residual
+from epdo.zoo.layers.residual import Residual
 from epdo.zoo.training.schedule import make_optimizer
 
 # The PDO-eConvs paper's parameter counts (its CIFAR tables; same model for both datasets).

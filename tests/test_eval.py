@@ -132,20 +132,19 @@ def test_parse_angles() -> None:
 def test_metrics_are_consistent(c4_model) -> None:
     model, spec = c4_model
     data = tiny_dataset()
-    report = evaluate(model, data, mean=spec.input.mean, std=spec.input.std, batch_size=10)
+    report = evaluate(model, data, batch_size=10)
     conf = torch.tensor(report.confusion)
     assert conf.shape == (4, 4) and int(conf.sum()) == report.num_images == 64
     assert report.accuracy == int(conf.trace()) / 64 == report.correct / 64
     assert conf.sum(dim=1).tolist() == [16, 16, 16, 16]  # rows are the true labels
     assert report.per_class_accuracy == [int(conf[i, i]) / 16 for i in range(4)]
-    x = (data.images - 0.1) / 0.3
     with torch.no_grad():
-        logits = model(x)
+        logits = model(data.images)  # raw images: the model normalises them itself
     assert report.loss == pytest.approx(F.cross_entropy(logits, data.labels).item(), rel=1e-5)
     assert report.accuracy == (logits.argmax(1) == data.labels).float().mean().item()
     assert report.accuracy > 0.25 and report.angles == [] and report.model == "tiny_c4"
     # the batch size does not change the result, and to_dict round-trips through JSON
-    again = evaluate(model, data, mean=[0.1], std=[0.3], batch_size=64)
+    again = evaluate(model, data, batch_size=64)
     assert again.confusion == report.confusion
     assert EvalReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
 
@@ -155,8 +154,7 @@ def test_c4_model_is_exactly_invariant_and_cnn_is_not(c4_model, cnn_model) -> No
     angles = parse_angles("0:360:45")
     reports = {}
     for label, (model, spec) in (("c4", c4_model), ("cnn", cnn_model)):
-        reports[label] = evaluate(model, data, mean=spec.input.mean, std=spec.input.std,
-                                  angles=angles)
+        reports[label] = evaluate(model, data, angles=angles)
     c4, cnn = reports["c4"], reports["cnn"]
     assert [a.degrees for a in c4.angles] == angles
     assert c4.angle_accuracy(0) == c4.accuracy
@@ -175,10 +173,10 @@ def test_evaluate_rejects_data_that_does_not_fit(c4_model) -> None:
     data = tiny_dataset()
     small = TinyDataset("small", "test", data.images[:, :, :10, :10], data.labels, CLASSES)
     with pytest.raises(EvalError, match="1x10x10"):
-        evaluate(model, small, mean=[0.0], std=[1.0])
+        evaluate(model, small)
     three = TinyDataset("three", "test", data.images, data.labels % 3, CLASSES[:3])
     with pytest.raises(EvalError, match="3 classes"):
-        evaluate(model, three, mean=[0.0], std=[1.0])
+        evaluate(model, three)
 
 
 def test_evaluate_checkpoint_uses_the_spec(run_dir, calls) -> None:
@@ -225,14 +223,14 @@ def test_cli_table_and_plot(run_dir, tmp_path) -> None:
 def test_plot_angle_curves(c4_model, cnn_model, tmp_path) -> None:
     data = tiny_dataset()
     reports = {
-        label: evaluate(m, data, mean=s.input.mean, std=s.input.std, angles=[0, 45, 90, 135])
+        label: evaluate(m, data, angles=[0, 45, 90, 135])
         for label, (m, s) in (("Neural ePDO", c4_model), ("CNN", cnn_model))
     }
     path = plot_angle_curves(reports, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     assert matplotlib.image.imread(path).shape[1] > 500
     plot_report(reports["CNN"], tmp_path / "no-angles.png")  # angles are optional here
-    without = evaluate(c4_model[0], data, mean=[0.1], std=[0.3])
+    without = evaluate(c4_model[0], data)
     assert plot_report(without, tmp_path / "plain.png").read_bytes()[:8] == PNG_SIGNATURE
     with pytest.raises(ValueError, match="without angles"):
         plot_angle_curves({"plain": without}, tmp_path / "x.png")

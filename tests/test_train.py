@@ -23,7 +23,6 @@ from epdo.zoo.training import (
     EPOCH_KEYS,
     Engine,
     NonFiniteLossError,
-    Normalizer,
     TrainError,
     TrainingInterrupted,
     evaluate_model,
@@ -141,8 +140,7 @@ def test_load_model_reproduces_the_logged_test_accuracy(straight) -> None:
     best = read_checkpoint(straight.run_dir / BEST)
     record = best["metrics"]
     assert record["epoch"] == straight.best_epoch
-    loss, acc = evaluate_model(model, DATA[1].images, DATA[1].labels,
-                               normalizer=Normalizer.from_spec(spec.input))
+    loss, acc = evaluate_model(model, DATA[1].images, DATA[1].labels)
     assert acc == record["test_acc"] and loss == pytest.approx(record["test_loss"], rel=1e-6)
 
 

@@ -8,19 +8,14 @@ import pytest
 import torch
 
 from epdo.zoo.spec import AugmentSpec
-from epdo.zoo.training.augment import (
-    AugmentDraws,
-    Normalizer,
-    crop_batch,
-    flip_batch,
-    rotate_batch,
-)
+from epdo.zoo.layers.normalize import Normalize
+from epdo.zoo.training.augment import AugmentDraws, crop_batch, flip_batch
 from epdo.zoo.training.config import with_overrides
 from epdo.zoo.training.rundir import RunDir
 from epdo.zoo.training.sampling import eval_batches, train_batches
 from epdo.zoo.training.schedule import lr_at
 from epdo.zoo.training.seeding import derive_seed, epoch_generator
-from epdo.zoo.transforms import rotate_image
+from epdo.zoo.transforms import rotate_image, rotate_images
 
 
 def images(b: int = 4, c: int = 2, h: int = 12, w: int = 12) -> torch.Tensor:
@@ -28,16 +23,16 @@ def images(b: int = 4, c: int = 2, h: int = 12, w: int = 12) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shape", [(12, 12), (10, 14)])
-def test_rotate_batch_matches_rotate_image(shape: tuple[int, int]) -> None:
+def test_rotate_images_matches_rotate_image(shape: tuple[int, int]) -> None:
     x = images(3, 2, *shape)
-    same = rotate_batch(x, torch.full((3,), 30.0))
+    same = rotate_images(x, torch.full((3,), 30.0))
     assert torch.allclose(same, rotate_image(x, 30.0), atol=1e-5)
 
 
-def test_rotate_batch_uses_one_angle_per_image() -> None:
+def test_rotate_images_uses_one_angle_per_image() -> None:
     x = images(4)
     angles = torch.tensor([30.0, 90.0, 200.0, 0.0])
-    out = rotate_batch(x, angles)
+    out = rotate_images(x, angles)
     for i, a in enumerate(angles.tolist()):
         assert torch.allclose(out[i : i + 1], rotate_image(x[i : i + 1], a), atol=1e-5), a
 
@@ -70,13 +65,14 @@ def test_augment_draws_are_seeded_and_per_image() -> None:
     assert not AugmentDraws.draw(AugmentSpec(), 5, epoch_generator(0, 0, "augment")).active
 
 
-def test_normalizer_is_per_channel() -> None:
+def test_normalize_is_per_channel() -> None:
     x = images(2, 3)
-    norm = Normalizer([0.5, 0.0, 1.0], [0.5, 2.0, 1.0])
+    norm = Normalize([0.5, 0.0, 1.0], [0.5, 2.0, 1.0])
     out = norm(x)
     assert torch.allclose(out[:, 0], (x[:, 0] - 0.5) / 0.5)
     assert torch.allclose(out[:, 1], x[:, 1] / 2.0)
-    assert Normalizer([0.0], [1.0])(x) is x
+    assert torch.equal(Normalize([0.0], [1.0])(x), x)
+    assert norm.state_dict() == {}  # the spec holds the statistics, not the checkpoint
 
 
 def test_lr_milestones_take_effect_at_their_epoch() -> None:

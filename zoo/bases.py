@@ -150,3 +150,9 @@ def block_dimension(block: Block, n_ops: int) -> int:
     if isinstance(block, RegularOutputBlock):
         return block.in_dim * n_ops
     return block.basis.shape[0]
+
+
+def clear_memory_cache() -> None:
+    """Forget the in-process derivative representations and coefficient blocks."""
+    inverse_derivative_reps.cache_clear()
+    coefficient_block.cache_clear()

@@ -24,7 +24,7 @@
 - FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix
   products and convolutions) over the benchmarked batch and divided by its size, plus the Neural
   ePDO's elementwise 5x5 products, which the counter does not see
-  (:func:`epdo.zoo.summary._extra_flops`, counted 1x for a forward and 3x for a training
+  (:func:`epdo.zoo.summary.extra_flops_per_block`, counted 1x for a forward and 3x for a training
   step: forward, and the gradients with respect to the input and the weights). The training
   step is counted through the Neural ePDO's definition (:func:`definition_path`): the
   arithmetic of the model, not the coefficients the fast backward regenerates. The forward
@@ -63,17 +63,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import bases, stencils
 from .builder import ZooModel, build_model
+from .device import DeviceError
+from .device import resolve_device as _resolve_device
+from .errors import EpdoError
 from .layers.native import stencil_kernels
 from .layers.stencil_product import definition_path
 from .spec import Spec, load_spec
-from .summary import _extra_flops
+from .summary import extra_flops_per_block
 
 MATMUL_N = {"cpu": 2048, "cuda": 4096}
 
 ExportedHook = Callable[..., dict[str, Any]]
 
 
-class BenchError(ValueError):
+class BenchError(EpdoError, ValueError):
     """An input problem (no CUDA, bad flags) reported to the user on one line."""
 
 
@@ -130,16 +133,12 @@ def stencil_product_path(device: torch.device) -> str:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA raises BenchError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise BenchError("--device cuda: CUDA is not available on this machine")
-        return torch.device("cuda")
-    raise BenchError(f"--device {device!r}: use auto, cpu or cuda")
+    """``auto`` -> CUDA when available, else CPU (:func:`epdo.zoo.device.resolve_device`);
+    ``cuda`` without CUDA raises BenchError."""
+    try:
+        return _resolve_device(device)
+    except DeviceError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def _sync(device: torch.device) -> None:
@@ -180,8 +179,7 @@ def _empty_caches() -> Iterator[None]:
     with tempfile.TemporaryDirectory(prefix="epdo-bench-cache-") as tmp:
         os.environ["EPDO_CACHE_DIR"] = tmp
         stencils.clear_memory_cache()
-        bases.inverse_derivative_reps.cache_clear()
-        bases.coefficient_block.cache_clear()
+        bases.clear_memory_cache()
         try:
             yield
         finally:
@@ -207,9 +205,15 @@ def time_build(spec: Spec) -> tuple[ZooModel, float, float]:
 
 
 def _extra(model: ZooModel) -> int:
-    """Neural ePDO elementwise FLOPs per image of a forward (not seen by FlopCounterMode)."""
-    return sum(_extra_flops(block, plan.inp.height, plan.inp.width)
-               for plan, block in zip(model.plan.layers, model.blocks, strict=True))
+    """FLOPs per image of a forward that FlopCounterMode does not see (the Neural ePDO
+    products), as the modules count them."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        device = next(model.parameters()).device
+        extra = extra_flops_per_block(model, torch.zeros(1, *model.input_shape, device=device))
+    model.train(was)
+    return sum(extra)
 
 
 def _batch(model: ZooModel, batch_size: int, device: torch.device,

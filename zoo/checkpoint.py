@@ -32,6 +32,8 @@ from torch import nn
 
 from epdo import __version__
 
+from .builder import build_model
+from .errors import EpdoError
 from .fileio import atomic_path
 from .spec import Spec, SpecError, load_spec
 
@@ -41,7 +43,7 @@ LEGACY_FORMATS = ("epdo-checkpoint/1",)
 BEST, LAST = "checkpoint-best.pt", "checkpoint-last.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EpdoError, ValueError):
     """A checkpoint that cannot be used: missing, truncated, corrupted or not epdo's."""
 
 
@@ -131,6 +133,22 @@ def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
     return path
 
 
+def latest_checkpoint(runs: str | os.PathLike[str]) -> Path:
+    """The checkpoint (:func:`resolve_checkpoint`: best, else last) of the most recent run
+    under ``runs``, the run whose checkpoint files were written last; :class:`CheckpointError`
+    when there is none."""
+    runs = Path(runs)
+    newest: tuple[float, Path] | None = None
+    for name in (BEST, LAST):
+        for ckpt in runs.glob(f"**/{name}"):
+            mtime = ckpt.stat().st_mtime
+            if newest is None or mtime > newest[0]:
+                newest = (mtime, ckpt.parent)
+    if newest is None:
+        raise CheckpointError(f"{runs}: no checkpoint found; pass a checkpoint or run directory")
+    return resolve_checkpoint(newest[1])
+
+
 def read_checkpoint(source: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; :class:`CheckpointError` if unusable."""
     path = resolve_checkpoint(source)
@@ -177,8 +195,6 @@ def _upgrade_format1_spec(spec: Any, path: Path) -> Any:
 
 def model_from_checkpoint(data: dict[str, Any]) -> tuple[nn.Module, Spec]:
     """Rebuild the model of a loaded checkpoint dict and load its weights."""
-    from .builder import build_model
-
     try:
         spec = load_spec(data["spec"])
     except SpecError as exc:

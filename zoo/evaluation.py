@@ -8,8 +8,9 @@ plain CNN trained on upright images collapses away from 0°.
 
 Order of operations for one angle t: the raw images in [0, 1] are rotated counter-clockwise
 by t (:func:`epdo.zoo.transforms.rotate_image`: exact for multiples of 90°, bilinear with
-zeros outside otherwise), *then* normalized by the spec's ``(x - mean) / std``, so the zero
-padding of a rotation is black in image space, as it would be in a rotated photograph.
+zeros outside otherwise), *then* fed to the model, which normalises them itself (its first
+step is the spec's ``(x - mean) / std``), so the zero padding of a rotation is black in
+image space, as it would be in a rotated photograph.
 
 Public API::
 
@@ -30,7 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
-from .transforms import rotate_image
+from .device import DeviceError
+from .device import resolve_device as _resolve_device
+from .errors import EpdoError
+from .scoring import batch_logits, eval_mode
 
 __all__ = [
     "DEVICES",
@@ -48,7 +52,7 @@ DEVICES = ("auto", "cpu", "cuda")
 """The values ``device`` accepts in :func:`evaluate_checkpoint` (``auto``: CUDA if present)."""
 
 
-class EvalError(ValueError):
+class EvalError(EpdoError, ValueError):
     """Evaluation arguments that cannot work (bad angles, device, a dataset that does not fit
     the model); its ``str`` is one line that says what to change."""
 
@@ -157,52 +161,56 @@ class EvalReport:
 # --------------------------------------------------------------------------- angles
 
 
-def _number(text: str, what: str, spec: str) -> float:
+def _number(text: str, what: str, spec: str, option: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
         raise EvalError(
-            f"angles {spec!r}: {what} {text.strip()!r} is not a finite number of degrees; "
+            f"{option} {spec!r}: {what} {text.strip()!r} is not a finite number of degrees; "
             "use start:stop:step (stop exclusive) like 0:360:15, or a list like 0,90,180"
         )
     return value
 
 
-def parse_angles(text: str) -> list[float]:
+def parse_angles(text: str, *, option: str = "angles", allow_empty: bool = False) -> list[float]:
     """Rotation angles in degrees from ``"start:stop:step"`` (stop exclusive), a comma list
     ``"0,90,180"``, or a comma list of both (``"0:90:30,180"``); duplicates dropped, order
     kept. ``parse_angles("0:360:90") == [0.0, 90.0, 180.0, 270.0]``.
 
-    Raises :class:`EvalError` (a ValueError) with a one-line message on bad syntax, a
-    non-positive step or an empty range.
+    Raises :class:`EvalError` (a ValueError) with a one-line message, which starts with
+    ``option`` (what the user typed the angles as, e.g. ``--angles``), on bad syntax, a
+    non-positive step or an empty range; on an empty ``text`` too, unless ``allow_empty``
+    (then the list is empty).
     """
     angles: list[float] = []
     items = [item.strip() for item in str(text).split(",")]
+    if allow_empty and not str(text).strip():
+        return []
     if not any(items):
-        raise EvalError(f"angles {text!r}: no angle given; use e.g. 0:360:15 or 0,90,180")
+        raise EvalError(f"{option} {text!r}: no angle given; use e.g. 0:360:15 or 0,90,180")
     for item in items:
         if not item:
-            raise EvalError(f"angles {text!r}: empty item between commas; use e.g. 0,90,180")
+            raise EvalError(f"{option} {text!r}: empty item between commas; use e.g. 0,90,180")
         parts = item.split(":")
         if len(parts) == 1:
-            angles.append(_number(parts[0], "angle", text))
+            angles.append(_number(parts[0], "angle", text, option))
             continue
         if len(parts) != 3:
             raise EvalError(
-                f"angles {text!r}: {item!r} is not start:stop:step (stop exclusive), "
+                f"{option} {text!r}: {item!r} is not start:stop:step (stop exclusive), "
                 "e.g. 0:360:15"
             )
-        start = _number(parts[0], "start", text)
-        stop = _number(parts[1], "stop", text)
-        step = _number(parts[2], "step", text)
+        start = _number(parts[0], "start", text, option)
+        stop = _number(parts[1], "stop", text, option)
+        step = _number(parts[2], "step", text, option)
         if step <= 0:
-            raise EvalError(f"angles {text!r}: step must be positive, got {parts[2].strip()}")
+            raise EvalError(f"{option} {text!r}: step must be positive, got {parts[2].strip()}")
         count = math.ceil((stop - start) / step - 1e-9)
         if count < 1:
             raise EvalError(
-                f"angles {text!r}: {item!r} is empty (stop is exclusive and must exceed start)"
+                f"{option} {text!r}: {item!r} is empty (stop is exclusive and must exceed start)"
             )
         angles.extend(round(start + i * step, 9) + 0.0 for i in range(count))
     unique: list[float] = []
@@ -216,39 +224,31 @@ def parse_angles(text: str) -> list[float]:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:<index>``;
-    anything else, or CUDA where there is none, is an :class:`EvalError`."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in DEVICES and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise EvalError(f"device {name!r}: unknown; use auto, cpu, cuda or cuda:<index>")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalError(f"device {name!r}: CUDA is not available here; use --device cpu or auto")
-    return torch.device(name)
+    """``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:<index>``
+    (:func:`epdo.zoo.device.resolve_device`); anything else, or CUDA where there is none, is
+    an :class:`EvalError`."""
+    try:
+        return _resolve_device(device)
+    except DeviceError as exc:
+        raise EvalError(str(exc)) from None
 
 
 def _predict(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
     classes: int,
     batch_size: int,
     device: torch.device,
     degrees: float,
 ) -> tuple[float, torch.Tensor]:
-    """Summed cross-entropy and predicted labels (N,) on the images (N, C, H, W) rotated by
-    ``degrees``, normalized by ``mean`` / ``std`` (C, 1, 1); ``classes`` logits expected."""
+    """Summed cross-entropy and predicted labels (N,) on the raw images (N, C, H, W)
+    rotated by ``degrees``; ``classes`` logits expected."""
     loss_sum = 0.0
     preds = []
-    for i in range(0, images.shape[0], batch_size):
-        x = images[i : i + batch_size].to(device, non_blocking=True)
-        y = labels[i : i + batch_size].to(device, non_blocking=True)
-        if degrees != 0.0:
-            x = rotate_image(x, degrees)
-        logits = model((x - mean) / std).float()
+    batches = ((images[i : i + batch_size], labels[i : i + batch_size])
+               for i in range(0, images.shape[0], batch_size))
+    for logits, y in batch_logits(model, batches, device=device, degrees=degrees):
         if logits.ndim != 2 or logits.shape[1] != classes:
             raise EvalError(
                 f"the model outputs {tuple(logits.shape)} logits but the dataset has {classes} "
@@ -280,8 +280,6 @@ def evaluate(
     model: nn.Module,
     dataset: Dataset,
     *,
-    mean: list[float],
-    std: list[float],
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     angles: list[float] | None = None,
@@ -291,10 +289,10 @@ def evaluate(
     restored afterwards and the model is moved to ``device``).
 
     Args:
-        model: (B, C, H, W) normalized images -> (B, K) logits.
+        model: raw (B, C, H, W) images in [0, 1] -> (B, K) logits (a zoo model normalises
+            them itself).
         dataset: an ImageDataset: ``images`` (N, C, H, W) in [0, 1], ``labels`` (N,),
             ``classes`` (K names).
-        mean, std: per-channel normalization (C values each), applied after rotation.
         angles: degrees (counter-clockwise) of the extra rotated evaluations.
         name: the model's name in the report (default: its spec's name).
     """
@@ -312,29 +310,16 @@ def evaluate(
         raise EvalError(f"dataset {dataset.name!r}: labels outside 0..{k - 1}")
     angles = [float(a) for a in angles] if angles else []
     _check_fit(model, images, angles)
-    channels = images.shape[1]
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
-    if mean_t.shape[0] != channels or std_t.shape[0] != channels:
-        raise EvalError(f"mean/std need {channels} values (one per channel), got "
-                        f"{mean_t.shape[0]} and {std_t.shape[0]}")
-    mean_t, std_t = mean_t.to(device), std_t.to(device)
     if device.type == "cuda":
         images, labels = images.pin_memory(), labels.pin_memory()
 
-    was_training = model.training
-    model.to(device).eval()
     n = images.shape[0]
     results: dict[float, tuple[float, torch.Tensor]] = {}  # degrees mod 360 -> loss, preds
-    try:
-        with torch.no_grad():
-            for degrees in [0.0, *angles]:
-                key = degrees % 360.0
-                if key not in results:
-                    results[key] = _predict(model, images, labels, mean_t, std_t, k, batch_size,
-                                            device, key)
-    finally:
-        model.train(was_training)
+    with eval_mode(model.to(device)):
+        for degrees in [0.0, *angles]:
+            key = degrees % 360.0
+            if key not in results:
+                results[key] = _predict(model, images, labels, k, batch_size, device, key)
 
     def result(degrees: float) -> tuple[float, torch.Tensor]:
         return results[degrees % 360.0]
@@ -376,9 +361,8 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint file or run directory on the test split of its spec's dataset.
 
     The dataset and data folder default to the spec's ``train.dataset`` / ``train.data_dir``
-    (the spec's folder is used only for the spec's own dataset); the images are normalized
-    with the spec's ``input.mean`` / ``input.std``. Raises CheckpointError, DataError or
-    :class:`EvalError`, each with a one-line message.
+    (the spec's folder is used only for the spec's own dataset). Raises CheckpointError,
+    DataError or :class:`EvalError`, each with a one-line message.
     """
     dev = resolve_device(device)
     data = read_checkpoint(source)
@@ -387,8 +371,7 @@ def evaluate_checkpoint(
     if data_dir is None and name == spec.train.dataset:
         data_dir = spec.train.data_dir
     test = load_dataset(name, split, data_dir=data_dir)
-    report = evaluate(model, test, mean=list(spec.input.mean), std=list(spec.input.std),
-                      batch_size=batch_size, device=dev, angles=angles, name=spec.name)
+    report = evaluate(model, test, batch_size=batch_size, device=dev, angles=angles, name=spec.name)
     report.checkpoint = str(data["path"])
     report.epoch = int(data["epoch"])
     return report

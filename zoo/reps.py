@@ -224,3 +224,9 @@ class FeatureType:
     def restrict(self, subgroup: Group) -> FeatureType:
         field, mult = self.field.restrict(subgroup)
         return FeatureType(field, self.count * mult)
+
+    def regular_fields_per(self, reduction: int) -> int:
+        """``floor(channels / (reduction * |G|))``: how many regular fields carry this
+        feature's channels reduced ``reduction`` times (a Neural ePDO generator's width,
+        the papers' rule); 0 when the channels are too few."""
+        return self.channels // (reduction * self.group.order)

@@ -3,8 +3,9 @@
 FLOPs are forward floating-point operations per image (a multiply-add counts 2), counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on an eval-mode forward of one image after the
 kernels are expanded (kernel expansion is a one-off in eval mode). FlopCounterMode counts
-matrix products and convolutions only, so the spatially varying 5x5 product of each Neural
-ePDO layer (elementwise multiply-adds) is added analytically: 2 * C * H * W * 25.
+matrix products and convolutions only, so what a module computes beyond them (the spatially
+varying 5x5 product of a Neural ePDO: 2 * C * H * W * 25) is added by the module itself,
+its ``extra_flops(height, width)`` at the input size it sees in that forward.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .builder import ZooModel
-from .layers.neural_epdo import NeuralEPDO
-from .plan import LayerPlan, Stage
+from .stages import LayerPlan, Stage
+
+__all__ = ["LayerRow", "ModelSummary", "extra_flops_per_block", "summarize"]
 
 
 @dataclass
@@ -57,13 +59,27 @@ def _channels(stage: Stage) -> int:
     return stage.feature.channels if stage.feature is not None else 0
 
 
-def _extra_flops(module: torch.nn.Module, height: int, width: int) -> int:
-    """Elementwise multiply-adds of the Neural ePDO products inside ``module``."""
-    total = 0
-    for m in module.modules():
-        if isinstance(m, NeuralEPDO):
-            total += 2 * m.in_type.channels * height * width * m.kernel_size**2
-    return total
+def extra_flops_per_block(model: ZooModel, x: torch.Tensor) -> list[int]:
+    """FLOPs of ``model(x)`` per block that FlopCounterMode does not see: the sum of
+    ``extra_flops(H, W)`` of every module that has one, at the size it is called with, for
+    the whole batch of ``x``."""
+    counts = [0] * len(model.blocks)
+    handles = []
+    for i, block in enumerate(model.blocks):
+        for module in block.modules():
+            if hasattr(module, "extra_flops"):
+
+                def count(mod: torch.nn.Module, args: tuple, i: int = i) -> None:
+                    h, w = args[0].shape[-2:]
+                    counts[i] += args[0].shape[0] * mod.extra_flops(int(h), int(w))
+
+                handles.append(module.register_forward_pre_hook(count))
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts
 
 
 @torch.no_grad()
@@ -72,7 +88,7 @@ def summarize(model: ZooModel) -> ModelSummary:
     was_training = model.training
     model.eval()
     x = torch.zeros(1, *model.input_shape)
-    model(x)  # expand and cache the kernels
+    extra = extra_flops_per_block(model, x)  # also expands and caches the kernels
     counter = FlopCounterMode(display=False)
     with counter:
         model(x)
@@ -82,7 +98,7 @@ def summarize(model: ZooModel) -> ModelSummary:
     for i, (plan, block) in enumerate(zip(model.plan.layers, model.blocks, strict=True)):
         key = f"ZooModel.blocks.{i}"
         flops = int(sum(counts.get(key, {}).values()))
-        flops += _extra_flops(block, plan.inp.height, plan.inp.width)
+        flops += extra[i]
         rows.append(_row(plan, block, flops))
     spec = model.spec
     return ModelSummary(

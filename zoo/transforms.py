@@ -13,8 +13,9 @@ y up) by quarter turns. Other rotations are resampled (bilinear) by :func:`rotat
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,22 +40,58 @@ def transform_features(x: torch.Tensor, feature: FeatureType, g: Element) -> tor
     return out
 
 
-def rotate_image(x: torch.Tensor, degrees: float) -> torch.Tensor:
-    """Rotate (B, C, H, W) counter-clockwise by ``degrees`` about the centre (bilinear,
-    zeros outside). Multiples of 90 degrees are done exactly with ``torch.rot90``."""
-    quarter = degrees / 90.0
-    if abs(quarter - round(quarter)) < 1e-12:
-        return torch.rot90(x, int(round(quarter)) % 4, dims=(-2, -1))
-    theta = math.radians(degrees)
-    c, s = math.cos(theta), math.sin(theta)
-    B = x.shape[0]
+_ROTATE_CHUNK = 4096
+
+
+def rotate_images(x: torch.Tensor, degrees: torch.Tensor | np.ndarray | Sequence[float],
+                  chunk: int = _ROTATE_CHUNK) -> torch.Tensor:
+    """Rotate each image of (B, C, H, W) counter-clockwise (x right, y up) by its own angle
+    ``degrees[b]`` about the centre: multiples of 90 degrees exactly with ``torch.rot90``,
+    other angles bilinear with zeros outside, ``chunk`` images at a time (bounds the sampling
+    grid's memory). Same dtype and device as ``x``; the one rotation of epdo (augmentation,
+    rotated evaluation, rotated datasets)."""
+    if x.ndim != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a floating (B, C, H, W) tensor, got {x.dtype} "
+                         f"{tuple(x.shape)}")
+    deg = torch.as_tensor(degrees, dtype=torch.float64).reshape(-1)
+    if deg.numel() != x.shape[0]:
+        raise ValueError(f"{deg.numel()} angles for {x.shape[0]} images")
+    if deg.numel() == 0:
+        return x.clone()
+    quarter = deg / 90.0
+    turns = torch.round(quarter)
+    exact = (quarter - turns).abs() < 1e-12
+    if bool(exact.all()) and bool((turns == turns[:1]).all()):
+        return torch.rot90(x, int(turns[0].item()) % 4, dims=(-2, -1))
+    out = torch.empty_like(x)
+    turns = turns.remainder(4).long()
+    for k in range(4):
+        chosen = torch.nonzero(exact & (turns == k)).flatten().to(x.device)
+        if chosen.numel():
+            out[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
+    rest = torch.nonzero(~exact).flatten()
     H, W = x.shape[-2:]
-    # affine_grid maps output coords (x right, y down in normalized units) to input coords;
-    # a counter-clockwise rotation with y up samples the input at R^-1 p.
-    mat = torch.tensor([[c, -s * H / W, 0.0], [s * W / H, c, 0.0]], dtype=x.dtype, device=x.device)
-    mat = mat.unsqueeze(0).expand(B, 2, 3)
-    grid = F.affine_grid(mat, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    for start in range(0, rest.numel(), chunk):
+        chosen = rest[start:start + chunk]
+        theta = torch.deg2rad(deg[chosen])
+        c, s = torch.cos(theta), torch.sin(theta)
+        # affine_grid maps output coords (x right, y down in normalized units) to input
+        # coords; a counter-clockwise rotation with y up samples the input at R^-1 p
+        mat = torch.zeros(chosen.numel(), 2, 3, dtype=torch.float64, device=deg.device)
+        mat[:, 0, 0], mat[:, 0, 1] = c, -s * H / W
+        mat[:, 1, 0], mat[:, 1, 1] = s * W / H, c
+        index = chosen.to(x.device)
+        batch = x[index]
+        grid = F.affine_grid(mat.to(dtype=x.dtype, device=x.device), list(batch.shape),
+                             align_corners=False)
+        out[index] = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros",
+                                   align_corners=False)
+    return out
+
+
+def rotate_image(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Every image of (B, C, H, W) rotated by the same ``degrees`` (:func:`rotate_images`)."""
+    return rotate_images(x, torch.full((x.shape[0],), float(degrees), dtype=torch.float64))
 
 
 def disk_mask(height: int, width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

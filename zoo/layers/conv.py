@@ -18,6 +18,7 @@ from ..reps import FeatureType
 from ..stencils import stencils as derivative_stencils
 from .expansion import KernelExpansion
 from .h9 import H9Expansion
+from .plain import plain_conv
 from .typed import TypedModule
 
 
@@ -97,6 +98,13 @@ class EquivariantConv(TypedModule):
             # keep the layout (a one-channel input is both, and the convolution picks NCHW)
             y = y.contiguous(memory_format=torch.channels_last)
         return y
+
+    def export(self) -> nn.Conv2d:
+        """Inference form: the kernel expanded once from the basis, as a plain Conv2d."""
+        with torch.no_grad():
+            weight = self.expansion()
+            bias = self.bias() if self.bias is not None else None
+        return plain_conv(weight, bias, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", order={self.expansion.order}, stride={self.stride}"

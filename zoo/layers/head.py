@@ -1,12 +1,9 @@
-"""Classifier head and residual block.
+"""The classifier head.
 
 Head: ``(B, F*d, H, W)`` -> [field BatchNorm, ReLU when ``preact``] -> group pooling
 (max/mean over each field's channels, invariant; or ``none``: every channel kept) -> global
 spatial pooling -> ``(B, F)`` (``(B, F*d)`` without group pooling) -> [Linear, BatchNorm1d,
 ReLU, Dropout] per hidden width -> Linear -> ``(B, classes)`` logits.
-
-Residual: ``y = act(body(p) + shortcut)`` with ``p = pre(x)`` (a pre-activation block's
-BN-ReLU, else x); the shortcut is x itself, or a 1x1 projection of p.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ from torch import nn
 
 from ..reps import FeatureType
 from .norms import FieldBatchNorm, SeededBatchNorm1d
+from .plain import export_sequence
 from .pooling import GroupPool
 
 
@@ -60,26 +58,23 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.pooled(x))
 
+    def export(self) -> PlainHead:
+        """Inference form: BN folded (the pre-activation's into a channel affine, the MLP's
+        into its Linear layers), group pooling in plain ops."""
+        pre = nn.Identity() if self.pre is None else export_sequence(list(self.pre))
+        pooling = nn.Identity() if self.group_pool is None else self.group_pool.export()
+        return PlainHead(pre, pooling, self.spatial_pool, export_sequence(list(self.mlp)))
 
-class Residual(nn.Module):
-    """``y = act(body(p) + shortcut)`` (see the module docstring); ``pre`` is None for a
-    post-activation block (p = x)."""
 
-    def __init__(
-        self,
-        body: nn.Module,
-        shortcut: nn.Module | None,
-        relu: bool = True,
-        pre: nn.Module | None = None,
-    ) -> None:
+class PlainHead(nn.Module):
+    """The head's inference form: ``mlp(spatial_pool(group_pool(pre(x))))``."""
+
+    def __init__(self, pre: nn.Module, group_pool: nn.Module, spatial: str,
+                 mlp: nn.Sequential) -> None:
         super().__init__()
-        self.body = body
-        self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        self.projects = shortcut is not None
-        self.relu = relu
-        self.pre = pre
+        self.pre, self.group_pool, self.spatial, self.mlp = pre, group_pool, spatial, mlp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.pre(x) if self.pre is not None else x
-        y = self.body(p) + (self.shortcut(p) if self.projects else x)
-        return torch.relu(y) if self.relu else y
+        v = self.group_pool(self.pre(x))
+        v = v.amax(dim=(2, 3)) if self.spatial == "max" else v.mean(dim=(2, 3))
+        return self.mlp(v)

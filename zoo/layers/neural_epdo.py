@@ -36,7 +36,9 @@ from ..bases import inverse_derivative_reps, inverse_permutations
 from ..reps import FeatureType, FieldType, PermutationRep
 from ..stencils import stencils as derivative_stencils
 from .conv import Conv1x1
+from .native import stencil_kernels
 from .norms import FieldNorm
+from .plain import plain_conv
 from .stencil_product import export_product, generated_product
 from .typed import TypedModule
 
@@ -57,14 +59,13 @@ def orthonormalizer(q: np.ndarray) -> np.ndarray:
 
 def mid_fields(in_type: FeatureType, reduction: int) -> int:
     """num_mid = floor(num_in * d / (reduction * |G|)), as in the paper's code; must be >= 1."""
-    total = in_type.channels
-    denom = reduction * in_type.group.order
-    if total // denom < 1:
+    num_mid = in_type.regular_fields_per(reduction)
+    if num_mid < 1:
         raise ValueError(
-            f"the generator needs floor(num_in*d/(reduction*|G|)) = floor({total}/({reduction}*"
-            f"{in_type.group.order})) >= 1 regular fields; lower the reduction"
+            f"the generator needs floor(num_in*d/(reduction*|G|)) = floor({in_type.channels}/"
+            f"({reduction}*{in_type.group.order})) >= 1 regular fields; lower the reduction"
         )
-    return total // denom
+    return num_mid
 
 
 class NeuralEPDO(TypedModule):
@@ -167,9 +168,85 @@ class NeuralEPDO(TypedModule):
             y = generated_product(h, x, weight, self.s, self.g, self.kernel_size, L1_EPS)
         return self.out(y)
 
+    def warm_up(self, device: torch.device) -> None:
+        """One-off work before timed use: on a CPU, build (first use only) the fused
+        product kernels."""
+        if device.type == "cpu":
+            stencil_kernels()
+
+    def extra_flops(self, height: int, width: int) -> int:
+        """Forward FLOPs beyond convolutions on an ``height`` x ``width`` input: the
+        spatially varying k x k product, one multiply-add per channel, pixel and tap."""
+        return 2 * self.in_type.channels * height * width * self.kernel_size**2
+
+    def export(self) -> NeuralEPDOInference:
+        """Inference form (see :class:`NeuralEPDOInference`); BatchNorm after the layer
+        folds into its output 1x1."""
+        with torch.no_grad():
+            gen_w = self.generator_weight()
+        mid_d = self.norm.in_type.field.dim
+        return NeuralEPDOInference(
+            reduce=self.reduce.export(),
+            norm_groups=self.norm.in_type.count,
+            norm_weight=self.norm.weight.detach().repeat_interleave(mid_d),
+            norm_bias=self.norm.bias.detach().repeat_interleave(mid_d),
+            norm_eps=self.norm.eps,
+            generator=plain_conv(gen_w, None, 1, 0, groups=self.s),
+            g=self.g,
+            d=self.in_type.field.dim,
+            kernel_size=self.kernel_size,
+            out=self.out.export(),
+        )
+
     def extra_repr(self) -> str:
         return (
             super().extra_repr()
             + f", order={self.order}, g={self.g}, s={self.s}, reduction={self.reduction}, "
             f"num_mid={self.num_mid}, {self.discretization}"
         )
+
+
+class NeuralEPDOInference(nn.Module):
+    """The Neural ePDO forward in plain modules: 1x1 ``Conv2d`` reduce, FieldNorm as
+    ``F.group_norm`` with per-channel affine, the coefficient map as a grouped 1x1 ``Conv2d``
+    (g*k*k*d raw coefficients per pixel, ordered (field, offset, component), the stencil
+    scale folded in), the L1 normalisation and the spatially varying product
+    (:func:`.stencil_product.export_product` when traced or exported, the fused product
+    otherwise), and the output 1x1 ``Conv2d`` (``output_layer``: a following BatchNorm
+    folds into it).
+    """
+
+    def __init__(
+        self,
+        reduce: nn.Conv2d,
+        norm_groups: int,
+        norm_weight: torch.Tensor,
+        norm_bias: torch.Tensor,
+        norm_eps: float,
+        generator: nn.Conv2d,
+        g: int,
+        d: int,
+        kernel_size: int,
+        out: nn.Conv2d,
+    ) -> None:
+        super().__init__()
+        self.reduce, self.generator, self.out = reduce, generator, out
+        self.norm_groups, self.norm_eps = norm_groups, norm_eps
+        self.register_buffer("norm_weight", norm_weight.float())
+        self.register_buffer("norm_bias", norm_bias.float())
+        self.g, self.d, self.k = g, d, kernel_size
+
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        return self.out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.reduce(x)
+        h = F.relu(F.group_norm(h, self.norm_groups, self.norm_weight, self.norm_bias,
+                                self.norm_eps))
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            y = export_product(self.generator(h), x, self.g, self.k, L1_EPS)
+        else:
+            y = generated_product(h, x, self.generator.weight, self.generator.groups, self.g,
+                                  self.k, L1_EPS)
+        return self.out(y)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..reps import FeatureType
+from .plain import bn_scale_shift
 from .typed import TypedModule
 
 
@@ -130,6 +131,11 @@ class FieldBatchNorm(TypedModule):
             var = var_c.view(-1, d).mean(1) + spread
             self._update_running(mean, var, x.numel() // C * d)
         return _FieldBatchNormFn.apply(x, bn.weight, bn.bias, mean, var, bn.eps, d)
+
+    def channel_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode (scale, shift) per channel, float64: the field's values repeated over
+        its d channels (what :func:`~.plain.export_sequence` folds into the conv before)."""
+        return bn_scale_shift(self.bn, self.in_type.field.dim)
 
     @torch.no_grad()
     def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:

@@ -28,6 +28,22 @@ class GroupPool(TypedModule):
         v = x.reshape(B, C // d, d, H, W)
         return v.amax(2) if self.kind == "max" else v.mean(2)
 
+    def export(self) -> FieldMaxMean:
+        return FieldMaxMean(self.in_type.count, self.in_type.field.dim, self.kind)
+
+
+class FieldMaxMean(torch.nn.Module):
+    """Group pooling in plain ops: (B, F*d, H, W) -> (B, F, H, W), max or mean over each
+    field's d channels (no type check: the inference form)."""
+
+    def __init__(self, fields: int, dim: int, kind: str) -> None:
+        super().__init__()
+        self.fields, self.dim, self.kind = fields, dim, kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.unflatten(1, (self.fields, self.dim))
+        return v.amax(2) if self.kind == "max" else v.mean(2)
+
 
 class Restrict(TypedModule):
     """Restriction D_N -> C_N: channels unchanged, each D_N field read as C_N fields.
@@ -48,6 +64,10 @@ class Restrict(TypedModule):
         self.check_input(x)
         return x
 
+    def export(self) -> None:
+        """Identity on tensors: vanishes from the inference form."""
+        return None
+
 
 class SpatialPool(TypedModule):
     """k x k max or average pooling with stride k; field types unchanged.
@@ -66,6 +86,10 @@ class SpatialPool(TypedModule):
         if self.kind == "max":
             return F.max_pool2d(x, self.size)
         return F.avg_pool2d(x, self.size)
+
+    def export(self) -> torch.nn.Module:
+        pool = torch.nn.MaxPool2d if self.kind == "max" else torch.nn.AvgPool2d
+        return pool(self.size)
 
     def extra_repr(self) -> str:
         return f"{self.kind} {self.size}x{self.size}, {self.in_type.name}"

@@ -9,14 +9,14 @@ Public API::
     train(resume=result.run_dir, epochs=4)        # continue exactly where it stopped
 
 Modules: :mod:`.trainer` (the run), :mod:`.loop` (steps, epochs, evaluation),
-:mod:`.augment` (per-image rotation/flip/crop on the device, normalization),
+:mod:`.augment` (per-image rotation/flip/crop on the device),
 :mod:`.schedule` (optimizers, learning-rate milestones), :mod:`.sampling` (shuffling and
 sharding), :mod:`.seeding` (randomness from ``(seed, epoch)``), :mod:`.rundir` (the files),
 :mod:`.progress` (Rich bars and epoch lines), :mod:`.device`, :mod:`.distributed`,
 :mod:`.interrupts`, :mod:`.config` (overrides), :mod:`.errors`.
 """
 
-from .augment import AugmentDraws, Normalizer, rotate_batch
+from .augment import AugmentDraws
 from .device import Precision, resolve_device, resolve_precision
 from .errors import NonFiniteLossError, TrainError, TrainingInterrupted
 from .loop import Engine, evaluate_model
@@ -31,7 +31,6 @@ __all__ = [
     "Engine",
     "LabeledImages",
     "NonFiniteLossError",
-    "Normalizer",
     "NullProgress",
     "Precision",
     "Progress",
@@ -45,6 +44,5 @@ __all__ = [
     "make_optimizer",
     "resolve_device",
     "resolve_precision",
-    "rotate_batch",
     "train",
 ]

@@ -1,9 +1,9 @@
-"""Batched, per-image augmentation on the device, and input normalization.
+"""Batched, per-image augmentation on the device.
 
 Training images go through, in this order (each only when the spec's ``augment`` asks):
 
-1. ``rotate``: a counter-clockwise rotation (x right, y up, the convention of
-   :func:`epdo.zoo.transforms.rotate_image`) by an angle uniform in [0°, 360°), bilinear,
+1. ``rotate``: a counter-clockwise rotation (x right, y up;
+   :func:`epdo.zoo.transforms.rotate_images`) by an angle uniform in [0°, 360°), bilinear,
    zeros outside;
 2. ``flip``: a horizontal flip with probability 1/2;
 3. ``crop_padding = p``: zero padding by p on every side, then a random crop back to H×W.
@@ -12,38 +12,21 @@ The random draws for a whole epoch are made at its start from one generator (one
 flip and offset per training image, see :mod:`.seeding`) and looked up by image index, so
 they do not depend on batch order or on how many processes share the data.
 
-Normalization ``(x - mean) / std`` with the spec's per-channel ``input.mean``/``input.std``
-comes after augmentation (so padded/rotated-in zeros are zeros of the raw image), and is
-applied to test images too: the model itself expects normalized input.
+Augmentation works on raw images in [0, 1] (padded and rotated-in zeros are black); the
+model normalises them itself (its first step).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..spec import AugmentSpec, InputSpec
+from ..spec import AugmentSpec
+from ..transforms import rotate_images
 
-__all__ = ["AugmentDraws", "Normalizer", "crop_batch", "flip_batch", "rotate_batch"]
-
-
-def rotate_batch(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each image of (B, C, H, W) counter-clockwise by its own angle ``degrees[b]``.
-
-    Bilinear, zeros outside; ``rotate_batch(x, full(B, a))`` equals ``rotate_image(x, a)``.
-    """
-    theta = torch.deg2rad(degrees.to(device=x.device, dtype=torch.float64))
-    c, s = torch.cos(theta), torch.sin(theta)
-    H, W = x.shape[-2:]
-    mat = torch.zeros(x.shape[0], 2, 3, dtype=torch.float64, device=x.device)
-    # affine_grid maps output coordinates (y down) to input ones: sample the input at R^-1 p
-    mat[:, 0, 0], mat[:, 0, 1] = c, -s * H / W
-    mat[:, 1, 0], mat[:, 1, 1] = s * W / H, c
-    grid = F.affine_grid(mat.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+__all__ = ["AugmentDraws", "crop_batch", "flip_batch"]
 
 
 def flip_batch(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
@@ -102,33 +85,9 @@ class AugmentDraws:
     def apply(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Augment the batch ``x`` whose rows are the training images ``index``."""
         if self.angles is not None:
-            x = rotate_batch(x, self.angles[index])
+            x = rotate_images(x, self.angles[index])
         if self.flips is not None:
             x = flip_batch(x, self.flips[index])
         if self.offsets is not None:
             x = crop_batch(x, self.padding, self.offsets[index])
         return x
-
-
-class Normalizer:
-    """``(x - mean) / std`` per channel, with the spec's input statistics."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-        self.identity = all(m == 0.0 for m in mean) and all(s == 1.0 for s in std)
-
-    @classmethod
-    def from_spec(cls, spec: InputSpec) -> Normalizer:
-        return cls(spec.mean, spec.std)
-
-    def to(self, device: torch.device) -> Normalizer:
-        out = Normalizer.__new__(Normalizer)
-        out.mean, out.std = self.mean.to(device), self.std.to(device)
-        out.identity = self.identity
-        return out
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.identity:
-            return x
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)

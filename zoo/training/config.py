@@ -1,7 +1,8 @@
 """The spec a run trains: the spec's ``train`` section with the command-line overrides.
 
-Specs are frozen, so overriding builds a new spec from the resolved dict (and validates it
-again: ``--epochs 0`` is a :class:`~epdo.zoo.spec.SpecError` at ``train.epochs``).
+Specs are frozen, so overriding validates a new ``train`` section (``--epochs 0`` is a
+:class:`~epdo.zoo.spec.SpecError` at ``train.epochs``) and copies the spec with it; the
+network and its plan are kept as they are.
 
 A resumed run takes its spec from its checkpoint. Only what does not change the result may
 be given again: ``--epochs`` (to extend the run), ``--data-dir`` (the data moved), and the
@@ -14,7 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..spec import Spec, load_spec
+from ..spec import Spec, TrainSpec, load_spec
+from ..spec.loader import validate_section
 from .errors import TrainError
 
 __all__ = ["FIXED_ON_RESUME", "resume_spec", "with_overrides"]
@@ -28,9 +30,8 @@ def with_overrides(spec: Spec, **overrides: Any) -> Spec:
     given = {key: value for key, value in overrides.items() if value is not None}
     if not given:
         return spec
-    data = spec.resolved()
-    data["train"] = {**data["train"], **given}
-    return load_spec(data)
+    train = validate_section(TrainSpec, {**spec.train.model_dump(), **given}, "train")
+    return spec.model_copy(update={"train": train})
 
 
 def _network(spec: Spec) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """One training epoch and one evaluation pass.
 
 :class:`Engine` holds what a step needs (model, optimizer, precision, gradient scaler,
-device, normalization) and runs batches through it. Per step it keeps the sums of loss,
+device) and runs batches through it. Per step it keeps the sums of loss,
 correct predictions and images on the device and reads them back only every
 ``sync_every`` steps (every step on the CPU), so a GPU is not stalled by a host sync each
 step. At those points — the same steps on every process — it also checks for a non-finite
@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AugmentDraws, Normalizer
+from ..scoring import batch_logits, eval_mode
+from .augment import AugmentDraws
 from .device import Precision
 from .distributed import DistEnv
 from .interrupts import StopRequest
@@ -71,14 +72,12 @@ class Engine:
         *,
         device: torch.device,
         precision: Precision,
-        normalizer: Normalizer,
         dist: DistEnv,
         workers: int = 0,
         sync_every: int | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
         self.device, self.precision, self.dist = device, precision, dist
-        self.normalizer = normalizer.to(device)
         self.workers = workers
         self.cuda = device.type == "cuda"
         self.sync_every = sync_every or (16 if self.cuda else 1)
@@ -94,11 +93,10 @@ class Engine:
         self, images: torch.Tensor, index: torch.Tensor | None = None,
         draws: AugmentDraws | None = None,
     ) -> torch.Tensor:
-        """Copy a batch to the device, augment it (training), normalize it."""
+        """Copy a batch of raw images to the device and augment it (training)."""
         x = images.to(self.device, non_blocking=True)
         if draws is not None and draws.active and index is not None:
             x = draws.apply(x, index.to(self.device, non_blocking=True))
-        x = self.normalizer(x)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -201,19 +199,16 @@ class Engine:
         """Mean test loss and accuracy over all images (split across processes)."""
         module = self.model.module if hasattr(self.model, "module") else self.model
         return evaluate_model(
-            module, images, labels, normalizer=self.normalizer, device=self.device,
-            batch_size=batch_size, precision=self.precision, dist=self.dist,
-            workers=self.workers,
+            module, images, labels, device=self.device, batch_size=batch_size,
+            precision=self.precision, dist=self.dist, workers=self.workers,
         )
 
 
-@torch.no_grad()
 def evaluate_model(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    normalizer: Normalizer,
     device: torch.device | str = "cpu",
     batch_size: int = 256,
     precision: Precision | None = None,
@@ -221,31 +216,17 @@ def evaluate_model(
     workers: int = 0,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (put in eval mode, then restored) on raw
-    images in [0, 1], normalized as in training."""
+    images in [0, 1]; each process scores its share and the sums are combined."""
     device = torch.device(device)
-    precision = precision or Precision()
     dist = dist or DistEnv()
-    was_training = model.training
-    model.eval()
-    normalizer = normalizer.to(device)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     batches = eval_batches(len(images), batch_size, dist.rank, dist.world_size)
-    cuda = device.type == "cuda"
-    try:
-        for batch_images, batch_labels, _ in IndexedBatches(
-            images, labels, batches, workers=workers, pin=cuda
-        ):
-            x = normalizer(batch_images.to(device, non_blocking=True))
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = batch_labels.to(device, non_blocking=True)
-            with precision.autocast(device):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+    loader = IndexedBatches(images, labels, batches, workers=workers, pin=device.type == "cuda")
+    with eval_mode(model):
+        for logits, y in batch_logits(model, loader, device=device, precision=precision):
+            loss = F.cross_entropy(logits, y, reduction="sum")
             correct = (logits.argmax(1) == y).sum()
             count = torch.full((), len(y), dtype=torch.float64, device=device)
             sums += torch.stack([loss.double(), correct.double(), count])
-    finally:
-        model.train(was_training)
     loss_sum, correct, count = dist.sum_(sums).tolist()
     return loss_sum / max(count, 1.0), correct / max(count, 1.0)

@@ -28,10 +28,8 @@ from epdo import __version__
 
 from ..builder import build_model
 from ..checkpoint import BEST, LAST, CheckpointError, read_checkpoint, rng_state, save_checkpoint
-from ..layers.native import stencil_kernels
-from ..layers.neural_epdo import NeuralEPDO
 from ..spec import Spec, load_spec
-from .augment import AugmentDraws, Normalizer
+from .augment import AugmentDraws
 from .config import resume_spec, with_overrides
 from .device import Precision, resolve_device, resolve_precision
 from .distributed import DistEnv
@@ -234,8 +232,9 @@ class _Run:
         if self.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
-        elif any(isinstance(m, NeuralEPDO) for m in model.modules()):
-            stencil_kernels()  # build (first use only) before the first epoch's clock starts
+        for module in model.modules():  # one-off work (kernel builds) before the clock starts
+            if hasattr(module, "warm_up"):
+                module.warm_up(self.device)
         self.module = model
         optimizer = make_optimizer(model, t)
         if checkpoint is not None and checkpoint.get("optimizer") is not None:
@@ -252,8 +251,7 @@ class _Run:
             model = DistributedDataParallel(model, device_ids=ids)
         self.model, self.optimizer = model, optimizer
         self.engine = Engine(
-            model, optimizer, device=self.device, precision=self.precision,
-            normalizer=Normalizer.from_spec(self.spec.input), dist=self.env,
+            model, optimizer, device=self.device, precision=self.precision, dist=self.env,
             workers=self.workers,
         )
         scaler = (checkpoint.get("extra") or {}).get("scaler") if checkpoint else None
@@ -486,9 +484,7 @@ class _Run:
 
 def _num_classes(spec: Spec) -> int:
     """The number of classes of a spec's head (a classifier is needed to train)."""
-    from ..plan import plan_model
-
-    classes = plan_model(spec).num_classes
+    classes = spec.plan.num_classes
     if classes is None:
         raise TrainError(f"spec {spec.name!r} has no head layer: training needs a classifier")
     return classes

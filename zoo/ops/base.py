@@ -1,0 +1,177 @@
+"""The op registry: one :class:`Op` per layer kind, registered once, found by its name.
+
+An op is what a spec layer's ``op:`` names. Its definition, in one module of this package,
+holds everything the zoo needs to know about it:
+
+- ``schema``: the pydantic model of its YAML mapping (``op: Literal["name"]`` plus its keys);
+- ``plan(layer, path, inp, planner) -> LayerPlan``: its output :class:`~epdo.zoo.stages.Stage`
+  from its input stage, or a :class:`~epdo.zoo.spec.errors.SpecError` at ``path``;
+- ``build(plan, builder) -> nn.Module``: its module (torch is imported inside ``build``, so
+  loading and planning a spec never import torch).
+
+The module it builds carries the rest: ``export()`` (its inference form in plain PyTorch
+ops, see :mod:`epdo.zoo.layers.export`) and, when it computes more than convolutions and
+matrix products, ``extra_flops(height, width)``.
+
+Every module of this package is imported by :mod:`epdo.zoo.ops`, and each registers its op
+with :func:`register_op`; adding an op is adding one module (and its tests).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+
+from ..stages import LayerPlan, Stage, pooled
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = [
+    "OPS",
+    "Builder",
+    "ConvStackSchema",
+    "FieldTypeName",
+    "LayerSchema",
+    "Op",
+    "Order",
+    "PoolKind",
+    "Planner",
+    "Probability",
+    "conv_stack",
+    "register_op",
+    "stack_output",
+]
+
+
+class LayerSchema(BaseModel):
+    """The schema of one spec layer: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_field_type(value: Any) -> str | list[str]:
+    """``"regular"`` or a non-empty list of names; the group checks the names when planning."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(
+        "a field type is a name (trivial, regular, quotient<M>) or a non-empty list of "
+        f"names such as [regular, quotient4]; got {value!r}"
+    )
+
+
+FieldTypeName = Annotated[str | list[str], PlainValidator(_check_field_type)]
+"""A field type as written in a spec: ``regular`` or ``[regular, quotient4]``."""
+
+Order = Annotated[int, Field(ge=0, le=4)]
+PoolKind = Literal["max", "avg"]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class ConvStackSchema(LayerSchema):
+    """A linear map followed by what every conv-like layer may have: BN, ReLU, pool,
+    dropout (in that order); ``repeat: n`` stacks n copies."""
+
+    bias: bool = False
+    bn: bool = True
+    relu: bool = True
+    pool: Annotated[int, Field(ge=2)] | None = None
+    pool_kind: PoolKind = "max"
+    dropout: Probability = 0.0
+    repeat: Annotated[int, Field(ge=1)] = 1
+
+
+class Planner(Protocol):
+    """What an op's planner may ask of the whole-model planner (for nested layers)."""
+
+    def sequence(
+        self, layers: Sequence[Any], prefix: str, stage: Stage
+    ) -> tuple[tuple[LayerPlan, ...], Stage]: ...
+
+
+class Builder(Protocol):
+    """What an op's build function may ask of the model builder: the spec's model-wide
+    settings, and modules for nested plans."""
+
+    discretization: str
+    kernel_basis: str
+
+    def block(self, plan: LayerPlan) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class Op:
+    """One layer kind: its name, schema, planner and builder.
+
+    ``in_body``: the op may appear inside a residual body (false for the head and for
+    containers)."""
+
+    name: str
+    schema: type[LayerSchema]
+    plan: Callable[[Any, str, Stage, Planner], LayerPlan]
+    build: Callable[[LayerPlan, Builder], nn.Module]
+    in_body: bool = True
+
+    @property
+    def summary(self) -> str:
+        """The first line of the schema's docstring."""
+        return (self.schema.__doc__ or "").strip().splitlines()[0]
+
+
+OPS: dict[str, Op] = {}
+"""Every registered op by name, in registration order."""
+
+
+def _op_name(schema: type[LayerSchema]) -> str:
+    field = schema.model_fields.get("op")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise TypeError(f"{schema.__name__} needs a field op: Literal['<name>']")
+    return args[0]
+
+
+def register_op(
+    schema: type[LayerSchema],
+    plan: Callable[[Any, str, Stage, Planner], LayerPlan],
+    build: Callable[[LayerPlan, Builder], nn.Module],
+    *,
+    in_body: bool = True,
+) -> Op:
+    """Register the op whose schema declares ``op: Literal[name]``; names are unique."""
+    op = Op(_op_name(schema), schema, plan, build, in_body)
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} is registered twice")
+    OPS[op.name] = op
+    return op
+
+
+def conv_stack(linear: nn.Module, plan: LayerPlan) -> nn.Sequential:
+    """``linear`` followed by the layer's BN, ReLU, pool and dropout (a ConvStackSchema)."""
+    from torch import nn
+
+    from ..layers.norms import FieldBatchNorm
+    from ..layers.pooling import SpatialPool
+
+    layer, out = plan.layer, plan.out.feature
+    mods: list[nn.Module] = [linear]
+    if layer.bn:
+        mods.append(FieldBatchNorm(out))
+    if layer.relu:
+        mods.append(nn.ReLU(inplace=True))
+    if layer.pool:
+        mods.append(SpatialPool(out, layer.pool, layer.pool_kind))
+    if layer.dropout > 0:
+        mods.append(nn.Dropout2d(layer.dropout))
+    return nn.Sequential(*mods)
+
+
+def stack_output(layer: ConvStackSchema, path: str, mid: Stage) -> Stage:
+    """The stage after the stack's optional pool, from the linear map's output ``mid``."""
+    h, w = pooled(mid, layer.pool, f"{path}.pool")
+    return mid.resized(h, w)

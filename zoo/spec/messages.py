@@ -1,0 +1,103 @@
+"""Pydantic's validation errors as one located line: the key path a user wrote
+(``layers[3].g``, not pydantic's ``layers.3.neural_epdo.g``) and a message that lists what
+is allowed (keys, ops)."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..ops import BODY_OPS, LAYER_OPS, LAYER_TYPES
+from .errors import SpecError
+
+__all__ = ["from_validation"]
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
+    """Drop pydantic's union tag (``layers.3.neural_epdo.g`` -> ``layers[3].g``)."""
+    out: list[str | int] = []
+    for i, seg in enumerate(loc):
+        if seg == "[key]":
+            continue
+        after_index = i >= 2 and isinstance(loc[i - 1], int) and loc[i - 2] in ("layers", "body")
+        if after_index and seg in LAYER_TYPES:
+            continue
+        out.append(seg)
+    return out
+
+
+def _format_path(segments: list[str | int]) -> str:
+    text = ""
+    for seg in segments:
+        text += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if text else str(seg))
+    return text
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | None:
+    """The schema model that holds the value at pydantic location ``loc`` below ``root``."""
+    model: type[BaseModel] | None = root
+    for i, seg in enumerate(loc):
+        if isinstance(seg, int):
+            continue
+        if i >= 1 and isinstance(loc[i - 1], int) and seg in LAYER_TYPES:
+            model = LAYER_TYPES[seg]
+            continue
+        field = model.model_fields.get(seg) if model is not None else None
+        if field is None:
+            return None
+        model = _first_model(field.annotation)
+    return model
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _error_message(error: dict[str, Any], root: type[BaseModel]) -> str:
+    kind, loc = error["type"], error["loc"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1], root)
+        allowed = [k for k in (model.model_fields if model else ()) if k != "op"]
+        if model is root and "layers" in model.model_fields:
+            allowed.insert(2, "extends")
+        return f"unknown key {loc[-1]!r}; allowed: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}"
+    in_body = len(loc) >= 2 and loc[-2] == "body"
+    ops = ", ".join(BODY_OPS if in_body else LAYER_OPS)
+    if kind == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        where = " inside a residual body" if in_body else ""
+        return f"unknown op {tag!r}{where}; allowed ops: {ops}"
+    if kind == "union_tag_not_found":
+        return f"a layer needs an 'op' key; allowed ops: {ops}"
+    if kind == "model_attributes_type" and isinstance(loc[-1], int):
+        return f"a layer must be a mapping with an 'op' key, got {_short(error['input'])}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind in ("value_error", "assertion_error"):
+        return message
+    return f"{message} (got {_short(error['input'])})"
+
+
+def from_validation(exc: ValidationError, root: type[BaseModel]) -> SpecError:
+    """The first of ``exc``'s errors (validating a ``root`` model) as a SpecError."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    message = _error_message(first, root)
+    if len(errors) > 1:
+        more = len(errors) - 1
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return SpecError(message, path=_format_path(_clean_loc(first["loc"])) or None)

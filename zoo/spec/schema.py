@@ -1,0 +1,209 @@
+"""The spec's own schema: the input, the ``defaults``, the ``train`` section and the
+:class:`Spec` that holds them and the layers (each layer's schema is its op's, from
+:mod:`epdo.zoo.ops`). Validation here checks each value on its own; the network as a whole
+is checked by planning it (:attr:`Spec.plan`). This module knows nothing about tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ..groups import Group, parse_group
+from ..ops import Layer
+from ..ops.base import FieldTypeName, Order, PoolKind
+from ..plan import plan_model
+from ..stages import ModelPlan
+
+__all__ = ["AugmentSpec", "Defaults", "InputSpec", "Spec", "TrainSpec"]
+
+
+class _Section(BaseModel):
+    """A mapping of the spec: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Section):
+    """``channels`` trivial fields of size ``size``, normalized by ``(x - mean) / std``."""
+
+    channels: Annotated[int, Field(ge=1)]
+    size: list[int]
+    mean: list[float] = Field(default_factory=lambda: [0.0], validate_default=True)
+    std: list[float] = Field(default_factory=lambda: [1.0], validate_default=True)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size_pair(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value, value]
+        if not (isinstance(value, list | tuple) and len(value) == 2):
+            raise ValueError(f"size must be an int or [H, W], got {value!r}")
+        return list(value)
+
+    @field_validator("size")
+    @classmethod
+    def _size_positive(cls, value: list[int]) -> list[int]:
+        if min(value) < 1:
+            raise ValueError(f"size must be positive, got {value}")
+        return value
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _as_list(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return [value]
+        return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _per_channel(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        channels = info.data.get("channels")
+        if channels is None:
+            return value
+        if len(value) == 1:
+            value = value * channels
+        if len(value) != channels:
+            raise ValueError(
+                f"{info.field_name} needs one value or one per channel ({channels}), "
+                f"got {len(value)}"
+            )
+        if info.field_name == "std" and min(value) <= 0:
+            raise ValueError(f"std must be positive, got {value}")
+        return value
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+
+class Defaults(_Section):
+    """Values copied into every layer that accepts the key and does not set it."""
+
+    type: FieldTypeName | None = None
+    order: Order | None = None
+    g: Annotated[int, Field(ge=1)] | None = None
+    s: Annotated[int, Field(ge=1)] | None = None
+    reduction: Annotated[int, Field(ge=1)] | None = None
+    bn: bool | None = None
+    relu: bool | None = None
+    bias: bool | None = None
+    pool_kind: PoolKind | None = None
+    coefficients: Literal["full", "h9"] | None = None
+
+
+class AugmentSpec(_Section):
+    """Training-time augmentation."""
+
+    rotate: bool = False
+    """Random rotation, angle uniform in [0°, 360°)."""
+    flip: bool = False
+    crop_padding: Annotated[int, Field(ge=0)] = 0
+
+
+class TrainSpec(_Section):
+    """Training settings; ``lr_milestones`` maps an epoch to the learning rate from then on."""
+
+    dataset: Literal[
+        "mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100"
+    ] = "sample"
+    data_dir: str | None = None
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    epochs: Annotated[int, Field(ge=1)] = 10
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    weight_decay_on: Literal["all", "weights"] = "all"
+    """all: every parameter (the Neural ePDO code); weights: conv and linear weights only,
+    not BatchNorm's scale and shift nor biases (the PDO-eConvs CIFAR code)."""
+
+    lr_milestones: dict[Annotated[int, Field(ge=0)], Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=dict
+    )
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    seed: int = 0
+    precision: Literal["fp32", "amp"] = "fp32"
+    """fp32: float32 (TF32 matmuls on CUDA), the papers' setting; amp: mixed precision on
+    CUDA (bf16, or fp16 with a gradient scaler). The CPU always computes in float32."""
+
+    @model_validator(mode="after")
+    def _nesterov_needs_sgd(self) -> TrainSpec:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError(
+                f"nesterov: true is a setting of optimizer: sgd, not of {self.optimizer}"
+            )
+        return self
+
+
+class Spec(_Section):
+    """A validated model spec with ``extends`` resolved and ``defaults`` applied.
+
+    ``source_file`` is the YAML file it came from (None for a dict); it takes no part in
+    equality.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    group: str
+    discretization: Literal["fd", "fd_wide", "gauss", "rbffd"] = "gauss"
+    kernel_basis: Literal["normalized", "raw"] = "normalized"
+    """normalized: every kernel basis element has unit norm and the Neural ePDO generator's
+    basis is orthonormal (the papers' code); raw: the derivative coefficients themselves."""
+    input: InputSpec
+    defaults: Defaults = Field(default_factory=Defaults)
+    layers: Annotated[list[Layer], Field(min_length=1)]
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    _source_file: str | None = PrivateAttr(default=None)
+    _plan: ModelPlan | None = PrivateAttr(default=None)
+
+    @field_validator("group", mode="before")
+    @classmethod
+    def _known_group(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_group(value).name
+        return value
+
+    @property
+    def source_file(self) -> str | None:
+        return self._source_file
+
+    @property
+    def plan(self) -> ModelPlan:
+        """The network's plan (stages and layer plans), computed once per spec."""
+        if self._plan is None:
+            self._plan = plan_model(self)
+        return self._plan
+
+    @property
+    def group_obj(self) -> Group:
+        """The parsed symmetry group."""
+        return parse_group(self.group)
+
+    def resolved(self) -> dict[str, Any]:
+        """A plain dict (no ``extends``) that :func:`load_spec` turns back into this spec."""
+        data = self.model_dump(mode="python")
+        data["defaults"] = {k: v for k, v in data["defaults"].items() if v is not None}
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Spec):
+            return NotImplemented
+        return self.resolved() == other.resolved()
+
+    __hash__ = None  # type: ignore[assignment]

@@ -1,0 +1,131 @@
+"""What a plan is made of: the :class:`Stage` between two layers and the :class:`LayerPlan`
+of one layer, plus the size and type rules several ops share.
+
+An op's planner (see :mod:`epdo.zoo.ops`) maps its input stage to its output stage and
+raises :class:`~epdo.zoo.spec.errors.SpecError` with the key path when the layer cannot
+follow what precedes it. This module knows nothing about tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .groups import Group
+from .reps import FeatureType, FieldType, parse_field_type
+from .spec.errors import SpecError
+
+__all__ = [
+    "LayerPlan",
+    "ModelPlan",
+    "Stage",
+    "divisors",
+    "field_type",
+    "listing",
+    "pooled",
+    "require_features",
+    "strided",
+]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What flows between two layers: ``feature`` fields of ``group`` at ``height × width``.
+
+    ``feature`` is None after the head (its output is a vector of class scores).
+    """
+
+    group: Group
+    feature: FeatureType | None
+    height: int
+    width: int
+
+    def describe(self) -> str:
+        """``16x regular C16 @ 28x28``."""
+        what = "logits" if self.feature is None else self.feature.name
+        return f"{what} {self.group.name} @ {self.height}x{self.width}"
+
+    def resized(self, height: int, width: int, feature: FeatureType | None = None) -> Stage:
+        """The same group at another size (and, when given, with other fields)."""
+        return Stage(self.group, self.feature if feature is None else feature, height, width)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One (repeated) layer with its input and output stages.
+
+    ``body``/``shortcut``/``shortcut_stride`` are set for residual blocks (``shortcut`` is
+    ``"identity"`` or ``"conv1x1"``); ``num_mid`` is the number of regular fields of a
+    Neural ePDO's generator.
+    """
+
+    path: str
+    op: str
+    layer: Any
+    inp: Stage
+    out: Stage
+    body: tuple[LayerPlan, ...] = ()
+    shortcut: str | None = None
+    shortcut_stride: int = 1
+    num_mid: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """The planned network: input stage, the layers (repeats expanded), output stage."""
+
+    input: Stage
+    layers: tuple[LayerPlan, ...]
+    output: Stage
+
+    @property
+    def num_classes(self) -> int | None:
+        """The head's number of classes (None for a network without head)."""
+        last = self.layers[-1].layer if self.layers else None
+        return getattr(last, "classes", None) if last is not None else None
+
+
+# --------------------------------------------------------------------------- shared rules
+
+
+def divisors(n: int) -> list[int]:
+    """The positive divisors of ``n``, ascending."""
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def listing(values: Sequence[int]) -> str:
+    """``1, 2, 4``."""
+    return ", ".join(str(v) for v in values)
+
+
+def field_type(group: Group, name: str | list[str], path: str) -> FieldType:
+    """The field type ``name`` of ``group``; an unknown name is a SpecError at ``path``."""
+    try:
+        return parse_field_type(group, name)
+    except ValueError as exc:
+        raise SpecError(str(exc), path=path) from None
+
+
+def strided(size: int, stride: int) -> int:
+    """Output size of a conv with odd kernel k, padding k // 2 and ``stride``."""
+    return (size - 1) // stride + 1
+
+
+def pooled(stage: Stage, size: int | None, path: str) -> tuple[int, int]:
+    """The size after a ``size`` x ``size`` pool with stride ``size`` (unchanged for None)."""
+    if size is None:
+        return stage.height, stage.width
+    if stage.height < size or stage.width < size:
+        raise SpecError(
+            f"pooling by {size} would shrink {stage.height}x{stage.width} below 1x1",
+            path=path,
+        )
+    return stage.height // size, stage.width // size
+
+
+def require_features(stage: Stage, path: str) -> FeatureType:
+    """The fields of ``stage``; after the head there are none, and nothing may follow."""
+    if stage.feature is None:
+        raise SpecError("nothing can follow the head", path=path)
+    return stage.feature
