@@ -153,7 +153,7 @@ def test_c4_model_is_exactly_invariant_and_cnn_is_not(c4_model, cnn_model) -> No
     data = tiny_dataset()
     angles = parse_angles("0:360:45")
     reports = {}
-    for label, (model, spec) in (("c4", c4_model), ("cnn", cnn_model)):
+    for label, (model, _) in (("c4", c4_model), ("cnn", cnn_model)):
         reports[label] = evaluate(model, data, angles=angles)
     c4, cnn = reports["c4"], reports["cnn"]
     assert [a.degrees for a in c4.angles] == angles
@@ -224,7 +224,7 @@ def test_plot_angle_curves(c4_model, cnn_model, tmp_path) -> None:
     data = tiny_dataset()
     reports = {
         label: evaluate(m, data, angles=[0, 45, 90, 135])
-        for label, (m, s) in (("Neural ePDO", c4_model), ("CNN", cnn_model))
+        for label, (m, _) in (("Neural ePDO", c4_model), ("CNN", cnn_model))
     }
     path = plot_angle_curves(reports, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE

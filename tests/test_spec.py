@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from epdo.zoo.registry import list_specs, resolve_spec_source, specs_dir
+from epdo.zoo.shipped import list_specs, resolve_spec_source, specs_dir
 from epdo.zoo.spec import (
     BODY_OPS,
     LAYER_OPS,

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from epdo.zoo.spec import AugmentSpec
 from epdo.zoo.layers.normalize import Normalize
+from epdo.zoo.spec import AugmentSpec
 from epdo.zoo.training.augment import AugmentDraws, crop_batch, flip_batch
 from epdo.zoo.training.config import with_overrides
 from epdo.zoo.training.rundir import RunDir

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .builder import build_model
-from .registry import list_specs
+from .shipped import list_specs
 from .spec import load_spec
 
 

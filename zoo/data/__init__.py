@@ -31,9 +31,9 @@ from .dataset import ImageDataset
 from .errors import DataError
 from .fetch import fetch_dataset
 from .info import dataset_info, datasets_info
+from .loaders import dataset_classes, load_dataset
 from .locations import default_data_dir
 from .names import DATASETS, SPLITS
-from .registry import dataset_classes, load_dataset
 from .rotate import rotate_images, uniform_angles
 
 __all__ = [

@@ -12,10 +12,10 @@ from typing import Any
 from .cifar import cifar_count, locate_cifar
 from .errors import DataError
 from .idx import IMAGE_MAGIC, idx_count, locate_idx
+from .loaders import DESCRIPTIONS, dataset_classes
 from .locations import search_roots
 from .mnist_rot import locate_mnist_rot, mnist_rot_rows
 from .names import DATASETS, SPLITS, check_name
-from .registry import DESCRIPTIONS, dataset_classes
 from .rotated_idx import ROTATED_TRAIN_SIZE
 from .sample import SAMPLE_FILE, SAMPLE_SOURCE, sample_arrays
 

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..ops import LAYER_TYPES
-from ..registry import list_specs, resolve_spec_source, specs_dir
+from ..shipped import list_specs, resolve_spec_source, specs_dir
 from .errors import SpecError
 from .locations import Node, data_tree, locate, merge_tree, yaml_tree
 from .messages import from_validation
@@ -227,7 +227,7 @@ def load_spec(source: str | os.PathLike[str] | dict[str, Any] | Spec) -> Spec:
     """Load, merge, validate and plan a spec; every problem raises :class:`SpecError`.
 
     ``source`` is a YAML file path, a shipped spec name (see
-    :func:`epdo.zoo.registry.list_specs`), an already parsed dict (its ``extends`` resolves
+    :func:`epdo.zoo.shipped.list_specs`), an already parsed dict (its ``extends`` resolves
     against shipped names or the working directory) or a :class:`Spec` (returned as is).
     """
     if isinstance(source, Spec):
