@@ -51,7 +51,8 @@ def _calibrated(name: str, seed: int = 0):
 
 @pytest.mark.parametrize("name", [s for s in MNIST if s != "mnist_cnn"])
 def test_intermediate_fields_transform_by_their_permutation(name: str) -> None:
-    """After every block, g.x -> g.features(x) for the grid-exact g of that block's group."""
+    """After every block, the outputs of g.x are g applied to the outputs of x, for the
+    grid-exact g of that block's group."""
     model, x = _calibrated(name)
     group_in = model.plan.input.group
     plans = model.plan.layers[:-1]

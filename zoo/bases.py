@@ -31,7 +31,7 @@ import numpy as np
 
 from .derivatives import derivative_rep
 from .groups import Group
-from .reps import FieldType, PermutationRep
+from .reps import FieldRep, PermutationRep
 
 
 @cache
@@ -42,7 +42,7 @@ def inverse_derivative_reps(group: Group, order: int) -> np.ndarray:
     )
 
 
-def inverse_permutations(rep: PermutationRep | FieldType) -> np.ndarray:
+def inverse_permutations(rep: PermutationRep | FieldRep) -> np.ndarray:
     """``q[h, x] = p_h^-1(x)`` (the point sent to x by h): (|G|, dim) int64."""
     perms = np.stack([rep.permutation(h) for h in rep.group.elements])
     inv = np.empty_like(perms)

@@ -10,9 +10,11 @@ permutation matrix with ``rho(g)[g.x, x] = 1`` and a feature vector transforms b
   (M divides N), dim |G| / M. For C_N this is the quotient C_N/C_M, for D_N it is D_N/C_M.
   ``quotient1`` is the regular representation.
 
-A *field type* is a direct sum of such representations, e.g. ``[regular, quotient4]``
-(dim 16 + 4 = 20 for C16). A feature map holds ``count`` fields of one field type, laid out
-field after field: channel ``f * dim + c`` is component ``c`` of field ``f``.
+A *field type* (a spec's ``type:``) names the representation of one field, a
+:class:`FieldRep`: a direct sum of such representations, e.g. ``[regular, quotient4]``
+(dim 16 + 4 = 20 for C16). A feature map, a :class:`FeatureType` (what escnn calls a field
+type), holds ``count`` fields of one FieldRep, laid out field after field: channel
+``f * dim + c`` is component ``c`` of field ``f``.
 """
 
 from __future__ import annotations
@@ -128,8 +130,8 @@ def parse_rep(group: Group, name: str) -> PermutationRep:
 
 
 @dataclass(frozen=True)
-class FieldType:
-    """One field: the direct sum of ``reps`` (all of the same group)."""
+class FieldRep:
+    """The representation of one field: the direct sum of ``reps`` (all of one group)."""
 
     reps: tuple[PermutationRep, ...]
 
@@ -177,7 +179,7 @@ class FieldType:
         out[p, np.arange(self.dim)] = 1.0
         return out
 
-    def restrict(self, subgroup: Group) -> tuple[FieldType, int]:
+    def restrict(self, subgroup: Group) -> tuple[FieldRep, int]:
         """Restrict to ``subgroup`` (C_N in D_N), keeping channel order.
 
         Returns ``(field_type, multiplicity)``: a single-summand field splits into
@@ -186,21 +188,21 @@ class FieldType:
         """
         pieces = [p for r in self.reps for p in r.restrict(subgroup)]
         if len(self.reps) == 1 and len(pieces) > 1:
-            return FieldType((pieces[0],)), len(pieces)
-        return FieldType(tuple(pieces)), 1
+            return FieldRep((pieces[0],)), len(pieces)
+        return FieldRep(tuple(pieces)), 1
 
 
-def parse_field_type(group: Group, spec: str | Sequence[str]) -> FieldType:
+def parse_field_type(group: Group, spec: str | Sequence[str]) -> FieldRep:
     """A field type from its spec: ``"regular"`` or ``["regular", "quotient4"]``."""
     names = [spec] if isinstance(spec, str) else list(spec)
-    return FieldType(tuple(parse_rep(group, n) for n in names))
+    return FieldRep(tuple(parse_rep(group, n) for n in names))
 
 
 @dataclass(frozen=True)
 class FeatureType:
     """``count`` fields of one ``field`` type: a feature map of ``count * field.dim`` channels."""
 
-    field: FieldType
+    field: FieldRep
     count: int
 
     @property

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .groups import Group
-from .reps import FeatureType, FieldType, parse_field_type
+from .reps import FeatureType, FieldRep, parse_field_type
 from .spec.errors import SpecError
 
 __all__ = [
@@ -99,7 +99,7 @@ def listing(values: Sequence[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def field_type(group: Group, name: str | list[str], path: str) -> FieldType:
+def field_type(group: Group, name: str | list[str], path: str) -> FieldRep:
     """The field type ``name`` of ``group``; an unknown name is a SpecError at ``path``."""
     try:
         return parse_field_type(group, name)

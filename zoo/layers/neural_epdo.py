@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bases import inverse_derivative_reps, inverse_permutations
-from ..reps import FeatureType, FieldType, PermutationRep
+from ..reps import FeatureType, FieldRep, PermutationRep
 from ..stencils import stencils as derivative_stencils
 from .conv import Conv1x1
 from .native import stencil_kernels
@@ -105,7 +105,7 @@ class NeuralEPDO(TypedModule):
         if num_mid % s != 0 or g % s != 0:
             raise ValueError(f"s={s} must divide num_mid={num_mid} and g={g}")
         self.num_mid = num_mid
-        regular = FieldType((PermutationRep(group, 1),))
+        regular = FieldRep((PermutationRep(group, 1),))
         mid_type = FeatureType(regular, num_mid)
         self.reduce = Conv1x1(in_type, mid_type, basis=basis)
         self.norm = FieldNorm(mid_type)

@@ -8,35 +8,25 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Normalize", "per_channel"]
-
-
-def per_channel(values: Sequence[float], channels: int) -> list[float]:
-    """One value per channel: a single value is repeated, C values are kept."""
-    values = [float(v) for v in values]
-    if len(values) == 1:
-        return values * channels
-    if len(values) != channels:
-        raise ValueError(f"need 1 or {channels} values, got {len(values)}")
-    return values
+__all__ = ["Normalize"]
 
 
 class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel on (B, C, H, W); the statistics are constant
-    (1, C, 1, 1) buffers that are not part of the state dict (the spec holds them)."""
+    """``(x - mean) / std`` on (B, C, H, W) with one value per channel (or one for all); the
+    statistics are constant (1, C, 1, 1) buffers that are not part of the state dict (the
+    spec holds them)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        channels = max(len(mean), len(std))
-        mean_c, std_c = per_channel(mean, channels), per_channel(std, channels)
-        self.register_buffer("mean", torch.tensor(mean_c).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std_c).view(1, -1, 1, 1), persistent=False)
+        mean_t = torch.tensor([float(v) for v in mean]).view(1, -1, 1, 1)
+        std_t = torch.tensor([float(v) for v in std]).view(1, -1, 1, 1)
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
 
     @classmethod
     def from_input(cls, spec_input: Any) -> Normalize:
-        """From a spec's ``input`` section (``channels``, ``mean``, ``std``)."""
-        c = spec_input.channels
-        return cls(per_channel(spec_input.mean, c), per_channel(spec_input.std, c))
+        """From a spec's ``input`` section (its ``mean`` and ``std``, one per channel)."""
+        return cls(spec_input.mean, spec_input.std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..reps import FeatureType, FieldType, PermutationRep
+from ..reps import FeatureType, FieldRep, PermutationRep
 from .typed import TypedModule
 
 
@@ -18,7 +18,7 @@ class GroupPool(TypedModule):
             raise ValueError(f"group pooling kind must be max or avg, got {kind!r}")
         self.kind = kind
         self.in_type = feature
-        trivial = FieldType((PermutationRep(feature.group, 0),))
+        trivial = FieldRep((PermutationRep(feature.group, 0),))
         self.out_type = FeatureType(trivial, feature.count)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..reps import FeatureType, FieldType
+from ..reps import FeatureType, FieldRep
 from ..spec.errors import SpecError
 from ..stages import LayerPlan, Stage, field_type, require_features, strided
 from .base import (
@@ -40,7 +40,7 @@ class PdoConvLayer(ConvStackSchema):
     learned as a 3x3 array (order 4, regular output, trivial or regular input)."""
 
 
-def _check_h9(layer: PdoConvLayer, path: str, feature: FeatureType, field: FieldType) -> None:
+def _check_h9(layer: PdoConvLayer, path: str, feature: FeatureType, field: FieldRep) -> None:
     """The 9-term family: order 4, regular output fields, trivial or regular input fields."""
     if layer.order != 4:
         raise SpecError(
