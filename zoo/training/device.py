@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from ..device import DeviceError
+from ..device import resolve_device as _resolve_device
 from .errors import TrainError
 
 __all__ = ["DeviceChoice", "Precision", "resolve_device", "resolve_precision"]
@@ -24,23 +26,12 @@ DeviceChoice = Literal["auto", "cpu", "cuda"]
 
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """The torch device for ``auto``/``cpu``/``cuda`` (``cuda:<local_rank>`` under torchrun)."""
-    if choice not in ("auto", "cpu", "cuda"):
-        raise TrainError(f"--device must be auto, cpu or cuda, got {choice!r}")
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise TrainError(
-            "--device cuda: CUDA is not available on this machine (torch "
-            f"{torch.__version__}); use --device cpu or --device auto"
-        )
-    count = torch.cuda.device_count()
-    if local_rank >= count:
-        raise TrainError(
-            f"process with local rank {local_rank} has no GPU ({count} visible); start at most "
-            f"{count} processes per node"
-        )
-    return torch.device("cuda", local_rank)
+    """The torch device for ``auto``/``cpu``/``cuda`` (``cuda:<local_rank>`` under torchrun):
+    :func:`epdo.zoo.device.resolve_device`, its errors raised as :class:`TrainError`."""
+    try:
+        return _resolve_device(choice, local_rank)
+    except DeviceError as exc:
+        raise TrainError(str(exc)) from None
 
 
 @dataclass(frozen=True)

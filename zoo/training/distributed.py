@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv"]
+__all__ = ["DistEnv", "is_main_process"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ class DistEnv:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
+
+def is_main_process() -> bool:
+    """True outside ``torchrun`` and on its rank 0: the process that prints and writes."""
+    return DistEnv.from_environ().is_main
