@@ -31,6 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from epdo.zoo.errors import EpdoError
+
+from .formats import TORCHSCRIPT, TS_EXTRA_FILE, format_of
+
 __all__ = [
     "Classifier",
     "FilePrediction",
@@ -48,15 +52,12 @@ __all__ = [
 ]
 
 PROVIDERS = ("auto", "cpu", "cuda")
-TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".torchscript")
-METADATA_PREFIX = "epdo."
-TORCHSCRIPT_EXTRA_FILE = "epdo.json"
 DEFAULT_BATCH_SIZE = 64
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 
 
-class ServingError(Exception):
+class ServingError(EpdoError):
     """A model that cannot be loaded or served (bad file, unavailable provider, bad input)."""
 
 
@@ -495,7 +496,7 @@ class TorchScriptClassifier(Classifier):
         self.path = Path(path)
         self.batch_size = int(batch_size)
         _check_file(self.path)
-        extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+        extra = {TS_EXTRA_FILE: ""}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
@@ -507,9 +508,9 @@ class TorchScriptClassifier(Classifier):
                 from exc
         self.module.eval()
         try:
-            metadata = json.loads(extra[TORCHSCRIPT_EXTRA_FILE] or "{}")
+            metadata = json.loads(extra[TS_EXTRA_FILE] or "{}")
         except ValueError as exc:
-            raise ServingError(f"{self.path}: unreadable {TORCHSCRIPT_EXTRA_FILE}") from exc
+            raise ServingError(f"{self.path}: unreadable {TS_EXTRA_FILE}") from exc
         self.providers = [str(self.device)]
         self._setup(metadata if isinstance(metadata, dict) else {}, None, None)
 
@@ -523,9 +524,9 @@ class TorchScriptClassifier(Classifier):
 
 def load_classifier(path: str | os.PathLike[str], provider: str = "auto",
                     batch_size: int = DEFAULT_BATCH_SIZE) -> Classifier:
-    """The classifier for an artifact: TorchScript for ``.ts``/``.pt``/``.torchscript``,
-    ONNX otherwise."""
-    if Path(path).suffix.lower() in TORCHSCRIPT_SUFFIXES:
+    """The classifier for an artifact: TorchScript for ``.ts``/``.pt``/``.torchscript``
+    (:data:`epdo.exporters.formats.SUFFIXES`), ONNX otherwise."""
+    if format_of(path) == TORCHSCRIPT:
         return TorchScriptClassifier(path, provider, batch_size)
     return OnnxClassifier(path, provider, batch_size)
 
