@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from epdo.cli.main import _print_json, app, console, fail, input_errors
+from epdo.cli.app import console, print_json
 
 # (key, label, unit, format)
 ROWS = (
@@ -54,8 +54,6 @@ def bench_table(data: dict[str, Any]) -> Table:
     return table
 
 
-@app.command("bench")
-@input_errors
 def bench_command(
     spec: str = typer.Argument(..., help="Shipped spec name or YAML path."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Images per step."),
@@ -67,21 +65,18 @@ def bench_command(
     no_export: bool = typer.Option(False, "--no-export", help="Skip TorchScript and ONNX."),
 ) -> None:
     """Measure build time, training and inference throughput, peak memory and FLOP rates."""
-    from epdo.zoo.benchmark import BenchError, run_benchmark
+    from epdo.zoo.benchmark import run_benchmark
 
     hook = None
     if not no_export:
         from epdo.exporters.bench import exported_throughputs
 
         hook = exported_throughputs
-    try:
-        report = run_benchmark(spec, batch_size=batch_size, device=device, threads=threads,
-                               iters=iters, exported=hook)
-    except BenchError as exc:
-        fail(str(exc))
+    report = run_benchmark(spec, batch_size=batch_size, device=device, threads=threads,
+                           iters=iters, exported=hook)
     data = report.to_dict()
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     console.print(bench_table(data))
     console.print(f"headline: training reaches {data['train_ratio']:.3f} and eager inference "

@@ -6,42 +6,21 @@ line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from epdo.cli.main import _print_json, app, console, fail
-
-F = TypeVar("F", bound=Callable[..., Any])
+from epdo.cli.app import console, print_json
 
 data_app = typer.Typer(
     help="Datasets: where each is read from, and downloading MNIST-rot and CIFAR.",
     no_args_is_help=True,
 )
-app.add_typer(data_app, name="data")
 
 
-def data_errors(func: F) -> F:
-    """A :class:`~epdo.zoo.data.DataError` becomes one line on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from epdo.zoo.data import DataError
-
-        try:
-            return func(*args, **kwargs)
-        except DataError as exc:
-            fail(str(exc))
-
-    return wrapper  # type: ignore[return-value]
-
-
-@data_app.command("fetch")
-@data_errors
 def fetch_command(
     name: Annotated[str, typer.Argument(
         help="The dataset to download: mnist-rot, cifar10 or cifar100.")],
@@ -91,8 +70,6 @@ def _info_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
-@data_app.command("info")
-@data_errors
 def info_command(
     name: Annotated[str | None, typer.Argument(
         help="One dataset (default: all of them).")] = None,
@@ -105,7 +82,7 @@ def info_command(
 
     records = [dataset_info(name, data_dir)] if name is not None else datasets_info(data_dir)
     if as_json:
-        _print_json(records if name is None else records[0])
+        print_json(records if name is None else records[0])
         return
     console.print(_info_table(records))
     if name is None:
@@ -113,4 +90,5 @@ def info_command(
             console.print("`epdo data info NAME` says what is missing and how to get it.")
         return
     for split, message in records[0]["errors"].items():
-        console.print(f"[bold]{split}:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble((f"{split}:", "bold"), " ", message), highlight=False,
+                      soft_wrap=True)

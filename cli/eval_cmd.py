@@ -4,49 +4,16 @@ trained checkpoint (a thin layer over :mod:`epdo.zoo.evaluation` and :mod:`epdo.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from epdo.cli.main import _print_json, app, console, err_console, fail, input_errors
-
-F = TypeVar("F", bound=Callable[..., Any])
+from epdo.cli.app import console, err_console, print_json
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 _CONFUSION_MAX = 20  # print the confusion matrix as a table up to this many classes
-
-
-def _eval_errors() -> tuple[type[Exception], ...]:
-    """The one-line errors of an evaluation: checkpoint, data and argument problems."""
-    from epdo.zoo.checkpoint import CheckpointError
-    from epdo.zoo.evaluation import EvalError
-
-    errors: list[type[Exception]] = [CheckpointError, EvalError]
-    try:
-        from epdo.zoo.data import DataError
-    except ImportError:  # the data module is optional for evaluating with a given dataset
-        pass
-    else:
-        errors.append(DataError)
-    return tuple(errors)
-
-
-def eval_errors(func: F) -> F:
-    """Checkpoint, data and evaluation errors become one line on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        errors = _eval_errors()
-        try:
-            return func(*args, **kwargs)
-        except errors as exc:
-            fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def sparkline(values: list[float]) -> str:
@@ -112,9 +79,6 @@ def _print_report(report: Any) -> None:
                       highlight=False)
 
 
-@app.command("eval")
-@input_errors
-@eval_errors
 def eval_command(
     source: Annotated[Path, typer.Argument(
         metavar="CHECKPOINT_OR_RUN", help="A checkpoint file or a run directory.")],
@@ -143,7 +107,7 @@ def eval_command(
     report = evaluate_checkpoint(source, dataset=dataset, data_dir=data_dir, angles=degrees,
                                  batch_size=batch_size, device=device)
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         _print_report(report)
     if plot is not None:

@@ -14,28 +14,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from epdo.cli.main import _print_json, app, console, err_console, fail
-
-VERIFICATION_FAILED = 1
-CHECKPOINT_NAMES = ("checkpoint-best.pt", "checkpoint-last.pt")
-
-
-def latest_checkpoint(runs: Path) -> Path:
-    """The best checkpoint of the most recent run under ``runs`` (by the modification time
-    of its checkpoint files); its last checkpoint when it has no best."""
-    newest: tuple[float, Path] | None = None
-    for name in CHECKPOINT_NAMES:
-        for ckpt in runs.glob(f"**/{name}"):
-            mtime = ckpt.stat().st_mtime
-            if newest is None or mtime > newest[0]:
-                newest = (mtime, ckpt.parent)
-    if newest is None:
-        raise FileNotFoundError(f"{runs}: no checkpoint found; pass a checkpoint or run directory")
-    run_dir = newest[1]
-    for name in CHECKPOINT_NAMES:
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise FileNotFoundError(f"{run_dir}: no checkpoint")  # pragma: no cover - raced away
+from epdo.cli.app import console, fail, print_json, print_note
 
 
 def report_table(report: Any) -> Table:
@@ -59,7 +38,6 @@ def _print_report(report: Any) -> None:
                   f"{report.verify_seconds:.2f} s (atol {report.atol:g})")
 
 
-@app.command("export")
 def export_command(
     checkpoint: str = typer.Argument(
         None, help="Checkpoint file or run directory; default: the best checkpoint of the "
@@ -75,17 +53,15 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
     """Export a trained model to ONNX or TorchScript, verified against PyTorch."""
-    from epdo.exporters.export import ExportError, VerificationError, export_model
+    from epdo.exporters.export import VerificationError, export_model
+    from epdo.exporters.formats import FORMATS
+    from epdo.zoo.checkpoint import latest_checkpoint
 
-    if format not in ("onnx", "torchscript"):
-        fail(f"--format {format!r}: use onnx or torchscript")
+    if format not in FORMATS:
+        fail(f"--format {format!r}: use {' or '.join(FORMATS)}")
     if checkpoint is None:
-        try:
-            source = latest_checkpoint(Path(runs))
-        except (FileNotFoundError, OSError) as exc:
-            fail(str(exc))
-        err_console.print(f"exporting the latest run's checkpoint: {source}", highlight=False,
-                          soft_wrap=True)
+        source = latest_checkpoint(runs)
+        print_note(f"exporting the latest run's checkpoint: {source}")
     else:
         source = Path(checkpoint)
     try:
@@ -93,13 +69,9 @@ def export_command(
     except VerificationError as exc:
         if exc.report is not None and not as_json:
             console.print(report_table(exc.report))
-        fail(str(exc), VERIFICATION_FAILED)
-    except ExportError as exc:
-        fail(str(exc))
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        fail(f"{exc.filename or ''}: {exc.strerror}")
+        raise
     if as_json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return
     _print_report(report)
     console.print(f"wrote {os.fspath(report.path)}", highlight=False)

@@ -1,76 +1,35 @@
-"""The ``epdo`` command line: thin commands over :mod:`epdo.zoo`.
+"""The ``epdo`` command line: thin commands over :mod:`epdo.zoo` and :mod:`epdo.exporters`.
 
 Every command parses its arguments, calls one library function and prints the result
-(a Rich table, or JSON with ``--json``). Input errors (a bad spec, a missing file) print one
-line to stderr and exit with code 2, never a traceback.
+(a Rich table, or JSON with ``--json``). A problem the user can fix (a bad spec, a missing
+file, ...) prints one line to stderr and exits with its code (2 unless the error says
+otherwise), never a traceback: see :mod:`epdo.cli.app`, which holds ``app``, the consoles and
+that one error path.
+
+This module registers the commands, each from its own module, in the order ``--help`` lists
+them; ``epdo.cli.main:app`` is the console script.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from epdo import __version__
-
-app = typer.Typer(
-    name="epdo",
-    help="Rotation-equivariant networks from partial differential operators.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from epdo.cli import (
+    bench_cmd,
+    data_cmd,
+    eval_cmd,
+    export_cmd,
+    predict_cmd,
+    spec_cmd,
+    train_cmd,
 )
-console = Console()
-err_console = Console(stderr=True)
+from epdo.cli.app import app, console, handles_errors
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-USAGE_ERROR = 2
-
-
-def fail(message: str, code: int = USAGE_ERROR) -> None:
-    """Print one error line to stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def input_errors(func: F) -> F:
-    """Turn spec and file errors into one line on stderr and exit code 2."""
-    from epdo.zoo.spec import SpecError
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except SpecError as exc:
-            fail(str(exc))
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            fail(f"{exc.filename}: {exc.strerror}")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _headline(text: str, limit: int = 60) -> str:
-    """The first clause of a description (up to ':'), at most ``limit`` characters."""
-    head = text.split(":")[0].split(". ")[0].strip()
-    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
-
-
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
+__all__ = ["app"]
 
 
 @app.callback()
@@ -83,154 +42,19 @@ def main(
         raise typer.Exit(0)
 
 
-@app.command("list")
-@input_errors
-def list_command(
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """The shipped specs: name, group, discretization, parameters, description."""
-    from epdo.zoo.catalog import zoo_listing
-
-    rows = zoo_listing()
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table(title="epdo model zoo")
-    width = max(len(r["name"]) for r in rows) if rows else 4
-    table.add_column("name", no_wrap=True, min_width=width)
-    table.add_column("group", no_wrap=True, min_width=5)
-    table.add_column("stencils", no_wrap=True, min_width=8)
-    table.add_column("params", justify="right", no_wrap=True, min_width=9)
-    table.add_column("description")
-    for r in rows:
-        stencils = "-" if r["group"] == "C1" else r["discretization"]
-        table.add_row(r["name"], r["group"], stencils, f"{r['params']:,}",
-                      _headline(r["description"]))
-    console.print(table)
+def _register(on: typer.Typer, name: str, command: Callable[..., Any]) -> None:
+    """Add ``command`` as ``name``, inside the one error path."""
+    on.command(name)(handles_errors(command))
 
 
-@app.command("info")
-@input_errors
-def info_command(
-    spec: str = typer.Argument(
-        ..., help="A spec (a YAML file or a shipped spec name) or an exported artifact "
-        "(.onnx / .ts)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """Layer table, total parameters and forward FLOPs per image of a spec; for an exported
-    artifact (.onnx / .ts), its metadata."""
-    if spec.lower().endswith((".onnx", ".ts")):
-        _artifact_info(spec, as_json)
-        return
-    from epdo.zoo import build_model
-    from epdo.zoo.summary import summarize
-
-    summary = summarize(build_model(spec))
-    if as_json:
-        _print_json(summary.to_dict())
-        return
-    c, h, w = summary.input_shape
-    table = Table(
-        title=f"{summary.name}: {summary.group}, {summary.discretization}, input {c}x{h}x{w}",
-        caption=summary.description or None,
-    )
-    for col in ("layer", "op", "fields in", "fields out", "channels", "output", "params",
-                "FLOPs"):
-        right = col in ("params", "FLOPs", "channels")
-        table.add_column(col, justify="right" if right else "left", no_wrap=col != "fields in"
-                         and col != "fields out")
-    for r in summary.rows:
-        table.add_row(r.path, r.op, r.type_in, r.type_out, f"{r.channels_in}→{r.channels_out}",
-                      r.size_out, f"{r.params:,}", _human(r.flops))
-    table.add_section()
-    table.add_row("total", "", "", "", "", "", f"{summary.params:,}", _human(summary.flops))
-    console.print(table)
-    console.print(f"parameters: {summary.params:,}   forward FLOPs per image: "
-                  f"{_human(summary.flops)} ({summary.flops:,})")
-
-
-def _artifact_info(path: str, as_json: bool) -> None:
-    """Print the metadata of an exported artifact (one error line if unreadable)."""
-    from epdo.exporters.metadata import ArtifactError, read_metadata
-
-    try:
-        meta = read_metadata(path)
-    except ArtifactError as exc:
-        fail(str(exc))
-    if as_json:
-        _print_json(meta)
-        return
-    ver = meta["epdo.verification"]
-    c, h, w = meta["epdo.input_shape"]
-    table = Table(title=f"{path}: exported {meta['epdo.spec_name']}", show_header=False)
-    table.add_column("key", no_wrap=True)
-    table.add_column("value")
-    rows = [
-        ("spec", meta["epdo.spec_name"]),
-        ("group", str(meta["epdo.spec"].get("group", "?"))),
-        ("format", f"{ver.get('format')}" + (f", opset {ver['opset']}" if ver.get("opset")
-                                            else "")),
-        ("epdo version", meta["epdo.version"]),
-        ("input", f"images (batch, {c}, {h}, {w}) float32 in [0, 1], "
-                  f"{meta['epdo.preprocess'].get('color')}"),
-        ("normalization", f"(x - {meta['epdo.input_mean']}) / {meta['epdo.input_std']} "
-                          "(inside the graph)"),
-        ("classes", f"{len(meta['epdo.classes'])}: {', '.join(meta['epdo.classes'])}"),
-        ("max abs error", f"{ver.get('max_abs', float('nan')):.2e} (atol {ver.get('atol')})"),
-        ("max rel error", f"{ver.get('max_rel', float('nan')):.2e}"),
-        ("top-1 agreement", f"{100 * ver.get('agreement', float('nan')):.1f}%"),
-        ("90° rotation", "-" if ver.get("rotation_max_rel") is None
-         else f"max rel difference {ver['rotation_max_rel']:.2e}"),
-        ("verified on", f"random inputs and {ver.get('real_images')}, batches "
-                        f"{sorted({ch['batch'] for ch in ver.get('checks', [])})}"),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
-
-
-@app.command("check")
-@input_errors
-def check_command(
-    spec: str = typer.Argument(..., help="A spec: a YAML file or a shipped spec name."),
-    batch: int = typer.Option(8, "--batch", min=2, help="Number of test inputs."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the weights and inputs."),
-    angles: str = typer.Option("22.5,45", "--angles",
-                               help="Comma-separated rotations (degrees) that need resampling."),
-    float32: bool = typer.Option(False, "--float32",
-                                 help="Check in float32 instead of float64."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-) -> None:
-    """Equivariance report of a randomly initialised model (eval mode), beside a plain CNN."""
-    from epdo.zoo.equivariance import check_spec
-
-    try:
-        extra = tuple(float(a) for a in angles.split(",") if a.strip())
-    except ValueError:
-        fail(f"--angles: expected comma-separated degrees like 22.5,45, got {angles!r}")
-    report = check_spec(spec, batch=batch, seed=seed, angles=extra, float64=not float32)
-    if as_json:
-        _print_json(report.to_dict())
-        return
-    table = Table(title=f"equivariance of {spec} ({report.group}, {report.dtype}, "
-                  f"{report.batch} inputs)")
-    for col in ("transform", "grid-exact", "in group", "model", "model floor", "plain CNN",
-                "CNN floor"):
-        table.add_column(col, justify="left" if col == "transform" else "right", no_wrap=True)
-
-    def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.2e}"
-
-    for r in report.rows:
-        table.add_row(r.transform, "yes" if r.grid_exact else "no", "yes" if r.in_group else "no",
-                      fmt(r.model_error), fmt(r.model_floor), fmt(r.cnn_error), fmt(r.cnn_floor))
-    console.print(table)
-    console.print("errors: ||f(g.x) - f(x)|| / ||f(x) - mean f|| over the inputs; floor: the "
-                  "same for an input rotated there and back (interpolation error alone)")
-    console.print(f"logit variation across inputs: {report.output_variation:.3f} "
-                  "(non-zero: the invariance is not vacuous)")
-    console.print(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")
-
-
-# commands that live in their own modules register themselves on `app` when imported
-from epdo.cli import bench_cmd, data_cmd, eval_cmd, export_cmd, predict_cmd, train_cmd  # noqa: E402,F401
+_register(app, "list", spec_cmd.list_command)
+_register(app, "info", spec_cmd.info_command)
+_register(app, "check", spec_cmd.check_command)
+_register(app, "bench", bench_cmd.bench_command)
+app.add_typer(data_cmd.data_app, name="data")
+_register(data_cmd.data_app, "fetch", data_cmd.fetch_command)
+_register(data_cmd.data_app, "info", data_cmd.info_command)
+_register(app, "eval", eval_cmd.eval_command)
+_register(app, "export", export_cmd.export_command)
+_register(app, "predict", predict_cmd.predict_command)
+_register(app, "train", train_cmd.train_command)

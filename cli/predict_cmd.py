@@ -9,12 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from epdo.cli.main import _print_json, app, console, err_console, fail
+from epdo.cli.app import console, fail, print_error, print_json
 
 SOME_INPUTS_FAILED = 1
 
 
-@app.command("predict")
 def predict_command(
     model: Annotated[Path, typer.Argument(
         metavar="MODEL", help="An exported model: .onnx (onnxruntime) or .ts (TorchScript).")],
@@ -38,22 +37,18 @@ def predict_command(
 
     Exit code: 0 when all were predicted, 1 when some failed, 2 for usage errors (bad model).
     """
-    from epdo.exporters.runtime import ServingError, load_classifier, predict_files
+    from epdo.exporters.runtime import load_classifier, predict_files
 
     if provider not in ("auto", "cpu", "cuda"):
         fail(f"--provider: choose auto, cpu or cuda, got {provider!r}")
-    try:
-        classifier = load_classifier(model, provider=provider, batch_size=batch_size)
-    except ServingError as exc:
-        fail(str(exc))
+    classifier = load_classifier(model, provider=provider, batch_size=batch_size)
     results = predict_files(classifier, inputs, top_k=top_k, batch_size=batch_size)
     failed = [r for r in results if not r.ok]
     for r in failed:
-        err_console.print(f"[bold red]error:[/] {r.input}: {r.error}", highlight=False,
-                          soft_wrap=True)
+        print_error(f"{r.input}: {r.error}")
     good = [r for r in results if r.ok]
     if as_json:
-        _print_json([r.to_dict() for r in good])
+        print_json([r.to_dict() for r in good])
     elif good:
         table = Table(title=f"{model.name} ({', '.join(classifier.providers)})")
         for col in ("input", "rank", "class", "index", "probability"):

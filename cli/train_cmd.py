@@ -9,66 +9,40 @@ state so far is saved and the command to resume is printed).
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 import typer
 
-from epdo.cli.main import app, console, err_console, fail, input_errors
+from epdo.cli.app import INTERRUPTED, console, fail, print_note
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-INTERRUPTED = 130
 
-
-def _input_error_types() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean "fix the input": exit code 2 with their one line."""
-    from epdo.zoo.checkpoint import CheckpointError
-    from epdo.zoo.training import TrainError
-
-    types: list[type[BaseException]] = [CheckpointError, TrainError]
-    try:
-        from epdo.zoo.data import DataError
-    except ImportError:  # the data module is optional for this command's imports
-        pass
-    else:
-        types.append(DataError)
-    return tuple(types)
-
-
-def training_errors(func: F) -> F:
-    """Spec/file errors (via :func:`input_errors`), plus data, checkpoint and training errors,
-    non-finite losses (exit 1) and Ctrl-C (exit 130)."""
-    from epdo.zoo.training import NonFiniteLossError, TrainingInterrupted
+def interruptible(func: F) -> F:
+    """Ctrl-C exits with code 130, saying where the state was saved and how to resume (the
+    other errors take the one error path of :func:`epdo.cli.app.handles_errors`)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from epdo.zoo.training import TrainingInterrupted
+
         try:
             return func(*args, **kwargs)
-        except _input_error_types() as exc:
-            _fail_once(str(exc))
-        except NonFiniteLossError as exc:
-            _fail_once(str(exc), code=1)
         except TrainingInterrupted as exc:
             if exc.checkpoint is not None:
                 where = f"after epoch {exc.epoch}" + (f", step {exc.step}" if exc.step else "")
-                err_console.print(
-                    f"interrupted {where}; state saved to {exc.checkpoint}\n"
-                    f"resume with: epdo train --resume {exc.run_dir}",
-                    highlight=False, soft_wrap=True,
-                )
+                print_note(f"interrupted {where}; state saved to {exc.checkpoint}\n"
+                           f"resume with: epdo train --resume {exc.run_dir}")
             raise typer.Exit(INTERRUPTED) from None
         except KeyboardInterrupt:
-            if _is_rank_zero():
-                err_console.print("interrupted; no checkpoint was saved", highlight=False)
+            print_note("interrupted; no checkpoint was saved")
             raise typer.Exit(INTERRUPTED) from None
 
-    return input_errors(wrapper)  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]
 
 
-@app.command("train")
-@training_errors
+@interruptible
 def train_command(
     spec: str | None = typer.Argument(
         None, metavar="SPEC",
@@ -106,6 +80,7 @@ def train_command(
 ) -> None:
     """Train a spec's model: metrics per epoch, checkpoints, and the test accuracy."""
     from epdo.zoo.training import RichProgress, train
+    from epdo.zoo.training.distributed import is_main_process
 
     if spec is None and resume is None:
         fail("give a SPEC to train (e.g. quickstart), or --resume RUN_DIR")
@@ -114,7 +89,7 @@ def train_command(
         seed=seed, device=device, amp=amp, workers=workers, out=out, resume=resume,
         augment=False if no_augment else None, progress=RichProgress(console),
     )
-    if not _is_rank_zero():
+    if not is_main_process():
         return
     if result.final is None:
         console.print(f"nothing was trained: {result.run_dir} has no completed epoch")
@@ -127,14 +102,3 @@ def train_command(
         highlight=False, soft_wrap=True,
     )
 
-
-def _is_rank_zero() -> bool:
-    """Under torchrun only rank 0 prints."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _fail_once(message: str, code: int = 2) -> None:
-    """:func:`fail` on rank 0; the same exit code, silently, on the other ranks."""
-    if _is_rank_zero():
-        fail(message, code)
-    raise typer.Exit(code)

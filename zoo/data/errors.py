@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 
+from ..errors import EpdoError
+
 __all__ = ["DataError"]
 
 
-class DataError(ValueError):
+class DataError(EpdoError, ValueError):
     """A dataset that cannot be found or read.
 
     Attributes:

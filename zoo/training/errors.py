@@ -13,15 +13,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import EpdoError
+
 __all__ = ["NonFiniteLossError", "TrainError", "TrainingInterrupted"]
 
 
-class TrainError(ValueError):
+class TrainError(EpdoError, ValueError):
     """A training run that cannot start; the message says what to change."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became non-finite at ``epoch`` (1-based) and ``step`` (1-based)."""
+class NonFiniteLossError(EpdoError, RuntimeError):
+    """The training loss became non-finite at ``epoch`` (1-based) and ``step`` (1-based);
+    the command line exits with code 1 (the run failed, not its input)."""
+
+    exit_code = 1
 
     def __init__(
         self, epoch: int, step: int, steps: int, lr: float, run_dir: Path,

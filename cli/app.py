@@ -1,0 +1,112 @@
+"""What every command shares: the Typer ``app``, the consoles, and the one error path.
+
+The command modules import this module (never :mod:`epdo.cli.main`); :mod:`epdo.cli.main`
+imports the command modules and registers their commands on :data:`app`, so nothing imports
+in a circle.
+
+Errors: a command never prints a traceback for a problem the user can fix. Every such
+problem is an :class:`epdo.zoo.errors.EpdoError` (or an OS error about a file): the
+:func:`handles_errors` wrapper, put around every command when it is registered, prints
+``error: <one line>`` to stderr and exits with the error's ``exit_code`` (2, a usage or input
+error, unless the error says otherwise). Under ``torchrun`` only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+__all__ = [
+    "INTERRUPTED",
+    "USAGE_ERROR",
+    "app",
+    "console",
+    "err_console",
+    "fail",
+    "handles_errors",
+    "is_main_process",
+    "print_error",
+    "print_json",
+    "print_note",
+]
+
+app = typer.Typer(
+    name="epdo",
+    help="Rotation-equivariant networks from partial differential operators.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+USAGE_ERROR = 2
+"""The exit code of a usage or input error (:data:`epdo.zoo.errors.USAGE_ERROR`)."""
+INTERRUPTED = 130
+"""The exit code after Ctrl-C (128 + SIGINT, as shells report it)."""
+
+
+def is_main_process() -> bool:
+    """False on the ranks other than 0 of a ``torchrun`` job (only rank 0 prints)."""
+    from epdo.zoo.training.distributed import is_main_process as main_process
+
+    return main_process()
+
+
+def print_note(text: str) -> None:
+    """One plain line (or a few) to stderr, printed literally (no markup), on rank 0."""
+    if is_main_process():
+        err_console.print(Text(text), highlight=False, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` to stderr, the message printed literally (no markup), on rank 0."""
+    if is_main_process():
+        err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
+                          soft_wrap=True)
+
+
+def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
+    """Print one error line to stderr and exit with ``code``."""
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of ``str(exc)`` (the class name when it is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def handles_errors(func: F) -> F:
+    """The one error path of the command line: an :class:`~epdo.zoo.errors.EpdoError`
+    becomes ``error: <its first line>`` on stderr and exit code ``exc.exit_code``; a missing,
+    unreadable or wrong-kind file (an OS error) becomes ``error: <file>: <reason>``, exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from epdo.zoo.errors import EpdoError
+
+        try:
+            return func(*args, **kwargs)
+        except EpdoError as exc:
+            fail(_one_line(exc), exc.exit_code)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            reason = exc.strerror or _one_line(exc)
+            fail(f"{exc.filename}: {reason}" if exc.filename is not None else reason)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout (non-ASCII kept)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

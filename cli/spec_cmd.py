@@ -1,0 +1,165 @@
+"""`epdo list`, `epdo info` and `epdo check`: the zoo's specs, one spec's layers (or an
+exported artifact's metadata), and a randomly initialised model's equivariance (thin layers
+over :mod:`epdo.zoo.catalog`, :mod:`epdo.zoo.summary`, :mod:`epdo.exporters.metadata` and
+:mod:`epdo.zoo.equivariance`).
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from epdo.cli.app import console, print_json
+
+
+def _headline(text: str, limit: int = 60) -> str:
+    """The first clause of a description (up to ':'), at most ``limit`` characters."""
+    head = text.split(":")[0].split(". ")[0].strip()
+    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The shipped specs: name, group, discretization, parameters, description."""
+    from epdo.zoo.catalog import zoo_listing
+
+    rows = zoo_listing()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="epdo model zoo")
+    width = max(len(r["name"]) for r in rows) if rows else 4
+    table.add_column("name", no_wrap=True, min_width=width)
+    table.add_column("group", no_wrap=True, min_width=5)
+    table.add_column("stencils", no_wrap=True, min_width=8)
+    table.add_column("params", justify="right", no_wrap=True, min_width=9)
+    table.add_column("description")
+    for r in rows:
+        stencils = "-" if r["group"] == "C1" else r["discretization"]
+        table.add_row(r["name"], r["group"], stencils, f"{r['params']:,}",
+                      _headline(r["description"]))
+    console.print(table)
+
+
+def info_command(
+    spec: str = typer.Argument(
+        ..., help="A spec (a YAML file or a shipped spec name) or an exported artifact "
+        "(.onnx / .ts)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Layer table, total parameters and forward FLOPs per image of a spec; for an exported
+    artifact (.onnx / .ts), its metadata."""
+    from epdo.exporters.formats import format_of
+
+    if format_of(spec) is not None:
+        _artifact_info(spec, as_json)
+        return
+    from epdo.zoo import build_model
+    from epdo.zoo.summary import summarize
+
+    summary = summarize(build_model(spec))
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    c, h, w = summary.input_shape
+    table = Table(
+        title=f"{summary.name}: {summary.group}, {summary.discretization}, input {c}x{h}x{w}",
+        caption=summary.description or None,
+    )
+    for col in ("layer", "op", "fields in", "fields out", "channels", "output", "params",
+                "FLOPs"):
+        right = col in ("params", "FLOPs", "channels")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "fields in"
+                         and col != "fields out")
+    for r in summary.rows:
+        table.add_row(r.path, r.op, r.type_in, r.type_out, f"{r.channels_in}→{r.channels_out}",
+                      r.size_out, f"{r.params:,}", _human(r.flops))
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", f"{summary.params:,}", _human(summary.flops))
+    console.print(table)
+    console.print(f"parameters: {summary.params:,}   forward FLOPs per image: "
+                  f"{_human(summary.flops)} ({summary.flops:,})")
+
+
+def _artifact_info(path: str, as_json: bool) -> None:
+    """Print the metadata of an exported artifact (one error line if unreadable)."""
+    from epdo.exporters.metadata import read_metadata
+
+    meta = read_metadata(path)
+    if as_json:
+        print_json(meta)
+        return
+    ver = meta["epdo.verification"]
+    c, h, w = meta["epdo.input_shape"]
+    table = Table(title=f"{path}: exported {meta['epdo.spec_name']}", show_header=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value")
+    rows = [
+        ("spec", meta["epdo.spec_name"]),
+        ("group", str(meta["epdo.spec"].get("group", "?"))),
+        ("format", f"{ver.get('format')}" + (f", opset {ver['opset']}" if ver.get("opset")
+                                            else "")),
+        ("epdo version", meta["epdo.version"]),
+        ("input", f"images (batch, {c}, {h}, {w}) float32 in [0, 1], "
+                  f"{meta['epdo.preprocess'].get('color')}"),
+        ("normalization", f"(x - {meta['epdo.input_mean']}) / {meta['epdo.input_std']} "
+                          "(inside the graph)"),
+        ("classes", f"{len(meta['epdo.classes'])}: {', '.join(meta['epdo.classes'])}"),
+        ("max abs error", f"{ver.get('max_abs', float('nan')):.2e} (atol {ver.get('atol')})"),
+        ("max rel error", f"{ver.get('max_rel', float('nan')):.2e}"),
+        ("top-1 agreement", f"{100 * ver.get('agreement', float('nan')):.1f}%"),
+        ("90° rotation", "-" if ver.get("rotation_max_rel") is None
+         else f"max rel difference {ver['rotation_max_rel']:.2e}"),
+        ("verified on", f"random inputs and {ver.get('real_images')}, batches "
+                        f"{sorted({ch['batch'] for ch in ver.get('checks', [])})}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def check_command(
+    spec: str = typer.Argument(..., help="A spec: a YAML file or a shipped spec name."),
+    batch: int = typer.Option(8, "--batch", min=2, help="Number of test inputs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the weights and inputs."),
+    angles: str = typer.Option("22.5,45", "--angles",
+                               help="Comma-separated rotations (degrees) that need resampling."),
+    float32: bool = typer.Option(False, "--float32",
+                                 help="Check in float32 instead of float64."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Equivariance report of a randomly initialised model (eval mode), beside a plain CNN."""
+    from epdo.zoo.equivariance import check_spec
+    from epdo.zoo.evaluation import parse_angles
+
+    extra = tuple(parse_angles(angles, option="--angles", allow_empty=True))
+    report = check_spec(spec, batch=batch, seed=seed, angles=extra, float64=not float32)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    table = Table(title=f"equivariance of {spec} ({report.group}, {report.dtype}, "
+                  f"{report.batch} inputs)")
+    for col in ("transform", "grid-exact", "in group", "model", "model floor", "plain CNN",
+                "CNN floor"):
+        table.add_column(col, justify="left" if col == "transform" else "right", no_wrap=True)
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2e}"
+
+    for r in report.rows:
+        table.add_row(r.transform, "yes" if r.grid_exact else "no", "yes" if r.in_group else "no",
+                      fmt(r.model_error), fmt(r.model_floor), fmt(r.cnn_error), fmt(r.cnn_floor))
+    console.print(table)
+    console.print("errors: ||f(g.x) - f(x)|| / ||f(x) - mean f|| over the inputs; floor: the "
+                  "same for an input rotated there and back (interpolation error alone)")
+    console.print(f"logit variation across inputs: {report.output_variation:.3f} "
+                  "(non-zero: the invariance is not vacuous)")
+    console.print(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")
