@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
-from .device import DeviceError
+from .device import DEVICES, DeviceError
 from .device import resolve_device as _resolve_device
 from .errors import EpdoError
 from .scoring import batch_logits, eval_mode
@@ -47,10 +47,6 @@ __all__ = [
     "parse_angles",
     "resolve_device",
 ]
-
-DEVICES = ("auto", "cpu", "cuda")
-"""The values ``device`` accepts in :func:`evaluate_checkpoint` (``auto``: CUDA if present)."""
-
 
 class EvalError(EpdoError, ValueError):
     """Evaluation arguments that cannot work (bad angles, device, a dataset that does not fit
