@@ -32,13 +32,13 @@ from epdo.cli.app import app, console, handles_errors
 __all__ = ["app"]
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def main(
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     """epdo: a declarative model zoo of PDO-eConvs and Neural ePDOs."""
     if version:
-        console.print(f"epdo {__version__}")
+        console.print(f"epdo {__version__}", markup=False, highlight=False)
         raise typer.Exit(0)
 
 

@@ -108,3 +108,12 @@ def test_every_invalid_spec_exits_2_with_one_line(tmp_path, case) -> None:
     out = result.stderr.strip().splitlines()
     assert len(out) == 1 and "Traceback" not in result.stderr
     assert f"broken.yaml:{line}: {path}: " in out[0] and words in out[0]
+
+
+def test_version_and_bare_command() -> None:
+    from epdo import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"epdo {__version__}"
+    bare = runner.invoke(app, [])  # the help, as a usage error
+    assert bare.exit_code == 2 and "train" in bare.output and "export" in bare.output
