@@ -33,13 +33,14 @@ __all__ = [
 class Stage:
     """What flows between two layers: ``feature`` fields of ``group`` at ``height × width``.
 
-    ``feature`` is None after the head (its output is a vector of class scores).
+    ``feature`` is None after the head: its output is a vector of ``logits`` class scores.
     """
 
     group: Group
     feature: FeatureType | None
     height: int
     width: int
+    logits: int = 0
 
     def describe(self) -> str:
         """``16x regular C16 @ 28x28``."""
@@ -81,9 +82,8 @@ class ModelPlan:
 
     @property
     def num_classes(self) -> int | None:
-        """The head's number of classes (None for a network without head)."""
-        last = self.layers[-1].layer if self.layers else None
-        return getattr(last, "classes", None) if last is not None else None
+        """The number of class scores the network ends with (None when it ends in fields)."""
+        return self.output.logits if self.output.feature is None else None
 
 
 # --------------------------------------------------------------------------- shared rules

@@ -51,12 +51,12 @@ class ModelSummary:
 
 def _type_name(stage: Stage) -> str:
     if stage.feature is None:
-        return "vector"
+        return f"{stage.logits} logits"
     return f"{stage.feature.name} ({stage.group.name})"
 
 
 def _channels(stage: Stage) -> int:
-    return stage.feature.channels if stage.feature is not None else 0
+    return stage.feature.channels if stage.feature is not None else stage.logits
 
 
 def extra_flops_per_block(model: ZooModel, x: torch.Tensor) -> list[int]:
@@ -115,16 +115,14 @@ def summarize(model: ZooModel) -> ModelSummary:
 
 def _row(plan: LayerPlan, block: torch.nn.Module, flops: int) -> LayerRow:
     out = plan.out
-    size = f"{out.height}x{out.width}" if out.feature is not None else "-"
-    if plan.op == "head":
-        size = str(plan.layer.classes)
+    size = f"{out.height}x{out.width}" if out.feature is not None else str(out.logits)
     return LayerRow(
         path=plan.path,
         op=plan.op,
         type_in=_type_name(plan.inp),
-        type_out=_type_name(out) if plan.op != "head" else f"{plan.layer.classes} logits",
+        type_out=_type_name(out),
         channels_in=_channels(plan.inp),
-        channels_out=_channels(out) if plan.op != "head" else plan.layer.classes,
+        channels_out=_channels(out),
         size_out=size,
         params=sum(p.numel() for p in block.parameters()),
         flops=flops,

@@ -30,7 +30,7 @@ class HeadLayer(LayerSchema):
 
 def plan(layer: HeadLayer, path: str, inp: Stage, planner: Planner) -> LayerPlan:
     require_features(inp, path)
-    return LayerPlan(path, layer.op, layer, inp, Stage(inp.group, None, 1, 1))
+    return LayerPlan(path, layer.op, layer, inp, Stage(inp.group, None, 1, 1, layer.classes))
 
 
 def build(plan: LayerPlan, builder: Builder):
