@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .builder import build_model
 from .groups import Group
+from .spec import SpecError
 from .transforms import disk_mask, rotate_image
 
 DEFAULT_ANGLES = (22.5, 45.0)
@@ -176,14 +178,12 @@ def check_spec(
     """Build ``spec`` with random weights (seeded), calibrate its BatchNorm statistics on
     ``calibration`` smooth random images, and report its equivariance on ``batch`` others,
     beside a plain CNN treated the same way."""
-    from .builder import build_model
-    from .spec import SpecError
-
     dtype = torch.float64 if float64 else torch.float32
     torch.manual_seed(seed)
     model = build_model(spec).to(dtype)
     last = model.plan.layers[-1]
-    if last.op != "head":
+    classes = model.plan.num_classes
+    if classes is None:
         raise SpecError(
             f"epdo check needs a classifier: the last layer of {model.spec.name} is "
             f"{last.op!r}, not a head",
@@ -195,7 +195,7 @@ def check_spec(
     inputs = smooth_images(batch, c, h, w, seed=seed + 2, dtype=dtype)
     calibrate_batchnorm(model, calib)
     torch.manual_seed(seed)
-    reference = build_model(plain_cnn_spec(c, (h, w), last.layer.classes)).to(dtype)
+    reference = build_model(plain_cnn_spec(c, (h, w), classes)).to(dtype)
     calibrate_batchnorm(reference, calib)
     # the logits are invariant under the group of the head's input (after any restriction)
     return equivariance_report(model, last.inp.group, inputs, angles, reference)
