@@ -170,6 +170,11 @@ def _number(text: str, what: str, spec: str, option: str) -> float:
     return value
 
 
+MAX_ANGLES = 720
+"""The most angles one evaluation takes (every half degree of a full turn): each angle is a
+full pass over the test set."""
+
+
 def parse_angles(text: str, *, option: str = "angles", allow_empty: bool = False) -> list[float]:
     """Rotation angles in degrees from ``"start:stop:step"`` (stop exclusive), a comma list
     ``"0,90,180"``, or a comma list of both (``"0:90:30,180"``); duplicates dropped, order
@@ -177,8 +182,8 @@ def parse_angles(text: str, *, option: str = "angles", allow_empty: bool = False
 
     Raises :class:`EvalError` (a ValueError) with a one-line message, which starts with
     ``option`` (what the user typed the angles as, e.g. ``--angles``), on bad syntax, a
-    non-positive step or an empty range; on an empty ``text`` too, unless ``allow_empty``
-    (then the list is empty).
+    non-positive step, an empty range or more than :data:`MAX_ANGLES` angles; on an empty
+    ``text`` too, unless ``allow_empty`` (then the list is empty).
     """
     angles: list[float] = []
     items = [item.strip() for item in str(text).split(",")]
@@ -203,17 +208,22 @@ def parse_angles(text: str, *, option: str = "angles", allow_empty: bool = False
         step = _number(parts[2], "step", text, option)
         if step <= 0:
             raise EvalError(f"{option} {text!r}: step must be positive, got {parts[2].strip()}")
-        count = math.ceil((stop - start) / step - 1e-9)
+        span = (stop - start) / step
+        count = math.ceil(span - 1e-9) if math.isfinite(span) else MAX_ANGLES + 1
         if count < 1:
             raise EvalError(
                 f"{option} {text!r}: {item!r} is empty (stop is exclusive and must exceed start)"
             )
+        if len(angles) + count > MAX_ANGLES:
+            raise EvalError(
+                f"{option} {text!r}: more than {MAX_ANGLES} angles (each is a full pass over "
+                "the test set); use a larger step"
+            )
         angles.extend(round(start + i * step, 9) + 0.0 for i in range(count))
-    unique: list[float] = []
-    for a in angles:
-        if not any(math.isclose(a, b, abs_tol=1e-9) for b in unique):
-            unique.append(a)
-    return unique
+    if len(angles) > MAX_ANGLES:
+        raise EvalError(f"{option} {text!r}: {len(angles):,} angles; at most {MAX_ANGLES} "
+                        "(each is a full pass over the test set)")
+    return list(dict.fromkeys(angles))  # duplicates dropped (values are rounded to 1e-9)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -325,6 +325,33 @@ def derive_stencils(method: str, order: int = 4, size: int = 5) -> np.ndarray:
     return _DERIVE[method](order, size)
 
 
+def stencil_problem(stencils: np.ndarray, order: int, size: int) -> str | None:
+    """Why ``stencils`` cannot be derivative stencils of this order and size, or None.
+
+    Checks what every discretization satisfies exactly: shape (n_operators(order), size,
+    size), finite, no stencil all zero, and the parity of each operator
+    ``dx^(k-i) dy^i``: mirrored left-right it changes by (-1)^(k-i), upside down by (-1)^i.
+    """
+    expected = (n_operators(order), size, size)
+    if stencils.shape != expected:
+        return f"shape {stencils.shape}, not {expected}"
+    if not np.all(np.isfinite(stencils)):
+        return "values that are not finite"
+    j = 0
+    for k in range(order + 1):
+        for i in range(k + 1):
+            w = stencils[j]
+            scale = float(np.abs(w).max())
+            if scale == 0.0:
+                return f"the stencil of operator {j} is all zero"
+            tol = 1e-9 * max(scale, 1.0)
+            if (np.abs(w[:, ::-1] - (-1) ** (k - i) * w).max() > tol
+                    or np.abs(w[::-1, :] - (-1) ** i * w).max() > tol):
+                return f"the stencil of operator {j} lacks the symmetry of its derivative"
+            j += 1
+    return None
+
+
 @functools.cache
 def _stencils_cached(method: str, order: int, size: int) -> np.ndarray:
     if method in ("fd", "fd_wide"):
@@ -334,11 +361,10 @@ def _stencils_cached(method: str, order: int, size: int) -> np.ndarray:
             "stencils",
             _cache_key(method, order, size),
             lambda: {"stencils": derive_stencils(method, order, size)},
+            check=lambda a: stencil_problem(np.asarray(a.get("stencils")), order, size)
+            if "stencils" in a else "no stencils array",
         )
         result = np.asarray(arrays["stencils"], dtype=np.float64)
-        expected = (n_operators(order), size, size)
-        if result.shape != expected:  # pragma: no cover - guarded by the key
-            raise RuntimeError(f"cached stencils have shape {result.shape}, not {expected}")
     result.setflags(write=False)
     return result
 

@@ -52,6 +52,24 @@ _NUM_CLASSES = 10
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 16
 _KINDS = {IMAGE_MAGIC: "an IDX image file", LABEL_MAGIC: "an IDX label file"}
+MAX_IDX_BYTES = 4 << 30
+"""The largest IDX body (records x record size) epdo reads: 4 GiB, 80x Fashion-MNIST's
+training set; ``$EPDO_MAX_IDX_BYTES`` raises it."""
+MAX_IDX_BYTES_ENV = "EPDO_MAX_IDX_BYTES"
+
+
+def max_idx_bytes() -> int:
+    """:data:`MAX_IDX_BYTES`, or ``$EPDO_MAX_IDX_BYTES`` when it is set to a positive integer."""
+    text = os.environ.get(MAX_IDX_BYTES_ENV, "").strip()
+    if not text:
+        return MAX_IDX_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"${MAX_IDX_BYTES_ENV} must be a positive number of bytes, got {text!r}")
+    return value
 
 
 def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
@@ -69,9 +87,12 @@ def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read the file ({exc.strerror})", path) from None
-    data, gz_problem = gunzip(raw) if raw[:2] == _GZIP_MAGIC else (raw, None)
+    compressed = raw[:2] == _GZIP_MAGIC
     expected_ndim = 3 if magic == IMAGE_MAGIC else 1
     header_size = 4 + 4 * expected_ndim
+    # a compressed file is inflated no further than its header announces (plus one byte, to
+    # see extra data): a small crafted .gz cannot expand into gigabytes
+    data, gz_problem = gunzip(raw, header_size) if compressed else (raw, None)
     if len(data) >= 4:
         found = struct.unpack(">I", data[:4])[0]
         if found != magic:
@@ -84,16 +105,24 @@ def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
     dims = struct.unpack(f">{expected_ndim}I", data[4:header_size])
     count = dims[0]
     record_size = int(np.prod(dims[1:], dtype=np.int64)) if expected_ndim > 1 else 1
-    body = memoryview(data)[header_size:]
     expected = count * record_size
+    if expected > max_idx_bytes():
+        raise DataError(f"the header announces {count:,} records of {record_size:,} bytes "
+                        f"({expected / 2**30:.1f} GiB), more than the limit of "
+                        f"{max_idx_bytes() / 2**30:.1f} GiB; set {MAX_IDX_BYTES_ENV} (bytes) "
+                        "to allow more", path)
+    if compressed:
+        data, gz_problem = gunzip(raw, header_size + expected)
+    body = memoryview(data)[header_size:]
     if len(body) < expected or (gz_problem and record_size > 0):
         record = min(len(body) // max(record_size, 1) + 1, max(count, 1))
         why = gz_problem or "the file is too short"
         raise DataError(f"the data ends inside record {record} of {count} ({why}); "
                         "get the file again", path, record)
     if len(body) > expected:
-        raise DataError(f"{len(body) - expected} extra bytes after the {count} records the "
-                        "header announces; get the file again", path)
+        extra = "more data" if compressed else f"{len(body) - expected} extra bytes"
+        raise DataError(f"{extra} after the {count} records the header announces; get the "
+                        "file again", path)
     array = np.frombuffer(body, dtype=np.uint8, count=expected)
     return array.reshape(dims).copy() if expected_ndim > 1 else array.copy()
 
@@ -120,25 +149,36 @@ def idx_count(path: str | os.PathLike[str], magic: int) -> int:
     return int(count)
 
 
-def gunzip(raw: bytes) -> tuple[bytes, str | None]:
-    """Decompress (possibly multi-member) gzip data as far as it goes.
+def gunzip(raw: bytes, limit: int | None = None) -> tuple[bytes, str | None]:
+    """Decompress (possibly multi-member) gzip data as far as it goes, and never more than
+    ``limit + 1`` bytes when a limit is given (one byte past it shows there is more).
 
-    Returns everything that could be decompressed, and ``None`` or why it stopped early.
+    Returns what was decompressed, and ``None`` or why it stopped early (a stop at the limit
+    is not a problem: the caller compares the length with what it expects).
     """
     parts: list[bytes] = []
+    total = 0
+    room = None if limit is None else limit + 1
     rest = raw
     while rest[:2] == _GZIP_MAGIC:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        consumed = 0
+        pending = rest
         try:
-            while consumed < len(rest) and not inflater.eof:
-                parts.append(inflater.decompress(rest[consumed:consumed + _CHUNK]))
-                consumed += _CHUNK
+            while not inflater.eof and (pending or inflater.unconsumed_tail):
+                chunk = inflater.unconsumed_tail or pending[:_CHUNK]
+                if not inflater.unconsumed_tail:
+                    pending = pending[_CHUNK:]
+                want = _CHUNK if room is None else min(_CHUNK, room - total)
+                out = inflater.decompress(chunk, want)
+                parts.append(out)
+                total += len(out)
+                if room is not None and total >= room:
+                    return b"".join(parts), None
         except zlib.error as exc:
             return b"".join(parts), f"corrupt gzip data: {exc}"
         if not inflater.eof:
             return b"".join(parts), "truncated gzip file"
-        rest = inflater.unused_data + rest[consumed:]
+        rest = inflater.unused_data + pending
     return b"".join(parts), None
 
 
