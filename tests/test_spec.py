@@ -139,17 +139,17 @@ def test_extends_a_shipped_spec_and_overrides(tmp_path: Path) -> None:
 
 
 def test_extends_relative_path_replaces_lists(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    write(tmp_path, BASE + "  - {op: pool}\n", "base.yaml")
+    (tmp_path / "sub").mkdir()  # a parent inside the child's folder tree (../ is refused)
+    write(tmp_path, BASE + "  - {op: pool}\n", "sub/base.yaml")
     child = write(
         tmp_path,
         """\
-        extends: ../base.yaml
+        extends: sub/base.yaml
         name: child
         layers:
           - {op: conv1x1, fields: 2}
         """,
-        "sub/child.yaml",
+        "child.yaml",
     )
     spec = load_spec(child)
     assert spec.name == "child"

@@ -124,10 +124,35 @@ class Group:
 
 
 def parse_group(name: str) -> Group:
-    """``"C16"`` -> C_16, ``"D8"`` -> D_8. Raises ValueError otherwise."""
-    match = _GROUP_NAME.match(str(name).strip())
+    """``"C16"`` -> C_16, ``"D8"`` -> D_8, N at most ``EPDO_MAX_GROUP_N``
+    (:data:`epdo.zoo.spec.limits.MAX_GROUP_N`). Raises ValueError otherwise."""
+    from .spec.limits import GROUP_N
+
+    text = str(name).strip()
+    match = _GROUP_NAME.match(text)
     if not match:
+        shown = text if len(text) <= 40 else text[:37] + "..."
         raise ValueError(
-            f"unknown group {name!r}: expected C<N> or D<N> with N >= 1, e.g. C16 or D16"
+            f"unknown group {shown!r}: expected C<N> or D<N> with N >= 1, e.g. C16 or D16"
         )
-    return Group(int(match.group(2)), reflections=match.group(1) == "D")
+    digits, top = match.group(2), GROUP_N.value
+    if len(digits) > len(str(top)) or int(digits) > top:
+        shown = digits if len(digits) <= 12 else f"{digits[:3]}... ({len(digits)} digits)"
+        raise ValueError(
+            f"group {match.group(1)}{shown}: N is above {top} ({GROUP_N.hint}); the papers "
+            "use N up to 16"
+        )
+    return Group(int(digits), reflections=match.group(1) == "D")
+
+
+def divisors(n: int) -> list[int]:
+    """The positive divisors of ``n``, ascending (in about sqrt(n) steps)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]

@@ -6,8 +6,10 @@ its output :class:`~epdo.zoo.stages.Stage` and checks what only the network as a
 tell (field types the group provides, the Neural ePDO divisibility rules, sizes that do not
 vanish, ...). Errors are :class:`~epdo.zoo.spec.errors.SpecError` carrying the spec path
 (``layers[3].g``). A layer with ``repeat: n`` becomes ``n`` plans that all carry the
-layer's path. A loaded spec holds its plan (:attr:`epdo.zoo.spec.Spec.plan`); the builder
-turns it into modules. This module knows nothing about tensors.
+layer's path; the network plans to at most ``EPDO_MAX_LAYERS`` layers, and its estimated
+weights and activations (:func:`plan_cost`, from the plan alone) must fit the limits of
+:mod:`epdo.zoo.spec.limits`. A loaded spec holds its plan (:attr:`epdo.zoo.spec.Spec.plan`);
+the builder turns it into modules. This module knows nothing about tensors.
 """
 
 from __future__ import annotations
@@ -18,13 +20,31 @@ from typing import Any
 from .ops import OPS
 from .reps import FeatureType, parse_field_type
 from .spec.errors import SpecError
-from .stages import LayerPlan, ModelPlan, Stage
+from .spec.limits import ACTIVATION_BYTES, LAYERS, WEIGHTS
+from .stages import Cost, LayerPlan, ModelPlan, Stage, values_of
 
-__all__ = ["LayerPlan", "ModelPlan", "Stage", "input_stage", "plan_model"]
+__all__ = [
+    "LayerPlan",
+    "ModelPlan",
+    "Stage",
+    "check_cost",
+    "input_stage",
+    "plan_cost",
+    "plan_model",
+]
+
+FLOAT_BYTES = 4
+"""Bytes of one float32 value."""
 
 
 class _Planner:
-    """Plans layer lists; ops with nested layers (``residual``) call back into it."""
+    """Plans layer lists; ops with nested layers (``residual``) call back into it.
+
+    It counts the layers it plans and stops at ``EPDO_MAX_LAYERS`` (``repeat`` expanded)."""
+
+    def __init__(self) -> None:
+        self.planned = 0
+        self.limit = LAYERS.value
 
     def sequence(
         self, layers: Sequence[Any], prefix: str, stage: Stage
@@ -36,7 +56,15 @@ class _Planner:
                 raise SpecError(
                     f"{layer.op!r} after the head: the head must be the last layer", path=path
                 )
-            for _ in range(getattr(layer, "repeat", 1)):
+            repeat = getattr(layer, "repeat", 1)
+            for _ in range(repeat):
+                self.planned += 1
+                if self.planned > self.limit:
+                    raise SpecError(
+                        f"the network plans to more than {self.limit:,} layers (repeat "
+                        f"{repeat:,} here); {LAYERS.hint}",
+                        path=f"{path}.repeat" if repeat > 1 else path,
+                    )
                 plan = OPS[layer.op].plan(layer, path, stage, self)
                 plans.append(plan)
                 stage = plan.out
@@ -50,9 +78,75 @@ def input_stage(spec: Any) -> Stage:
     return Stage(group, feature, spec.input.height, spec.input.width)
 
 
+def _layer_costs(plans: Sequence[LayerPlan]) -> list[tuple[str, Cost]]:
+    """The cost of every plan, nested plans (residual bodies) included."""
+    out: list[tuple[str, Cost]] = []
+    for plan in plans:
+        out.append((plan.path, OPS[plan.op].estimate(plan)))
+        out.extend(_layer_costs(plan.body))
+    return out
+
+
+def plan_cost(plan: ModelPlan) -> Cost:
+    """The model's weights and the values a forward pass computes for one image, estimated
+    from the plan (see :class:`~epdo.zoo.stages.Cost`)."""
+    return _total(_layer_costs(plan.layers), plan)
+
+
+def _total(costs: list[tuple[str, Cost]], plan: ModelPlan) -> Cost:
+    total = Cost(0, values_of(plan.input))
+    for _, cost in costs:
+        total = total + cost
+    return total
+
+
+def _size(n: float) -> str:
+    """``1.2 GiB``."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def _count(n: int) -> str:
+    """``1,234`` or, for a large count, ``1.2e+10``."""
+    return f"{n:,}" if n < 10**12 else f"{n:.1e}"
+
+
+def check_cost(plan: ModelPlan) -> Cost:
+    """The plan's :func:`plan_cost`, or a SpecError at the largest layer when the weights
+    are above ``EPDO_MAX_WEIGHTS`` or one image's values above ``EPDO_MAX_ACTIVATION_BYTES``."""
+    costs = _layer_costs(plan.layers)
+    total = _total(costs, plan)
+    weights_limit, values_limit = WEIGHTS.value, ACTIVATION_BYTES.value
+    if total.weights > weights_limit:
+        path, top = max(costs, key=lambda item: item[1].weights)
+        raise SpecError(
+            f"the model would hold about {_count(total.weights)} weights "
+            f"({_size(total.weights * FLOAT_BYTES)} as float32; this layer "
+            f"{_count(top.weights)}), more than it may: use fewer fields, channels or "
+            f"layers, or {WEIGHTS.hint}",
+            path=path,
+        )
+    if total.values * FLOAT_BYTES > values_limit:
+        path, top = max(costs, key=lambda item: item[1].values)
+        raise SpecError(
+            f"a forward pass would compute about {_size(total.values * FLOAT_BYTES)} of "
+            f"values for one image (this layer {_size(top.values * FLOAT_BYTES)}), more than "
+            f"it may: use a smaller input, fewer fields or pool earlier, or "
+            f"{ACTIVATION_BYTES.hint}",
+            path=path,
+        )
+    return total
+
+
 def plan_model(spec: Any) -> ModelPlan:
-    """Infer every layer's stages of a validated spec and check the network; raises
-    SpecError with the key path. (A loaded spec keeps its plan: use ``spec.plan``.)"""
+    """Infer every layer's stages of a validated spec and check the network, its size
+    included (:func:`check_cost`); raises SpecError with the key path. (A loaded spec keeps
+    its plan: use ``spec.plan``.)"""
     start = input_stage(spec)
     layers, out = _Planner().sequence(spec.layers, "layers", start)
-    return ModelPlan(input=start, layers=layers, output=out)
+    plan = ModelPlan(input=start, layers=layers, output=out)
+    check_cost(plan)
+    return plan

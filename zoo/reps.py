@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .groups import Element, Group
+from .groups import Element, Group, divisors
 
 _QUOTIENT = re.compile(r"^quotient([1-9][0-9]*)$")
 
@@ -115,17 +115,19 @@ def parse_rep(group: Group, name: str) -> PermutationRep:
     if text == "regular":
         return PermutationRep(group, 1)
     match = _QUOTIENT.match(text)
+    shown = text if len(text) <= 40 else text[:37] + "..."
     if match:
-        M = int(match.group(1))
-        if group.N % M != 0:
-            divisors = [d for d in range(1, group.N + 1) if group.N % d == 0]
+        digits = match.group(1)
+        if len(digits) > len(str(group.N)) or group.N % int(digits) != 0:
             raise ValueError(
-                f"quotient{M} is not a representation of {group.name}: C_{group.N}/C_{M} needs "
-                f"M dividing {group.N}; allowed M: {divisors}"
+                f"{shown} is not a representation of {group.name}: C_{group.N}/C_"
+                f"{digits if len(digits) <= 12 else 'M'} needs "
+                f"M dividing {group.N}; allowed M: {divisors(group.N)}"
             )
-        return PermutationRep(group, M)
+        return PermutationRep(group, int(digits))
     raise ValueError(
-        f"unknown representation {text!r}: use trivial, regular or quotient<M> (e.g. quotient4)"
+        f"unknown representation {shown!r}: use trivial, regular or quotient<M> (e.g. "
+        "quotient4)"
     )
 
 

@@ -45,6 +45,11 @@ def resolve_spec_source(name_or_path: str | os.PathLike[str]) -> Path:
         return shipped
     if path.is_dir():
         raise FileNotFoundError(f"{str(name_or_path)!r} is a directory, not a spec file")
+    if path.exists():
+        raise FileNotFoundError(
+            f"{str(name_or_path)!r} is not a regular file (a FIFO, a socket or a device); a "
+            "spec is a YAML file"
+        )
     names = ", ".join(list_specs()) or "(none)"
     raise FileNotFoundError(
         f"no spec file {str(name_or_path)!r} and no shipped spec of that name; "

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .groups import Group
+from .groups import Group, divisors
 from .reps import FeatureType, FieldRep, parse_field_type
 from .spec.errors import SpecError
 
 __all__ = [
+    "Cost",
     "LayerPlan",
     "ModelPlan",
     "Stage",
@@ -26,6 +27,7 @@ __all__ = [
     "pooled",
     "require_features",
     "strided",
+    "values_of",
 ]
 
 
@@ -86,17 +88,37 @@ class ModelPlan:
         return self.output.logits if self.output.feature is None else None
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What one layer costs, estimated from its plan alone (nothing is built).
+
+    ``weights``: its weights as its inference form holds them (an equivariant kernel
+    expanded to the dense kernel it exports to; BatchNorm and biases included);
+    ``values``: the floats its forward pass computes for one image (its output and what it
+    makes on the way: the pre-pool map, the Neural ePDO's generated stencils, ...).
+    """
+
+    weights: int = 0
+    values: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.weights + other.weights, self.values + other.values)
+
+
+def values_of(stage: Stage) -> int:
+    """The floats of one image at ``stage``: channels x height x width, or the logits."""
+    if stage.feature is None:
+        return stage.logits
+    return stage.feature.channels * stage.height * stage.width
+
+
 # --------------------------------------------------------------------------- shared rules
 
 
-def divisors(n: int) -> list[int]:
-    """The positive divisors of ``n``, ascending."""
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def listing(values: Sequence[int]) -> str:
-    """``1, 2, 4``."""
-    return ", ".join(str(v) for v in values)
+def listing(values: Sequence[int], most: int = 24) -> str:
+    """``1, 2, 4`` (the first ``most`` values, then ``...``)."""
+    shown = ", ".join(str(v) for v in values[:most])
+    return shown + (", ..." if len(values) > most else "")
 
 
 def field_type(group: Group, name: str | list[str], path: str) -> FieldRep:

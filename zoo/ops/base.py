@@ -7,7 +7,10 @@ holds everything the zoo needs to know about it:
 - ``plan(layer, path, inp, planner) -> LayerPlan``: its output :class:`~epdo.zoo.stages.Stage`
   from its input stage, or a :class:`~epdo.zoo.spec.errors.SpecError` at ``path``;
 - ``build(plan, builder) -> nn.Module``: its module (torch is imported inside ``build``, so
-  loading and planning a spec never import torch).
+  loading and planning a spec never import torch);
+- ``cost(plan) -> Cost`` (optional): its weights and the values it computes for one image,
+  estimated from the plan, so that a model too large to build is refused before it is
+  (:func:`epdo.zoo.plan.plan_cost`); without it, no weights and just its output.
 
 The module it builds carries the rest: ``export()`` (its inference form in plain PyTorch
 ops, see :mod:`epdo.zoo.layers.export`) and, when it computes more than convolutions and
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-from ..stages import LayerPlan, Stage, pooled
+from ..stages import Cost, LayerPlan, Stage, pooled, strided, values_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -44,14 +47,16 @@ __all__ = [
     "Probability",
     "conv_stack",
     "register_op",
+    "stack_cost",
     "stack_output",
 ]
 
 
 class LayerSchema(BaseModel):
-    """The schema of one spec layer: unknown keys are errors, values are frozen."""
+    """The schema of one spec layer: unknown keys are errors, values are frozen, types are
+    strict (``true`` is not 1, ``1e9`` and ``"8"`` are not integers) and numbers finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _check_field_type(value: Any) -> str | list[str]:
@@ -110,13 +115,19 @@ class Op:
     """One layer kind: its name, schema, planner and builder.
 
     ``in_body``: the op may appear inside a residual body (false for the head and for
-    containers)."""
+    containers); ``cost``: the estimate of one planned layer (see :class:`Cost`), nested
+    plans (a residual's body) not included."""
 
     name: str
     schema: type[LayerSchema]
     plan: Callable[[Any, str, Stage, Planner], LayerPlan]
     build: Callable[[LayerPlan, Builder], nn.Module]
     in_body: bool = True
+    cost: Callable[[LayerPlan], Cost] | None = None
+
+    def estimate(self, plan: LayerPlan) -> Cost:
+        """:attr:`cost` of ``plan``, or no weights and its output's values."""
+        return self.cost(plan) if self.cost is not None else Cost(0, values_of(plan.out))
 
     @property
     def summary(self) -> str:
@@ -142,9 +153,10 @@ def register_op(
     build: Callable[[LayerPlan, Builder], nn.Module],
     *,
     in_body: bool = True,
+    cost: Callable[[LayerPlan], Cost] | None = None,
 ) -> Op:
     """Register the op whose schema declares ``op: Literal[name]``; names are unique."""
-    op = Op(_op_name(schema), schema, plan, build, in_body)
+    op = Op(_op_name(schema), schema, plan, build, in_body, cost)
     if op.name in OPS:
         raise ValueError(f"op {op.name!r} is registered twice")
     OPS[op.name] = op
@@ -175,3 +187,15 @@ def stack_output(layer: ConvStackSchema, path: str, mid: Stage) -> Stage:
     """The stage after the stack's optional pool, from the linear map's output ``mid``."""
     h, w = pooled(mid, layer.pool, f"{path}.pool")
     return mid.resized(h, w)
+
+
+def stack_cost(plan: LayerPlan, taps: int, extra: Cost | None = None) -> Cost:
+    """The cost of a conv stack whose linear map reads ``taps`` pixels per output (25 for a
+    5x5 kernel): the dense kernel, bias and BatchNorm; the map before its pool and the
+    output. ``extra``: what the linear map holds and makes beyond that."""
+    layer, inp, out = plan.layer, plan.inp, plan.out
+    c_in, c_out = inp.feature.channels, out.feature.channels
+    stride = getattr(layer, "stride", 1)
+    before_pool = c_out * strided(inp.height, stride) * strided(inp.width, stride)
+    weights = c_in * c_out * taps + 3 * c_out
+    return Cost(weights, before_pool + values_of(out)) + (extra or Cost())

@@ -9,8 +9,16 @@ from pydantic import Field, field_validator
 
 from ..reps import FeatureType, parse_field_type
 from ..spec.errors import SpecError
-from ..stages import LayerPlan, Stage, require_features, strided
-from .base import Builder, ConvStackSchema, Planner, conv_stack, register_op, stack_output
+from ..stages import Cost, LayerPlan, Stage, require_features, strided
+from .base import (
+    Builder,
+    ConvStackSchema,
+    Planner,
+    conv_stack,
+    register_op,
+    stack_cost,
+    stack_output,
+)
 
 
 class ConvLayer(ConvStackSchema):
@@ -58,4 +66,8 @@ def build(plan: LayerPlan, builder: Builder):
     return conv_stack(conv, plan)
 
 
-OP = register_op(ConvLayer, plan, build)
+def cost(plan: LayerPlan) -> Cost:
+    return stack_cost(plan, plan.layer.kernel**2)
+
+
+OP = register_op(ConvLayer, plan, build, cost=cost)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ..reps import FeatureType
-from ..stages import LayerPlan, Stage, field_type, require_features, strided
+from ..stages import Cost, LayerPlan, Stage, field_type, require_features, strided
 from .base import (
     Builder,
     ConvStackSchema,
@@ -16,6 +16,7 @@ from .base import (
     Planner,
     conv_stack,
     register_op,
+    stack_cost,
     stack_output,
 )
 
@@ -47,4 +48,8 @@ def build(plan: LayerPlan, builder: Builder):
     return conv_stack(conv, plan)
 
 
-OP = register_op(Conv1x1Layer, plan, build)
+def cost(plan: LayerPlan) -> Cost:
+    return stack_cost(plan, 1)
+
+
+OP = register_op(Conv1x1Layer, plan, build, cost=cost)

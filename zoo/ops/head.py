@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..stages import LayerPlan, Stage, require_features
+from ..stages import Cost, LayerPlan, Stage, require_features, values_of
 from .base import Builder, LayerSchema, Planner, PoolKind, Probability, register_op
 
 
@@ -48,4 +48,14 @@ def build(plan: LayerPlan, builder: Builder):
     )
 
 
-OP = register_op(HeadLayer, plan, build, in_body=False)
+def cost(plan: LayerPlan) -> Cost:
+    """The linear layers (with their BatchNorm) from the pooled features to the classes."""
+    layer, feature = plan.layer, plan.inp.feature
+    width = feature.channels if layer.group_pool == "none" else feature.count
+    widths = [width, *layer.hidden, layer.classes]
+    weights = sum(a * b + 3 * b for a, b in zip(widths, widths[1:], strict=False))
+    pooled = width * plan.inp.height * plan.inp.width
+    return Cost(weights, values_of(plan.inp) + pooled + sum(widths))
+
+
+OP = register_op(HeadLayer, plan, build, in_body=False, cost=cost)

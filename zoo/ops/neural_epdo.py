@@ -12,7 +12,15 @@ from pydantic import Field
 
 from ..reps import FeatureType
 from ..spec.errors import SpecError
-from ..stages import LayerPlan, Stage, divisors, field_type, listing, require_features
+from ..stages import (
+    Cost,
+    LayerPlan,
+    Stage,
+    divisors,
+    field_type,
+    listing,
+    require_features,
+)
 from .base import (
     Builder,
     ConvStackSchema,
@@ -21,6 +29,7 @@ from .base import (
     Planner,
     conv_stack,
     register_op,
+    stack_cost,
     stack_output,
 )
 
@@ -88,4 +97,16 @@ def build(plan: LayerPlan, builder: Builder):
     return conv_stack(module, plan)
 
 
-OP = register_op(NeuralEpdoLayer, plan, build)
+def cost(plan: LayerPlan) -> Cost:
+    """The generator (a 1x1 to ``num_mid`` regular fields, its norm, and the 1x1 to ``g``
+    fields of 25 stencil taps per component, in ``s`` groups), the 1x1 out, and per pixel
+    the generator's fields, the stencils and the product."""
+    layer, inp = plan.layer, plan.inp
+    c_in, pixels = inp.feature.channels, inp.height * inp.width
+    mid = (plan.num_mid or 0) * inp.group.order
+    stencils = layer.g * inp.feature.field.dim * 25
+    weights = c_in * mid + 2 * mid + stencils * (mid // layer.s)
+    return stack_cost(plan, 1, Cost(weights, pixels * (mid + stencils + c_in)))
+
+
+OP = register_op(NeuralEpdoLayer, plan, build, cost=cost)

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from ..reps import FeatureType, FieldRep
 from ..spec.errors import SpecError
-from ..stages import LayerPlan, Stage, field_type, require_features, strided
+from ..stages import Cost, LayerPlan, Stage, field_type, require_features, strided
 from .base import (
     Builder,
     ConvStackSchema,
@@ -22,6 +22,7 @@ from .base import (
     Planner,
     conv_stack,
     register_op,
+    stack_cost,
     stack_output,
 )
 
@@ -89,4 +90,9 @@ def build(plan: LayerPlan, builder: Builder):
     return conv_stack(conv, plan)
 
 
-OP = register_op(PdoConvLayer, plan, build)
+def cost(plan: LayerPlan) -> Cost:
+    """A 5x5 kernel (what it exports to)."""
+    return stack_cost(plan, 25)
+
+
+OP = register_op(PdoConvLayer, plan, build, cost=cost)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from ..spec.errors import SpecError
-from ..stages import LayerPlan, Stage, require_features, strided
+from ..stages import Cost, LayerPlan, Stage, require_features, strided, values_of
 from .base import Builder, LayerSchema, Planner, register_op
 
 if TYPE_CHECKING:
@@ -118,4 +118,13 @@ def build(plan: LayerPlan, builder: Builder):
     return Residual(body, shortcut, layer.relu_after_sum, pre)
 
 
-OP = register_op(ResidualLayer, plan, build, in_body=False)
+def cost(plan: LayerPlan) -> Cost:
+    """The shortcut's projection, the pre-activation and the sum (the body's layers are
+    planned, and counted, on their own)."""
+    c_in, c_out = plan.inp.feature.channels, plan.out.feature.channels
+    weights = c_in * c_out + 3 * c_out if plan.shortcut == "conv1x1" else 0
+    values = 2 * values_of(plan.out) + (2 * values_of(plan.inp) if plan.layer.preact else 0)
+    return Cost(weights + (2 * c_in if plan.layer.preact else 0), values)
+
+
+OP = register_op(ResidualLayer, plan, build, in_body=False, cost=cost)

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import EpdoError
 
-__all__ = ["SpecError"]
+__all__ = ["SpecError", "printable"]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""Control characters, line and paragraph separators, and the bidirectional overrides."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (:data:`_CONTROL`) written as its escape
+    (``\\n``, ``\\x1b``): one line that a terminal shows as it is."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class SpecError(EpdoError, ValueError):
     """A problem with a spec, located by file, line and key path (``layers[3].g``).
 
-    ``str(err)`` is ``file:line: path: message`` (the parts that are known).
+    ``str(err)`` is ``file:line: path: message`` (the parts that are known), one line: a
+    control character (a newline, a terminal escape) from a file name or a key is written as
+    its escape.
     """
 
     def __init__(
@@ -42,7 +54,7 @@ class SpecError(EpdoError, ValueError):
         where = ""
         if self.file:
             where = f"{self.file}:{self.line}" if self.line else self.file
-        return ": ".join(part for part in (where, self.path, self.message) if part)
+        return printable(": ".join(part for part in (where, self.path, self.message) if part))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_error, (self.message, self.path, self.file, self.line))

@@ -3,25 +3,38 @@ with its plan.
 
 Loading does, in order:
 
-1. parse the YAML (SafeLoader only) and remember where every key sits in the file
-   (:mod:`.locations`);
-2. follow ``extends``: the parent (a shipped spec name or a path relative to the child's
-   folder) is loaded the same way and deep-merged under the child: mappings merge key by
+1. read the file (a regular file of at most ``EPDO_MAX_SPEC_BYTES``, UTF-8), scan its YAML
+   events (nesting depth, and the number of values with every alias use counted as a copy:
+   an alias bomb is refused before anything is built), parse it (SafeLoader only) and
+   remember where every key sits in the file (:mod:`.locations`);
+2. follow ``extends``: the parent is a shipped spec name, or a YAML file inside the folder
+   tree of the spec that names it (symlinks resolved first; the folders of
+   ``$EPDO_EXTENDS_PATH`` too), at most :data:`~.limits.MAX_EXTENDS_DEPTH` deep and without
+   cycles; a spec given as a dict (a checkpoint's) may extend only a shipped spec. The
+   parent is loaded the same way and deep-merged under the child: mappings merge key by
    key, anything else (lists included) is replaced by the child; ``name`` is not inherited;
-3. copy the ``defaults`` mapping into every layer (residual bodies included) whose op
+3. check the merged values: plain data only (mappings, lists, text, numbers, booleans,
+   null), no cycles, within the size and depth limits, no control characters in text;
+4. copy the ``defaults`` mapping into every layer (residual bodies included) whose op
    accepts the key and that does not set it;
-4. validate the schema (pydantic) and then plan the network (:func:`epdo.zoo.plan.plan_model`:
-   field types, sizes, Neural ePDO divisibility, ...); the plan stays with the spec.
+5. validate the schema (pydantic, strict types) and then plan the network
+   (:func:`epdo.zoo.plan.plan_model`: field types, sizes, Neural ePDO divisibility, the
+   model's size against the limits, ...); the plan stays with the spec.
 
 Every problem is a :class:`~epdo.zoo.spec.errors.SpecError` that points at the file, line
 and key path of the offending value, e.g.
-``specs/foo.yaml:12: layers[3].g: g=4 must divide the 6 input fields``.
+``specs/foo.yaml:12: layers[3].g: g=4 must divide the 6 input fields``. A refused
+``extends`` names the file it points at and never shows what is in it. The limits are in
+:mod:`.limits`.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
 import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +46,15 @@ from pydantic import BaseModel, ValidationError
 from ..ops import LAYER_TYPES
 from ..shipped import list_specs, resolve_spec_source, specs_dir
 from .errors import SpecError
-from .locations import Node, data_tree, locate, merge_tree, yaml_tree
+from .limits import (
+    EXTENDS_PATH_VARIABLE,
+    MAX_EXTENDS_DEPTH,
+    MAX_SPEC_DEPTH,
+    SPEC_BYTES,
+    SPEC_NODES,
+    extends_roots,
+)
+from .locations import Node, data_tree, key_path, locate, merge_tree, yaml_tree
 from .messages import from_validation
 from .schema import Defaults, Spec
 
@@ -66,57 +87,229 @@ def _display(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (OSError, ValueError):
         return str(path)
 
 
-def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
-    loader = yaml.SafeLoader(text)
+# --------------------------------------------------------------------------- reading
+
+
+def _read_text(path: Path, file: str) -> str:
+    """The text of a regular file of at most ``EPDO_MAX_SPEC_BYTES``, as UTF-8.
+
+    A FIFO or a device is refused without waiting on it; a byte that is not UTF-8 is
+    reported by its line, never shown.
+    """
+    limit = SPEC_BYTES.value
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise SpecError("not a regular file; a spec is a YAML file", file=file)
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec: {exc.strerror or exc}", file=file) from None
+    if len(data) > limit:
+        raise SpecError(f"the spec is larger than {limit:,} bytes; {SPEC_BYTES.hint}", file=file)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
         raise SpecError(
-            f"malformed YAML: {problem}{where}",
+            f"the spec is not UTF-8 text (a byte that is not UTF-8 on line {line}); save it "
+            "as UTF-8",
             file=file,
-            line=mark.line + 1 if mark else None,
+            line=line,
         ) from None
+
+
+_QUOTED = re.compile(r"'((?:\\.|[^'\\])*)'")
+_ONE_CHARACTER = re.compile(r"^(?:\\.|\\x[0-9a-f]{2}|\\u[0-9a-f]{4}|[^\\])$")
+
+
+def _keep_quoted(match: re.Match[str]) -> str:
+    """A quoted character or a ``'<token>'`` name stays; longer quoted text (an alias,
+    anchor or tag name from the file) becomes ``'...'``."""
+    inner = match.group(1)
+    return match.group() if _ONE_CHARACTER.match(inner) or inner.startswith("<") else "'...'"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's description of a parse error, with no more than a character of the file in
+    it."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    text = str(problem).strip().splitlines()[0] if problem and str(problem).strip() else ""
+    return _QUOTED.sub(_keep_quoted, text) or "unreadable"
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, file: str) -> SpecError:
+    """A parse error as one located line."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        before = text[: exc.position]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return SpecError(
+            f"the character U+{char:04X} (a control character) is not allowed in a spec "
+            f"(line {line}, column {column})",
+            file=file,
+            line=line,
+        )
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return SpecError(
+        f"malformed YAML: {_yaml_problem(exc)}{where}",
+        file=file,
+        line=mark.line + 1 if mark else None,
+    )
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose value errors (an integer of 5000 digits, the date 2001-02-30) are
+    YAML errors at the value's line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            if isinstance(exc, yaml.YAMLError):
+                raise
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({str(exc).splitlines()[0][:80]})",
+                node.start_mark,
+            ) from None
+
+
+def _scan_yaml(text: str, file: str) -> None:
+    """Refuse YAML that nests deeper than :data:`MAX_SPEC_DEPTH`, that holds more than
+    ``EPDO_MAX_SPEC_NODES`` values counting each alias use as a copy of what it names, or
+    whose alias names a collection that contains it; from the event stream alone, before
+    anything is composed."""
+    budget = SPEC_NODES.value
+    sizes: dict[str, int] = {}  # anchor -> the values it stands for
+    open_: list[list[Any]] = []  # [anchor, values so far] of each open collection
+    total = 0
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, text, file) from None
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            line = event.start_mark.line + 1
+            if isinstance(event, yaml.CollectionStartEvent):
+                if len(open_) >= MAX_SPEC_DEPTH:
+                    raise SpecError(
+                        f"the spec nests deeper than {MAX_SPEC_DEPTH} levels", file=file, line=line
+                    )
+                open_.append([event.anchor, 1])
+                count = 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor, count = open_.pop()
+                if anchor is not None:
+                    sizes[anchor] = count
+                if open_:
+                    open_[-1][1] += count
+                continue
+            elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+                if isinstance(event, yaml.AliasEvent) and any(
+                    entry[0] == event.anchor for entry in open_
+                ):
+                    raise SpecError(
+                        "an alias names a mapping or list that contains it (a cycle)",
+                        file=file,
+                        line=line,
+                    )
+                count = sizes.get(event.anchor, 1) if isinstance(event, yaml.AliasEvent) else 1
+                if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+                    sizes[event.anchor] = 1
+                if open_:
+                    open_[-1][1] += count
+            else:
+                continue
+            total += count
+            if total > budget:
+                raise SpecError(
+                    f"the spec holds more than {budget:,} values (YAML aliases counted "
+                    f"as copies); {SPEC_NODES.hint}",
+                    file=file,
+                    line=line,
+                )
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, text, file) from None
     finally:
         loader.dispose()
-    return data, node
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, Node]:
+    """The data of a YAML text and its location tree."""
+    _scan_yaml(text, file)
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, Node(file, None)
+        tree = yaml_tree(node, file, {})
+        return loader.construct_document(node), tree
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, text, file) from None
+    finally:
+        loader.dispose()
 
 
 def _read_file(path: Path, chain: tuple[Path, ...]) -> _Raw:
     file = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read the spec: {exc}", file=file) from None
-    data, node = _parse_yaml(text, file)
-    tree = yaml_tree(node, file, {}) if node is not None else Node(file, None)
+    data, tree = _parse_yaml(_read_text(path, file), file)
     raw = _Raw(data, tree, file, path.stem)
     return _resolve_extends(raw, path.parent, chain + (path.resolve(),))
 
 
-def _find_parent(value: str, base_dir: Path) -> Path | None:
-    """A shipped name, else a path relative to ``base_dir`` (``.yaml`` may be left off)."""
+# --------------------------------------------------------------------------- extends
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _find_parent(value: str, base_dir: Path | None, where: dict[str, Any]) -> Path:
+    """The file ``extends: value`` names: a shipped spec, or (for a spec file, ``base_dir``
+    its folder) a file inside that folder's tree or a folder of ``$EPDO_EXTENDS_PATH``
+    (``.yaml`` may be left off). Anything else is refused by name."""
     bare = Path(value).suffix not in (".yaml", ".yml") and len(Path(value).parts) == 1
-    if bare and value in list_specs():
+    shipped = list_specs()
+    if bare and value in shipped:
         return specs_dir() / f"{value}.yaml"
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    if path.is_file():
-        return path
-    if bare and path.with_name(f"{value}.yaml").is_file():
-        return path.with_name(f"{value}.yaml")
-    return None
+    if base_dir is None:
+        raise SpecError(
+            f"refused {value!r}: a spec given as data (such as the one inside a checkpoint) "
+            f"may extend only a shipped spec ({', '.join(shipped) or 'none'})",
+            **where,
+        )
+    candidates = [base_dir / value]
+    if bare:
+        candidates.append(base_dir / f"{value}.yaml")
+    roots = [base_dir.resolve(), specs_dir().resolve(), *extends_roots()]
+    for candidate in candidates:
+        target = candidate.resolve()
+        if not any(_inside(target, root) for root in roots):
+            raise SpecError(
+                f"refused {value!r}: it is outside the folder of {where['file']}; a spec may "
+                "extend a shipped spec or a YAML file in its own folder or below it (after "
+                f"symlinks), or in a folder listed in ${EXTENDS_PATH_VARIABLE}",
+                **where,
+            )
+        if target.is_file():
+            return target
+    raise SpecError(
+        f"cannot find the parent spec {value!r}: no shipped spec of that name "
+        f"({', '.join(shipped) or 'none'}) and no file {_display(candidates[0])}",
+        **where,
+    )
 
 
-def _resolve_extends(raw: _Raw, base_dir: Path, chain: tuple[Path, ...]) -> _Raw:
-    """Check the top level and merge the parent chain under ``raw``."""
+def _resolve_extends(raw: _Raw, base_dir: Path | None, chain: tuple[Path, ...]) -> _Raw:
+    """Check the top level and merge the parent chain under ``raw`` (``base_dir`` None: a
+    spec given as data, which may extend only a shipped spec)."""
     if raw.data is None:
         raise SpecError("the spec is empty; it needs group:, input: and layers:", file=raw.file)
     if not isinstance(raw.data, dict):
@@ -128,35 +321,115 @@ def _resolve_extends(raw: _Raw, base_dir: Path, chain: tuple[Path, ...]) -> _Raw
             line=raw.tree.line,
         )
     data = dict(raw.data)
-    tree = Node(raw.tree.file, raw.tree.line, dict(raw.tree.children or {}))
+    children = raw.tree.children if isinstance(raw.tree.children, dict) else {}
+    tree = Node(raw.tree.file, raw.tree.line, dict(children))
     parent = data.pop("extends", None)
     extends_node = tree.children.pop("extends", None)  # type: ignore[union-attr]
     if parent is None:
         return _Raw(data, tree, raw.file, raw.stem)
-    line = extends_node.line if extends_node else None
-    if not isinstance(parent, str) or not parent.strip():
+    where: dict[str, Any] = {
+        "path": "extends",
+        "file": raw.file,
+        "line": extends_node.line if extends_node else None,
+    }
+    if not isinstance(parent, str) or not parent.strip() or "\0" in parent:
         raise SpecError(
-            f"extends must be a shipped spec name or a path to a YAML file, got {parent!r}",
-            path="extends",
-            file=raw.file,
-            line=line,
+            "extends must be a shipped spec name or a path to a YAML file, got "
+            f"{_short_value(parent)}",
+            **where,
         )
-    parent_path = _find_parent(parent.strip(), base_dir)
-    if parent_path is None:
-        raise SpecError(
-            f"cannot find the parent spec {parent!r}: no shipped spec of that name "
-            f"({', '.join(list_specs()) or 'none'}) and no file {base_dir / parent}",
-            path="extends",
-            file=raw.file,
-            line=line,
-        )
+    parent_path = _find_parent(parent.strip(), base_dir, where)
     if parent_path.resolve() in chain:
         cycle = " -> ".join(_display(p) for p in (*chain, parent_path.resolve()))
-        raise SpecError(f"extends cycle: {cycle}", path="extends", file=raw.file, line=line)
+        raise SpecError(f"a cycle of parents: {cycle}", **where)
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise SpecError(
+            f"the chain of parents is more than {MAX_EXTENDS_DEPTH} specs long (from "
+            f"{_display(chain[0])}); merge some of them",
+            **where,
+        )
     base = _read_file(parent_path, chain)
     base.data.pop("name", None)
     base.tree.children.pop("name", None)  # type: ignore[union-attr]
     return _Raw(_merge(base.data, data), merge_tree(base.tree, tree), raw.file, raw.stem)
+
+
+def _short_value(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 128 else "a number"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- values
+
+_PLAIN = (str, int, float, type(None), bytes, datetime.date)
+"""What a spec value may be besides a mapping or a list (YAML gives bytes for ``!!binary``
+and dates for timestamps; the schema refuses them where it expects something else)."""
+
+_KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_BIG = 1 << 64
+
+
+def _check_values(data: Any, tree: Node | None, file: str | None) -> None:
+    """Refuse what no spec holds, before anything copies or validates it: more than
+    ``EPDO_MAX_SPEC_NODES`` values (a value reached twice counts twice), nesting deeper than
+    :data:`MAX_SPEC_DEPTH`, a mapping or list that contains itself, a value that is not plain
+    data, an integer beyond 64 bits, control characters in a key or a text (tabs and line
+    breaks are fine in a text)."""
+    budget = SPEC_NODES.value
+    count = 0
+    on_path: set[int] = set()
+    stack: list[tuple[Any, str, int, bool]] = [(data, "", 0, False)]
+
+    def fail(message: str, path: str) -> SpecError:
+        where = locate(tree, path, file) if tree is not None else (file, None)
+        return SpecError(message, path=path or None, file=where[0] or file, line=where[1])
+
+    while stack:
+        value, path, depth, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(value))
+            continue
+        count += 1
+        if count > budget:
+            raise fail(f"the spec holds more than {budget:,} values; {SPEC_NODES.hint}", path)
+        if isinstance(value, dict | list | tuple | set | frozenset):
+            if id(value) in on_path:
+                raise fail("this mapping or list contains itself", path)
+            if depth >= MAX_SPEC_DEPTH:
+                raise fail(f"the spec nests deeper than {MAX_SPEC_DEPTH} levels", path)
+            on_path.add(id(value))
+            stack.append((value, path, depth, True))
+            if isinstance(value, dict):
+                items = list(value.items())
+                for key, _ in items:
+                    if isinstance(key, str) and _KEY_CONTROL.search(key):
+                        raise fail("a key holds a control character", key_path(path, key))
+                    if not isinstance(key, str | int | float | bool | type(None)):
+                        raise fail(f"a key must be a name, not a {type(key).__name__}", path)
+                children = [(key_path(path, k), v) for k, v in items]
+            else:
+                children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+            stack.extend((v, p, depth + 1, False) for p, v in reversed(children))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            if not -_BIG <= value <= _BIG:
+                raise fail(f"a number of {value.bit_length()} bits is not a spec value", path)
+        elif isinstance(value, str):
+            found = _TEXT_CONTROL.search(value)
+            if found:
+                raise fail(
+                    f"the text holds the control character U+{ord(found.group()):04X}; a spec's "
+                    "text must be printable",
+                    path,
+                )
+        elif not isinstance(value, _PLAIN):
+            raise fail(
+                "a spec value must be a mapping, a list, a text, a number, a boolean or null, "
+                f"not a {type(value).__name__}",
+                path,
+            )
 
 
 _DEFAULTABLE = tuple(Defaults.model_fields)
@@ -213,12 +486,13 @@ def _apply_defaults(data: dict[str, Any], tree: Node) -> dict[str, Any]:
 
 def _raw_from_source(source: str | os.PathLike[str] | dict[str, Any]) -> _Raw:
     if isinstance(source, dict):
+        _check_values(source, None, None)
         data = copy.deepcopy(source)
         raw = _Raw(data, data_tree(data), None, None)
-        return _resolve_extends(raw, Path.cwd(), ())
+        return _resolve_extends(raw, None, ())
     try:
         path = resolve_spec_source(source)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise SpecError(str(exc)) from None
     return _read_file(path, ())
 
@@ -227,12 +501,13 @@ def load_spec(source: str | os.PathLike[str] | dict[str, Any] | Spec) -> Spec:
     """Load, merge, validate and plan a spec; every problem raises :class:`SpecError`.
 
     ``source`` is a YAML file path, a shipped spec name (see
-    :func:`epdo.zoo.shipped.list_specs`), an already parsed dict (its ``extends`` resolves
-    against shipped names or the working directory) or a :class:`Spec` (returned as is).
+    :func:`epdo.zoo.shipped.list_specs`), an already parsed dict (its ``extends`` may name
+    only a shipped spec) or a :class:`Spec` (returned as is).
     """
     if isinstance(source, Spec):
         return source
     raw = _raw_from_source(source)
+    _check_values(raw.data, raw.tree, raw.file)
     data = _apply_defaults(raw.data, raw.tree)
     data.setdefault("name", raw.stem or "spec")
     try:

@@ -4,6 +4,7 @@ is allowed (keys, ops)."""
 
 from __future__ import annotations
 
+import reprlib
 import typing
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..ops import BODY_OPS, LAYER_OPS, LAYER_TYPES
 from .errors import SpecError
+from .locations import key_path
 
 __all__ = ["from_validation"]
 
@@ -31,7 +33,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
 def _format_path(segments: list[str | int]) -> str:
     text = ""
     for seg in segments:
-        text += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if text else str(seg))
+        text = f"{text}[{seg}]" if isinstance(seg, int) else key_path(text, seg)
     return text
 
 
@@ -61,8 +63,16 @@ def _model_at(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel] | 
     return model
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 6, 6, 4, 4
+_REPR.maxstring, _REPR.maxlong, _REPR.maxother = 50, 40, 50
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    """A short repr of a value (never the whole of a large one)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"a number of {value.bit_length()} bits"
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -6,9 +6,11 @@ is checked by planning it (:attr:`Spec.plan`). This module knows nothing about t
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,9 +30,32 @@ __all__ = ["AugmentSpec", "Defaults", "InputSpec", "Spec", "TrainSpec"]
 
 
 class _Section(BaseModel):
-    """A mapping of the spec: unknown keys are errors, values are frozen."""
+    """A mapping of the spec: unknown keys are errors, values are frozen, types are strict
+    (``true`` is not 1, ``1e9`` and ``"8"`` are not integers) and numbers finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+_NAME_CHARACTERS = re.compile(r"^[^/\\\x00-\x1f\x7f-\x9f]+$")
+
+
+def _check_name(value: str) -> str:
+    """A spec's name names folders (``runs/<name>/...``): one plain path component."""
+    if not _NAME_CHARACTERS.match(value) or value.strip(". ") == "" or len(value) > 128:
+        raise ValueError(
+            f"a spec's name must be one file name of at most 128 characters, without / or "
+            f"\\ and not . or .. (it names the run folder), got {value[:60]!r}"
+        )
+    return value
+
+
+def _check_path_text(value: str | None) -> str | None:
+    if value is not None and _CONTROL_CHARACTERS.search(value):
+        raise ValueError(f"a path cannot hold control characters, got {value[:60]!r}")
+    return value
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class InputSpec(_Section):
@@ -120,7 +145,7 @@ class TrainSpec(_Section):
     dataset: Literal[
         "mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100"
     ] = "sample"
-    data_dir: str | None = None
+    data_dir: Annotated[str | None, AfterValidator(_check_path_text)] = None
     batch_size: Annotated[int, Field(ge=1)] = 64
     epochs: Annotated[int, Field(ge=1)] = 10
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -141,6 +166,18 @@ class TrainSpec(_Section):
     """fp32: float32 (TF32 matmuls on CUDA), the papers' setting; amp: mixed precision on
     CUDA (bf16, or fp16 with a gradient scaler). The CPU always computes in float32."""
 
+    @field_validator("lr_milestones", mode="before")
+    @classmethod
+    def _epochs_from_json(cls, value: Any) -> Any:
+        """JSON writes the epochs as text (``"150"``); they are read back as integers."""
+        if isinstance(value, dict):
+            return {
+                int(k) if isinstance(k, str) and k.isascii() and k.isdigit() and len(k) < 19
+                else k: v
+                for k, v in value.items()
+            }
+        return value
+
     @model_validator(mode="after")
     def _nesterov_needs_sgd(self) -> TrainSpec:
         if self.nesterov and self.optimizer != "sgd":
@@ -157,7 +194,7 @@ class Spec(_Section):
     equality.
     """
 
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1), AfterValidator(_check_name)]
     description: str = ""
     group: str
     discretization: Literal["fd", "fd_wide", "gauss", "rbffd"] = "gauss"
@@ -177,6 +214,18 @@ class Spec(_Section):
     def _known_group(cls, value: Any) -> Any:
         if isinstance(value, str):
             return parse_group(value).name
+        return value
+
+    @field_validator("train")
+    @classmethod
+    def _crop_inside_the_image(cls, value: TrainSpec, info: ValidationInfo) -> TrainSpec:
+        given = info.data.get("input")
+        padding = value.augment.crop_padding
+        if given is not None and padding > max(given.size):
+            raise ValueError(
+                f"augment.crop_padding={padding} is more than the {max(given.size)}-pixel "
+                "input; a random crop pads by a few pixels"
+            )
         return value
 
     @property
