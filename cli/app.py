@@ -9,6 +9,11 @@ problem is an :class:`epdo.zoo.errors.EpdoError` (or an OS error about a file): 
 :func:`handles_errors` wrapper, put around every command when it is registered, prints
 ``error: <one line>`` to stderr and exits with the error's ``exit_code`` (2, a usage or input
 error, unless the error says otherwise). Under ``torchrun`` only rank 0 prints.
+
+Usage errors found while parsing the command line (an unknown option, a value out of an
+option's range, a missing argument) take the same form: :class:`OneLineErrors`, the class of
+the app's command group, prints them as ``error: <message> (see 'epdo <command> --help')``
+and exits 2, instead of the usage text and the framed box Typer prints by default.
 """
 
 from __future__ import annotations
@@ -22,10 +27,17 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - typer that depends on click
+    from click.exceptions import UsageError
 
 __all__ = [
     "INTERRUPTED",
     "USAGE_ERROR",
+    "OneLineErrors",
     "app",
     "console",
     "err_console",
@@ -37,13 +49,6 @@ __all__ = [
     "print_note",
 ]
 
-app = typer.Typer(
-    name="epdo",
-    help="Rotation-equivariant networks from partial differential operators.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -105,6 +110,51 @@ def handles_errors(func: F) -> F:
             fail(f"{exc.filename}: {reason}" if exc.filename is not None else reason)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _usage_line(exc: Any) -> str:
+    """A command-line usage error as one line, with where to read the command's help."""
+    text = " ".join(str(exc.format_message()).split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        text += f" (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+    return text
+
+
+class OneLineErrors(TyperGroup):
+    """The app's command group: a usage error found while parsing the command line
+    (Click's ``UsageError``: a bad option value, an unknown option or command, a missing
+    argument) is printed as the one line ``error: ...`` and exits 2. Running a group
+    without a command still prints its help."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+class _one_line_usage_errors:  # noqa: N801 - used as a context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, UsageError) or type(exc).__name__ == "NoArgsIsHelpError":
+            return False
+        print_error(_usage_line(exc))
+        raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    name="epdo",
+    help="Rotation-equivariant networks from partial differential operators.",
+    cls=OneLineErrors,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def print_json(data: Any) -> None:

@@ -69,10 +69,12 @@ def train_command(
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     out: str | None = typer.Option(
-        None, "--out", help="Run directory (default runs/<spec>/<timestamp>/)."
+        None, "--out", help="Run directory: a new or empty folder (default "
+        "runs/<spec>/<timestamp>/)."
     ),
     resume: str | None = typer.Option(
-        None, "--resume", help="Continue the run in this directory from checkpoint-last.pt."
+        None, "--resume", help="Continue the run in this directory from checkpoint-last.pt "
+        "(a run killed in its first epoch: from checkpoint-best.pt or its spec.yaml)."
     ),
     no_augment: bool = typer.Option(
         False, "--no-augment", help="Train without the spec's augmentation (upright images)."

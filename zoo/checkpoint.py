@@ -15,14 +15,24 @@ longer derives and is refused with a message.
 Files are written atomically (:mod:`epdo.zoo.fileio`: a temporary file in the same
 directory, renamed over the target), so an interrupted write never leaves a half-written
 checkpoint at the target path.
+
+Nothing read is trusted before it is checked: :func:`read_checkpoint` refuses a file that
+needs anything but plain data to unpickle (naming the forbidden global) and checks the
+dict's structure and types; :func:`load_weights` names the missing, unexpected and
+misshapen weights; :func:`check_training_state` and :func:`load_optimizer_state` check what
+a resumed run takes from it (the epoch, the step, the optimizer, the random states). Each
+problem is one :class:`CheckpointError` line.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
-import pickle
 import random
-import zipfile
+import re
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +140,8 @@ def resolve_checkpoint(source: str | os.PathLike[str]) -> Path:
         )
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file; pass a checkpoint file")
     return path
 
 
@@ -150,30 +162,105 @@ def latest_checkpoint(runs: str | os.PathLike[str]) -> Path:
 
 
 def read_checkpoint(source: str | os.PathLike[str], map_location: str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; :class:`CheckpointError` if unusable."""
+    """Load a checkpoint with ``weights_only=True`` and check its structure (module
+    docstring); :class:`CheckpointError` if it is unusable."""
     path = resolve_checkpoint(source)
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError,
-            ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupted?): {reason}; "
-            "use another checkpoint, e.g. checkpoint-best.pt or checkpoint-last.pt of the run"
-        ) from exc
+        with warnings.catch_warnings():  # torch's pickle-protocol notes are not the user's
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # any failure to parse an untrusted file is one line
+        raise _unreadable(path, exc) from None
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt != CHECKPOINT_FORMAT and fmt not in LEGACY_FORMATS:
         raise CheckpointError(
             f"{path}: not an epdo checkpoint (expected format {CHECKPOINT_FORMAT!r})"
         )
-    for key in ("spec", "model", "epoch"):
-        if key not in data:
-            raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    _check_structure(data, path)
     if fmt != CHECKPOINT_FORMAT:
         data["spec"] = _upgrade_format1_spec(data["spec"], path)
         data["format"] = CHECKPOINT_FORMAT
     data["path"] = str(path)
     return data
+
+
+_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
+_USE_ANOTHER = "use a checkpoint written by epdo train (checkpoint-best.pt or checkpoint-last.pt)"
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """The one line for a file ``torch.load`` refused: a pickle that needs code or objects
+    (named), or a file that is not a readable checkpoint at all."""
+    text = str(exc)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        found = _GLOBAL.search(text)
+        if found:
+            what = f"the global {found.group(1)!r}"
+        else:
+            after = text.split("WeightsUnpickler error:", 1)[-1]
+            lines = [line.strip() for line in after.splitlines() if line.strip()]
+            what = lines[0] if lines and "WeightsUnpickler error:" in text else "a pickle opcode"
+        return CheckpointError(
+            f"{path}: contains code or objects that epdo does not load ({what}); epdo reads "
+            f"checkpoints as plain data only (tensors, numbers, strings): {_USE_ANOTHER}"
+        )
+    if isinstance(exc, EOFError) or (path.is_file() and path.stat().st_size == 0):
+        reason = "the file ends early (empty or cut off)"
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        if len(reason) > 160:  # torch's long explanations: keep the first sentence
+            reason = reason.split(". ")[0]
+    return CheckpointError(f"{path}: not a readable checkpoint file ({reason}); {_USE_ANOTHER}")
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_structure(data: dict[str, Any], path: Path) -> None:
+    """The entries every checkpoint needs, with the types epdo relies on."""
+
+    def bad(message: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {message}; {_USE_ANOTHER}")
+
+    for key in ("spec", "model", "epoch"):
+        if key not in data:
+            raise bad(f"checkpoint has no {key!r} entry")
+    if not isinstance(data["spec"], Mapping):
+        raise bad(f"its 'spec' entry is a {_kind(data['spec'])}, not a mapping")
+    model = data["model"]
+    if not isinstance(model, Mapping):
+        raise bad(f"its 'model' entry is a {_kind(model)}, not a state dict of tensors")
+    for key, value in model.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise bad(f"its 'model' entry {key!r} is a {_kind(value)}, not a tensor")
+    epoch = data["epoch"]
+    if not _is_int(epoch) or epoch < 0:
+        raise bad(f"its 'epoch' entry is {epoch!r}, not a count of epochs (a whole number "
+                  "of 0 or more)")
+    optimizer = data.get("optimizer")
+    if optimizer is not None and not (
+        isinstance(optimizer, Mapping) and isinstance(optimizer.get("state"), Mapping)
+        and isinstance(optimizer.get("param_groups"), list)
+    ):
+        raise bad("its 'optimizer' entry is not an optimizer state (a mapping with 'state' "
+                  "and 'param_groups')")
+    for key in ("rng", "metrics", "extra"):
+        if data.get(key) is not None and not isinstance(data[key], Mapping):
+            raise bad(f"its {key!r} entry is a {_kind(data[key])}, not a mapping")
+    data["metrics"] = dict(data.get("metrics") or {})
+    data["extra"] = dict(data.get("extra") or {})
+    if not isinstance(data.get("epdo_version", ""), str):
+        raise bad("its 'epdo_version' entry is not a string")
 
 
 def _upgrade_format1_spec(spec: Any, path: Path) -> Any:
@@ -195,19 +282,226 @@ def _upgrade_format1_spec(spec: Any, path: Path) -> Any:
 
 def model_from_checkpoint(data: dict[str, Any]) -> tuple[nn.Module, Spec]:
     """Rebuild the model of a loaded checkpoint dict and load its weights."""
+    path = data.get("path")
     try:
         spec = load_spec(data["spec"])
     except SpecError as exc:
-        raise CheckpointError(f"{data.get('path')}: the spec inside is invalid: {exc}") from exc
+        raise CheckpointError(f"{path}: the spec inside is invalid: {exc}") from exc
+    check_epoch(data, spec)
     model = build_model(spec)
-    try:
-        model.load_state_dict(data["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{data.get('path')}: weights do not fit the spec inside: {first}"
-        ) from exc
+    load_weights(model, data["model"], path)
     return model, spec
+
+
+def check_epoch(data: dict[str, Any], spec: Spec) -> None:
+    """The epochs a checkpoint says it completed fit its spec's ``train.epochs``."""
+    if data["epoch"] > spec.train.epochs:
+        raise CheckpointError(
+            f"{data.get('path')}: says {data['epoch']} epochs were completed but its spec "
+            f"trains {spec.train.epochs}; {_USE_ANOTHER}"
+        )
+
+
+def _names(keys: list[str], shown: int = 3) -> str:
+    more = len(keys) - shown
+    return ", ".join(keys[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def _size(shape: torch.Size | tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape) or "scalar"
+
+
+def load_weights(model: nn.Module, state: Mapping[str, Any], path: Any) -> None:
+    """Load ``state`` into ``model`` after checking it fits: every weight present, none
+    unexpected, the same shapes, a fitting dtype, finite values; :class:`CheckpointError`
+    naming the first few offending keys and how many more."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing ({_names(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+    shapes, kinds, values = [], [], []
+    for key, want in expected.items():
+        got = state.get(key)
+        if not isinstance(got, torch.Tensor):
+            continue
+        if got.shape != want.shape:
+            shapes.append(f"{key} is {_size(got.shape)}, the model's {_size(want.shape)}")
+        elif got.is_complex() or got.is_floating_point() != want.is_floating_point():
+            kinds.append(f"{key} is {got.dtype}, the model's {want.dtype}")
+        elif got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            values.append(key)
+    if shapes:
+        problems.append(f"{len(shapes)} of another shape ({_names(shapes, 2)})")
+    if kinds:
+        problems.append(f"{len(kinds)} of another type ({_names(kinds, 2)})")
+    if values:
+        problems.append(f"{len(values)} with NaN or infinite values ({_names(values)})")
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit the spec inside: "
+                              f"{'; '.join(problems)}")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise CheckpointError(f"{path}: weights do not fit the spec inside: {detail}") from None
+
+
+def check_training_state(data: dict[str, Any]) -> None:
+    """What a resumed run takes from a checkpoint besides the weights (the step within an
+    epoch, the partial sums, the best epoch, the clock, the random and scaler states) has
+    the types the trainer relies on; :class:`CheckpointError` otherwise."""
+    path = data.get("path")
+    extra = data["extra"]
+
+    def bad(what: str, value: Any) -> CheckpointError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return CheckpointError(
+            f"{path}: its {what} is {shown}, which no epdo run writes; {_USE_ANOTHER}"
+        )
+
+    step = extra.get("step", 0)
+    if not _is_int(step) or step < 0:
+        raise bad("'extra.step' (steps done in the next epoch)", step)
+    partial = extra.get("partial")
+    if partial is not None and not (
+        isinstance(partial, (list, tuple)) and len(partial) == 3
+        and all(_is_number(v) and math.isfinite(v) and v >= 0 for v in partial)
+    ):
+        raise bad("'extra.partial' (three sums)", partial)
+    wall = extra.get("wall_seconds", 0.0)
+    if not _is_number(wall) or not math.isfinite(wall) or wall < 0:
+        raise bad("'extra.wall_seconds'", wall)
+    best = extra.get("best")
+    if best is not None and not (
+        isinstance(best, Mapping) and _is_int(best.get("epoch"))
+        and 1 <= best["epoch"] <= max(data["epoch"], 1)
+        and all(_is_number(best.get(k)) and math.isfinite(best[k])
+                for k in ("test_acc", "test_loss"))
+    ):
+        raise bad("'extra.best' (the best epoch)", best)
+    scaler = extra.get("scaler")
+    if scaler is not None and not (
+        isinstance(scaler, Mapping)
+        and all(isinstance(k, str) and _is_number(v) and math.isfinite(v) and v >= 0
+                for k, v in scaler.items())
+    ):
+        raise bad("'extra.scaler' (the gradient scaler state)", scaler)
+    rng = data.get("rng")
+    if rng is not None:
+        reference = torch.get_rng_state()
+        state = rng.get("torch")
+        if not (isinstance(state, torch.Tensor) and state.dtype == reference.dtype
+                and state.shape == reference.shape):
+            raise bad("'rng.torch' (the random state)", state)
+        cuda = rng.get("cuda", [])
+        if not (isinstance(cuda, (list, tuple)) and all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1 for t in cuda
+        )):
+            raise bad("'rng.cuda' (the CUDA random states)", cuda)
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, saved: Mapping[str, Any], path: Any
+) -> None:
+    """Load a saved optimizer state after checking it against ``optimizer`` (a fresh one
+    for the same parameters): the same groups and parameter counts, hyperparameters of the
+    same kinds, and per parameter the state entries this optimizer keeps, shaped like the
+    parameter and finite; :class:`CheckpointError` otherwise."""
+
+    def bad(message: str) -> CheckpointError:
+        return CheckpointError(f"{path}: optimizer state does not fit: {message}; "
+                               f"{_USE_ANOTHER}")
+
+    groups, state = saved["param_groups"], saved["state"]
+    fresh = optimizer.state_dict()["param_groups"]
+    if len(groups) != len(fresh):
+        raise bad(f"{len(groups)} parameter groups, the model's optimizer has {len(fresh)}")
+    owner: dict[Any, torch.Tensor] = {}
+    for g, (group, want) in enumerate(zip(groups, fresh, strict=True)):
+        if not isinstance(group, Mapping):
+            raise bad(f"parameter group {g} is a {_kind(group)}, not a mapping")
+        ids = group.get("params")
+        if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
+            raise bad(f"parameter group {g} has no list of parameter ids")
+        if len(ids) != len(want["params"]):
+            raise bad(f"parameter group {g} has {len(ids)} parameters, the model "
+                      f"{len(want['params'])}")
+        for key, value in group.items():
+            if key != "params" and key in want and not _same_kind(value, want[key]):
+                raise bad(f"parameter group {g}: {key} is {value!r}, expected a value like "
+                          f"{want[key]!r}")
+        owner.update(zip(ids, optimizer.param_groups[g]["params"], strict=True))
+    if len(owner) != sum(len(w["params"]) for w in fresh):
+        raise bad("parameter ids repeat")
+    keys = _state_keys(optimizer)
+    for pid, entry in state.items():
+        if pid not in owner:
+            raise bad(f"state for parameter {pid!r}, which no group lists")
+        if not isinstance(entry, Mapping):
+            raise bad(f"state of parameter {pid} is a {_kind(entry)}, not a mapping")
+        lacking = sorted(keys - set(entry))
+        foreign = sorted(str(k) for k, v in entry.items() if k not in keys and v is not None)
+        if entry and (lacking or foreign):
+            raise bad(f"state of parameter {pid} has {sorted(map(str, entry))}, this optimizer "
+                      f"keeps {sorted(keys)}")
+        for key, value in entry.items():
+            problem = _state_value_problem(key, value, owner[pid])
+            if problem:
+                raise bad(f"state {key!r} of parameter {pid} {problem}")
+    try:
+        optimizer.load_state_dict(dict(saved))
+    except Exception as exc:  # torch's own checks, on data already found well-formed
+        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise bad(detail or type(exc).__name__) from None
+
+
+def _same_kind(value: Any, want: Any) -> bool:
+    """Whether a saved hyperparameter has the kind of the fresh optimizer's (numbers
+    finite; ``None`` where the fresh one has None or a flag)."""
+    if want is None or isinstance(want, bool):
+        return value is None or isinstance(value, bool)
+    if _is_number(want):
+        return _is_number(value) and math.isfinite(value)
+    if isinstance(want, (tuple, list)):
+        return isinstance(value, (tuple, list)) and len(value) == len(want) and all(
+            _same_kind(v, w) for v, w in zip(value, want, strict=True)
+        )
+    if isinstance(want, torch.Tensor):
+        return isinstance(value, torch.Tensor) and value.shape == want.shape
+    return isinstance(value, type(want))
+
+
+def _state_keys(optimizer: torch.optim.Optimizer) -> set[str]:
+    """The state entries ``optimizer``'s class keeps per parameter, learnt from one step
+    of the same kind of optimizer on a throwaway parameter."""
+    accepted = inspect.signature(type(optimizer)).parameters
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    probe = torch.zeros(1, requires_grad=True)
+    probe.grad = torch.zeros(1)
+    twin = type(optimizer)([probe], **defaults)
+    twin.step()
+    return set(twin.state[probe])
+
+
+def _state_value_problem(key: str, value: Any, param: torch.Tensor) -> str | None:
+    if value is None:
+        return None  # SGD's momentum buffer before its first step
+    if key == "step":
+        number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        ok = _is_number(number) and math.isfinite(number) and number >= 0
+        return None if ok else f"is {_kind(value)} {value!r:.40}, not a step count"
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        return f"is a {_kind(value)}, not a floating-point tensor"
+    if value.shape != param.shape:
+        return f"is {_size(value.shape)}, the parameter {_size(param.shape)}"
+    if not bool(torch.isfinite(value).all()):
+        return "has NaN or infinite values"
+    return None
 
 
 def load_model(

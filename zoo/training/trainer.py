@@ -11,6 +11,11 @@ the model, optimizer and gradient-scaler states, so ``resume=RUN_DIR`` continues
 the CPU, 2 epochs in one go and 1 + 1 resumed end with identical weights. A run interrupted
 with Ctrl-C saves the state at the last finished step and resumes from that step (exactly
 in a single process; under torchrun the other ranks' dropout streams restart from a seed).
+
+The run directory is held (locked) by one trainer from before its first file is written to
+the end, and is resumable whatever instant a run was killed at (see :mod:`.rundir`).
+Everything a resumed run takes from its checkpoint is checked first
+(:func:`~epdo.zoo.checkpoint.check_training_state` and its neighbours).
 """
 
 from __future__ import annotations
@@ -27,17 +32,34 @@ from torch import nn
 from epdo import __version__
 
 from ..builder import build_model
-from ..checkpoint import BEST, LAST, CheckpointError, read_checkpoint, rng_state, save_checkpoint
-from ..spec import Spec, load_spec
+from ..checkpoint import (
+    BEST,
+    LAST,
+    CheckpointError,
+    check_epoch,
+    check_training_state,
+    load_optimizer_state,
+    load_weights,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
+from ..spec import Spec, SpecError, load_spec
 from .augment import AugmentDraws
-from .config import resume_spec, with_overrides
+from .config import (
+    check_overrides,
+    check_train_limits,
+    check_workers,
+    resume_spec,
+    with_overrides,
+)
 from .device import Precision, resolve_device, resolve_precision
 from .distributed import DistEnv
 from .errors import NonFiniteLossError, TrainError, TrainingInterrupted
 from .interrupts import StopRequest
 from .loop import Engine, NonFiniteStep
 from .progress import NullProgress, Progress
-from .rundir import METRICS, RunDir
+from .rundir import SPEC, RunDir
 from .sampling import train_batches
 from .schedule import lr_at, make_optimizer, set_lr
 from .seeding import epoch_generator, seed_global
@@ -102,8 +124,12 @@ def train(
     ``lr``, ``dataset``, ``data_dir`` and ``seed`` override it; ``amp`` True/False overrides its
     ``precision`` (mixed precision on CUDA / float32). ``resume`` continues the run
     in that directory from its ``checkpoint-last.pt`` (the spec comes from the checkpoint;
-    ``epochs`` may extend it). ``augment=False`` turns the spec's augmentation off (the
-    upright-only experiment). ``data`` = (train, test) bypasses dataset loading.
+    ``epochs`` may extend it; a run killed before that file was first written continues
+    from ``checkpoint-best.pt`` or starts again from its ``spec.yaml``). ``out`` must be a
+    new or empty folder, or a run folder that saved no checkpoint (see :mod:`.rundir`);
+    the run folder is locked against other trainers until this returns. ``augment=False``
+    turns the spec's augmentation off (the upright-only experiment). ``data`` = (train,
+    test) bypasses dataset loading.
 
     Raises :class:`TrainError`, :class:`~epdo.zoo.spec.SpecError`,
     :class:`~epdo.zoo.checkpoint.CheckpointError` or the data module's ``DataError`` before
@@ -113,48 +139,95 @@ def train(
     env = DistEnv.from_environ()
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "dataset": dataset,
                  "data_dir": None if data_dir is None else str(data_dir), "seed": seed}
+    check_overrides(**overrides)
+    check_workers(workers)
     if augment is False:
         if resume is not None:
             raise TrainError("--no-augment cannot change a resumed run; start a new run")
         overrides["augment"] = {"rotate": False, "flip": False, "crop_padding": 0}
-    checkpoint = None
-    run_dir = None
-    if resume is not None:
-        run_dir = RunDir(resume)
-        checkpoint = _resume_checkpoint(run_dir)
-        spec = resume_spec(checkpoint["spec"], spec_source, **overrides)
-    elif spec_source is None:
+    if resume is None and spec_source is None:
         raise TrainError("give a spec to train, or --resume RUN_DIR to continue a run")
-    else:
-        spec = with_overrides(load_spec(spec_source), **overrides)
-    if workers < 0:
-        raise TrainError(f"--workers must be 0 or more, got {workers}")
-    dev = resolve_device(device, env.local_rank)
-    precision = resolve_precision(amp, dev, spec.train.precision)
-    precision.configure()
-    report = progress if progress is not None and env.is_main else NullProgress()
-    run = _Run(spec, env=env, device=dev, precision=precision, workers=workers, progress=report)
-    train_set, test_set = data if data is not None else _load_data(spec)
-    run.set_data(train_set, test_set)
-    env.init(dev)
+    claim = _Claim(env)
     try:
-        result = run.execute(run_dir=run_dir, out=out, checkpoint=checkpoint)
-    except BaseException:
+        checkpoint = None
+        if resume is not None:
+            claim.take(lambda: RunDir.reopen(resume))
+            checkpoint, base = _resume_source(RunDir.reopen(resume, lock=False))
+            if checkpoint is not None:
+                check_epoch(checkpoint, base)
+            spec = resume_spec(base, spec_source, **overrides)
+            check_train_limits(spec.train)
+        else:
+            spec = with_overrides(load_spec(spec_source), **overrides)
+            check_train_limits(spec.train)
+            claim.take(lambda: RunDir.fresh(out, spec.name))
+        dev = resolve_device(device, env.local_rank)
+        precision = resolve_precision(amp, dev, spec.train.precision)
+        precision.configure()
+        report = progress if progress is not None and env.is_main else NullProgress()
+        run = _Run(spec, env=env, device=dev, precision=precision, workers=workers,
+                   progress=report)
+        train_set, test_set = data if data is not None else _load_data(spec)
+        run.set_data(train_set, test_set)
+        env.init(dev)
+        try:
+            result = run.execute(claim=claim, resumed=resume is not None, checkpoint=checkpoint)
+        except BaseException:
+            report.close()
+            env.shutdown(barrier=False)
+            raise
         report.close()
-        env.shutdown(barrier=False)
-        raise
-    report.close()
-    env.shutdown(barrier=True)
-    return result
+        env.shutdown(barrier=True)
+        return result
+    finally:
+        claim.release()
 
 
-def _resume_checkpoint(run_dir: RunDir) -> dict[str, Any]:
-    if not run_dir.path.is_dir():
-        raise CheckpointError(
-            f"{run_dir.path}: no such run directory (--resume takes a directory written by "
-            "`epdo train`)"
-        )
-    return read_checkpoint(run_dir.checkpoint(LAST))
+class _Claim:
+    """The run directory as rank 0 holds it (locked, see :mod:`.rundir`), or the error that
+    stopped rank 0 from taking it: under torchrun that error is raised on every rank once
+    they can hear of it (:meth:`_Run._open_run_dir`), so no process waits for a failed one;
+    in a single process it is raised at once."""
+
+    def __init__(self, env: DistEnv) -> None:
+        self.env = env
+        self.run_dir: RunDir | None = None
+        self.error: str | None = None
+
+    def take(self, open_run_dir: Any) -> None:
+        if not self.env.is_main:
+            return
+        try:
+            self.run_dir = open_run_dir()
+        except TrainError as exc:
+            if not self.env.enabled:
+                raise
+            self.error = str(exc)
+
+    def release(self) -> None:
+        if self.run_dir is not None:
+            self.run_dir.release()
+
+
+def _resume_source(run_dir: RunDir) -> tuple[dict[str, Any] | None, Spec]:
+    """What a resumed run starts from: its checkpoint and the checkpoint's spec, or, for a
+    run killed before its first checkpoint, no checkpoint and the run's ``spec.yaml`` (the
+    run starts again at epoch 0)."""
+    path = run_dir.resume_checkpoint()
+    if path is not None:
+        checkpoint = read_checkpoint(path)
+        check_training_state(checkpoint)
+        try:
+            spec = load_spec(checkpoint["spec"])
+        except SpecError as exc:
+            raise CheckpointError(f"{path}: the spec inside is invalid: {exc}") from exc
+        return checkpoint, spec
+    if run_dir.holds_run_spec():
+        return None, load_spec(run_dir.spec)
+    raise CheckpointError(
+        f"{run_dir.path}: nothing to resume (no {LAST}, {BEST} or run {SPEC}); start the run "
+        f"again with: epdo train SPEC --out {run_dir.path}"
+    )
 
 
 def _load_data(spec: Spec) -> tuple[LabeledImages, LabeledImages]:
@@ -221,13 +294,7 @@ class _Run:
         model: nn.Module = build_model(self.spec)
         self.parameters = sum(p.numel() for p in model.parameters())
         if checkpoint is not None:
-            try:
-                model.load_state_dict(checkpoint["model"])
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"{checkpoint['path']}: weights do not fit the spec inside: "
-                    f"{str(exc).strip().splitlines()[0]}"
-                ) from exc
+            load_weights(model, checkpoint["model"], checkpoint["path"])
         model.to(self.device)
         if self.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
@@ -238,12 +305,7 @@ class _Run:
         self.module = model
         optimizer = make_optimizer(model, t)
         if checkpoint is not None and checkpoint.get("optimizer") is not None:
-            try:
-                optimizer.load_state_dict(checkpoint["optimizer"])
-            except (ValueError, KeyError, RuntimeError) as exc:
-                raise CheckpointError(
-                    f"{checkpoint['path']}: optimizer state does not fit: {exc}"
-                ) from exc
+            load_optimizer_state(optimizer, checkpoint["optimizer"], checkpoint["path"])
         if self.env.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -255,42 +317,31 @@ class _Run:
             workers=self.workers,
         )
         scaler = (checkpoint.get("extra") or {}).get("scaler") if checkpoint else None
-        if scaler:
-            self.engine.scaler.load_state_dict(scaler)
-
-    def _open_run_dir(self, run_dir: RunDir | None, out: Any, resumed: bool) -> None:
-        """Rank 0 creates (or reopens) the run directory; every rank learns its path, or
-        the error that stopped rank 0 (so no process waits for one that has failed)."""
-        path, error = None, None
-        if self.env.is_main:
+        if scaler and self.engine.scaler.is_enabled():
             try:
-                run_dir = self._prepare_run_dir(run_dir, out, resumed)
-                path = str(run_dir.path)
-            except (TrainError, OSError) as exc:
-                if not self.env.enabled:
-                    raise
-                error = str(exc)
-        path, error = self.env.broadcast((path, error))
+                self.engine.scaler.load_state_dict(dict(scaler))
+            except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{checkpoint['path']}: gradient scaler state does not fit: {exc}"
+                ) from None
+
+    def _open_run_dir(self, claim: _Claim, resumed: bool) -> None:
+        """Every rank learns the run directory that rank 0 holds, or the error that stopped
+        rank 0 from taking it (so no process waits for one that has failed); rank 0 writes
+        the spec and cuts the metrics back to the checkpoint's epochs."""
+        path = str(claim.run_dir.path) if claim.run_dir is not None else None
+        path, error = self.env.broadcast((path, claim.error))
         if error is not None:
             raise TrainError(error)
-        self.run_dir = RunDir(path)
-
-    def _prepare_run_dir(self, run_dir: RunDir | None, out: Any, resumed: bool) -> RunDir:
-        if run_dir is None:
-            run_dir = RunDir.create(out, self.spec.name)
-            if run_dir.checkpoint(LAST).exists() or run_dir.metrics.exists():
-                raise TrainError(
-                    f"{run_dir.path} already holds a run ({LAST} or {METRICS}); continue "
-                    f"it with --resume {run_dir.path} or choose another --out"
-                )
-        run_dir.write_spec(self.spec.resolved())
-        self.history = run_dir.truncate_metrics(self.completed) if resumed else []
-        return run_dir
+        self.run_dir = claim.run_dir if claim.run_dir is not None else RunDir(path)
+        if self.env.is_main:
+            self.run_dir.write_spec(self.spec.resolved())
+            self.history = self.run_dir.truncate_metrics(self.completed) if resumed else []
 
     # ------------------------------------------------------------------ the run
 
     def execute(
-        self, *, run_dir: RunDir | None, out: Any, checkpoint: dict[str, Any] | None
+        self, *, claim: _Claim, resumed: bool, checkpoint: dict[str, Any] | None
     ) -> RunResult:
         start_step, partial = 0, (0.0, 0.0, 0.0)
         if checkpoint is not None:
@@ -299,11 +350,13 @@ class _Run:
             self.best = extra.get("best")
             self.wall_before = float(extra.get("wall_seconds", 0.0))
             start_step = int(extra.get("step", 0))
-            partial = tuple(extra.get("partial") or partial)
+            partial = tuple(float(v) for v in extra.get("partial") or partial)
             if self.env.enabled and not self.env.is_main:
                 partial = (0.0, 0.0, 0.0)
+        if start_step:
+            self._check_start_step(start_step, checkpoint)
         self._build(checkpoint)
-        self._open_run_dir(run_dir, out, checkpoint is not None)
+        self._open_run_dir(claim, resumed)
         self.progress.run_started(self._info(checkpoint is not None, start_step))
         t = self.spec.train
         with StopRequest() as stop:
@@ -320,6 +373,19 @@ class _Run:
                 raise self._interrupted() from None
         summary = self._write_summary("completed")
         return self._result(summary)
+
+    def _check_start_step(self, start_step: int, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint saved within an epoch holds fewer steps than that epoch has."""
+        t, env = self.spec.train, self.env
+        steps = len(train_batches(len(self.train_images), t.batch_size,
+                                  epoch_generator(t.seed, self.completed, "shuffle"),
+                                  env.rank, env.world_size))
+        if start_step > steps:
+            raise CheckpointError(
+                f"{checkpoint['path']}: says {start_step} steps of epoch {self.completed + 1} "
+                f"were done, but that epoch has {steps} here; resume it with the data and "
+                "number of processes it was trained with"
+            )
 
     def _stop_agreed(self, stop: StopRequest) -> bool:
         """Whether any process has a pending Ctrl-C (all processes get the same answer)."""
@@ -341,10 +407,16 @@ class _Run:
         self.steps = len(batches)
         draws = AugmentDraws.draw(t.augment, n, epoch_generator(t.seed, epoch, "augment"))
         if start_step and resumed_rng is not None and env.is_main:
-            torch.set_rng_state(resumed_rng["torch"])  # dropout stream where it stopped
-            cuda_states = resumed_rng.get("cuda") or []
-            if self.device.type == "cuda" and self.device.index < len(cuda_states):
-                torch.cuda.set_rng_state(cuda_states[self.device.index], self.device)
+            try:  # the dropout stream where it stopped (types checked on reading)
+                torch.set_rng_state(resumed_rng["torch"])
+                cuda_states = resumed_rng.get("cuda") or []
+                if self.device.type == "cuda" and self.device.index < len(cuda_states):
+                    torch.cuda.set_rng_state(cuda_states[self.device.index], self.device)
+            except (RuntimeError, ValueError, TypeError) as exc:
+                raise CheckpointError(
+                    f"{self.run_dir.path}: the checkpoint's random state does not fit: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+                ) from None
         elif start_step:
             seed_global(t.seed, epoch, "dropout", env.rank, "step", start_step)
         else:
