@@ -41,10 +41,10 @@ def fetch_command(
     from epdo.zoo.data import fetch_dataset
 
     path = fetch_dataset(name, url=url, dest=dest, progress=True)
-    console.print(f"{name}: checked and saved to {path}", highlight=False)
+    console.print(Text(f"{name}: checked and saved to {path}"), highlight=False)
 
 
-_STATUS = {"found": "[green]yes[/]", "missing": "[yellow]no[/]", "broken": "[red]broken[/]"}
+_STATUS = {"found": ("yes", "green"), "missing": ("no", "yellow"), "broken": ("broken", "red")}
 
 
 def _size(value: int | None) -> str:
@@ -60,13 +60,13 @@ def _info_table(records: list[dict[str, Any]]) -> Table:
     table.add_column("classes", justify="right", no_wrap=True)
     table.add_column("read from", overflow="fold")
     for r in records:
-        found = _STATUS[r["status"]]
+        found = Text(*_STATUS[r["status"]])
         if r["found"]:
             where = "; ".join(sorted({s for s in r["sources"].values() if s}))
         else:
             where = "searched: " + ", ".join(r["searched"]) if r["searched"] else "-"
-        table.add_row(r["name"], found, _size(r["sizes"]["train"]), _size(r["sizes"]["test"]),
-                      _size(r["classes"]), where)
+        table.add_row(Text(r["name"]), found, _size(r["sizes"]["train"]),
+                      _size(r["sizes"]["test"]), _size(r["classes"]), Text(where))
     return table
 
 
@@ -87,7 +87,8 @@ def info_command(
     console.print(_info_table(records))
     if name is None:
         if any(not r["found"] for r in records):
-            console.print("`epdo data info NAME` says what is missing and how to get it.")
+            console.print(Text("`epdo data info NAME` says what is missing and how to get it."),
+                          highlight=False)
         return
     for split, message in records[0]["errors"].items():
         console.print(Text.assemble((f"{split}:", "bold"), " ", message), highlight=False,

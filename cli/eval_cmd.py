@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from epdo.cli.app import console, err_console, print_json
 
@@ -27,7 +28,7 @@ def _confusion_table(report: Any) -> Table:
                   title_justify="left")
     table.add_column("true \\ pred", no_wrap=True)
     for name in report.classes:
-        table.add_column(name[:10], justify="right", no_wrap=True)
+        table.add_column(Text(name[:10]), justify="right", no_wrap=True)
     table.add_column("recall", justify="right", no_wrap=True)
     for i, (name, row) in enumerate(zip(report.classes, report.confusion, strict=True)):
         cells = []
@@ -37,7 +38,7 @@ def _confusion_table(report: Any) -> Table:
             else:
                 cells.append(f"[red]{count}[/]" if count else "[dim]·[/]")
         recall = report.per_class_accuracy[i]
-        table.add_row(name, *cells, "-" if recall is None else f"{100.0 * recall:.1f}%")
+        table.add_row(Text(name), *cells, "-" if recall is None else f"{100.0 * recall:.1f}%")
     return table
 
 
@@ -55,28 +56,33 @@ def _angles_table(report: Any) -> Table:
     return table
 
 
+def _line(*parts: str | tuple[str, str]) -> None:
+    """One line on stdout from plain strings and ``(text, style)`` pairs, every text
+    printed literally (no markup, no emoji codes)."""
+    console.print(Text.assemble(*parts), highlight=False)
+
+
 def _print_report(report: Any) -> None:
     epoch = f", epoch {report.epoch}" if report.epoch is not None else ""
     where = f" ({report.checkpoint}{epoch})" if report.checkpoint else ""
-    console.print(f"[bold]{report.model}[/]{where} on {report.dataset} {report.split}: "
-                  f"{report.num_images:,} images, device {report.device}", highlight=False)
-    console.print(f"test loss {report.loss:.4f}   accuracy [bold]{100.0 * report.accuracy:.2f}%"
-                  f"[/] ({report.correct:,}/{report.num_images:,})   error "
-                  f"{100.0 * (1.0 - report.accuracy):.2f}%", highlight=False)
+    _line((str(report.model), "bold"), f"{where} on {report.dataset} {report.split}: "
+          f"{report.num_images:,} images, device {report.device}")
+    _line(f"test loss {report.loss:.4f}   accuracy ", (f"{100.0 * report.accuracy:.2f}%", "bold"),
+          f" ({report.correct:,}/{report.num_images:,})   error "
+          f"{100.0 * (1.0 - report.accuracy):.2f}%")
     if len(report.classes) <= _CONFUSION_MAX:
         console.print(_confusion_table(report))
     else:
         recalls = [(r, c) for r, c in zip(report.per_class_accuracy, report.classes,
                                            strict=True) if r is not None]
         worst = ", ".join(f"{c} {100.0 * r:.0f}%" for r, c in sorted(recalls)[:5])
-        console.print(f"{len(report.classes)} classes (confusion matrix in --json / --plot); "
-                      f"lowest recall: {worst}", highlight=False)
+        _line(f"{len(report.classes)} classes (confusion matrix in --json / --plot); "
+              f"lowest recall: {worst}")
     if report.angles:
         console.print(_angles_table(report))
         accs = [a.accuracy for a in report.angles]
-        console.print(f"accuracy against angle: {sparkline(accs)}   min "
-                      f"{100.0 * min(accs):.2f}%, mean {100.0 * sum(accs) / len(accs):.2f}%",
-                      highlight=False)
+        _line(f"accuracy against angle: {sparkline(accs)}   min "
+              f"{100.0 * min(accs):.2f}%, mean {100.0 * sum(accs) / len(accs):.2f}%")
 
 
 def eval_command(
@@ -114,5 +120,5 @@ def eval_command(
         from epdo.zoo.plotting import plot_report
 
         written = plot_report(report, plot)
-        (err_console if as_json else console).print(f"plot written to {written}",
+        (err_console if as_json else console).print(Text(f"plot written to {written}"),
                                                     highlight=False)

@@ -7,35 +7,42 @@ Exit codes: 0 written; 1 the artifact did not verify (nothing written); 2 an inp
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from epdo.cli.app import console, fail, print_json, print_note
 
 
 def report_table(report: Any) -> Table:
     """The verification checks as a Rich table."""
-    table = Table(title=f"verification of {report.spec_name} ({report.format})")
+    table = Table(title=Text(f"verification of {report.spec_name} ({report.format})"))
     for col in ("inputs", "batch", "max abs error", "max rel error", "top-1 agreement"):
         table.add_column(col, justify="left" if col == "inputs" else "right", no_wrap=True)
     for c in report.checks:
-        table.add_row(c.inputs, str(c.batch), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
+        table.add_row(Text(c.inputs), str(c.batch), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
                       f"{100 * c.agreement:.1f}%")
     return table
 
 
+def _line(text: str) -> None:
+    """One line on stdout, printed literally (no markup, no emoji codes)."""
+    console.print(Text(text), highlight=False)
+
+
 def _print_report(report: Any) -> None:
     console.print(report_table(report))
-    console.print(f"real images: {report.real_images}")
+    _line(f"real images: {report.real_images}")
     if report.rotation_max_rel is not None:
-        console.print(f"90° rotation invariance of the logits: max relative difference "
-                      f"{report.rotation_max_rel:.2e}")
-    console.print(f"export {report.export_seconds:.2f} s, verification "
-                  f"{report.verify_seconds:.2f} s (atol {report.atol:g})")
+        _line(f"90° rotation invariance of the logits: max relative difference "
+              f"{report.rotation_max_rel:.2e}")
+    _line(f"export {report.export_seconds:.2f} s, verification "
+          f"{report.verify_seconds:.2f} s (atol {report.atol:g})")
 
 
 def export_command(
@@ -47,7 +54,8 @@ def export_command(
                                help="Artifact path; default <spec_name>.onnx|.ts beside the "
                                "checkpoint."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
-    atol: float = typer.Option(1e-4, "--atol", help="Largest accepted abs error of the logits."),
+    atol: float = typer.Option(1e-4, "--atol", help="Largest accepted abs error of the logits "
+                               "(a finite number >= 0)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing artifact."),
     runs: str = typer.Option("runs", "--runs", help="Where to look for the latest run."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
@@ -59,6 +67,8 @@ def export_command(
 
     if format not in FORMATS:
         fail(f"--format {format!r}: use {' or '.join(FORMATS)}")
+    if not math.isfinite(atol) or atol < 0:
+        fail(f"--atol {atol:g}: the tolerance must be a finite number >= 0")
     if checkpoint is None:
         source = latest_checkpoint(runs)
         print_note(f"exporting the latest run's checkpoint: {source}")
@@ -74,4 +84,4 @@ def export_command(
         print_json(report.to_dict())
         return
     _print_report(report)
-    console.print(f"wrote {os.fspath(report.path)}", highlight=False)
+    _line(f"wrote {os.fspath(report.path)}")

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from epdo.cli.app import console, fail, print_error, print_json
+from epdo.cli.app import console, fail, print_error, print_json, print_note
 
 SOME_INPUTS_FAILED = 1
 
@@ -18,8 +19,8 @@ def predict_command(
     model: Annotated[Path, typer.Argument(
         metavar="MODEL", help="An exported model: .onnx (onnxruntime) or .ts (TorchScript).")],
     inputs: Annotated[list[Path], typer.Argument(
-        metavar="INPUTS", help="Image files (PNG, JPEG, ...) or .npy arrays (uint8, or "
-        "float in [0, 1]; HxW, CxHxW or HxWxC).")],
+        metavar="INPUTS", help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM) or .npy "
+        "arrays (uint8, or float in [0, 1]; HxW, CxHxW or HxWxC).")],
     provider: Annotated[str, typer.Option(
         "--provider", help="auto (CUDA when onnxruntime-gpu and a GPU are present), cuda "
         "or cpu.")] = "auto",
@@ -27,13 +28,20 @@ def predict_command(
         "--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Inputs per run.")] = 64,
+    trust: Annotated[bool, typer.Option(
+        "--trust", help="Use an artifact that carries no digest (not written by epdo export, "
+        "or edited since): you vouch for the file. A digest that does not match is refused "
+        "all the same.")] = False,
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print a JSON list of {input, top_k, logits}.")] = False,
+        "--json", help="Print a JSON list, one object per input in order: {input, top_k, "
+        "logits}, and an error (top_k and logits empty) for an input that failed.")] = False,
 ) -> None:
     """Top-k classes and probabilities of each input, preprocessed as the model's metadata
     says (grayscale or RGB, resized, scaled to [0, 1]).
 
-    A bad input (unreadable, not an image, wrong shape) gets an error line; the others run.
+    The model is checked before anything runs: its digest, its metadata against its graph.
+    A bad input (unreadable, not a regular file, not an image, too many pixels, wrong shape)
+    gets an error line naming it; the others are predicted all the same.
 
     Exit code: 0 when all were predicted, 1 when some failed, 2 for usage errors (bad model).
     """
@@ -41,23 +49,26 @@ def predict_command(
 
     if provider not in ("auto", "cpu", "cuda"):
         fail(f"--provider: choose auto, cpu or cuda, got {provider!r}")
-    classifier = load_classifier(model, provider=provider, batch_size=batch_size)
+    classifier = load_classifier(model, provider=provider, batch_size=batch_size, trust=trust)
+    if not classifier.verified:
+        print_note(f"warning: {model}: unverified artifact (no digest), used because of "
+                   "--trust")
     results = predict_files(classifier, inputs, top_k=top_k, batch_size=batch_size)
     failed = [r for r in results if not r.ok]
     for r in failed:
         print_error(f"{r.input}: {r.error}")
     good = [r for r in results if r.ok]
     if as_json:
-        print_json([r.to_dict() for r in good])
+        print_json([r.to_dict() for r in results])
     elif good:
-        table = Table(title=f"{model.name} ({', '.join(classifier.providers)})")
+        table = Table(title=Text(f"{model.name} ({', '.join(classifier.providers)})"))
         for col in ("input", "rank", "class", "index", "probability"):
             table.add_column(col, justify="right" if col in ("rank", "index", "probability")
                              else "left", no_wrap=col != "input")
         for r in good:
             for rank, p in enumerate(r.top_k, start=1):
-                table.add_row(r.input if rank == 1 else "", str(rank), p.label, str(p.index),
-                              f"{p.probability:.4f}")
+                table.add_row(Text(r.input if rank == 1 else ""), str(rank), Text(p.label),
+                              str(p.index), f"{p.probability:.4f}")
             table.add_section()
         console.print(table)
     if failed:

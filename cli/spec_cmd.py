@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from epdo.cli.app import console, print_json
+from epdo.cli.app import console, print_json, print_note
+
+
+def _line(text: str) -> None:
+    """One line on stdout, printed literally (no markup, no emoji codes)."""
+    console.print(Text(text), highlight=False)
 
 
 def _headline(text: str, limit: int = 60) -> str:
@@ -44,8 +50,8 @@ def list_command(
     table.add_column("description")
     for r in rows:
         stencils = "-" if r["group"] == "C1" else r["discretization"]
-        table.add_row(r["name"], r["group"], stencils, f"{r['params']:,}",
-                      _headline(r["description"]))
+        table.add_row(Text(r["name"]), Text(r["group"]), Text(stencils), f"{r['params']:,}",
+                      Text(_headline(r["description"])))
     console.print(table)
 
 
@@ -54,13 +60,15 @@ def info_command(
         ..., help="A spec (a YAML file or a shipped spec name) or an exported artifact "
         "(.onnx / .ts)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    trust: bool = typer.Option(False, "--trust", help="Show an artifact that carries no "
+                               "digest (unverified) instead of refusing it."),
 ) -> None:
     """Layer table, total parameters and forward FLOPs per image of a spec; for an exported
-    artifact (.onnx / .ts), its metadata."""
+    artifact (.onnx / .ts), its metadata, once its digest and metadata are checked."""
     from epdo.exporters.formats import format_of
 
     if format_of(spec) is not None:
-        _artifact_info(spec, as_json)
+        _artifact_info(spec, as_json, trust)
         return
     from epdo.zoo import build_model
     from epdo.zoo.summary import summarize
@@ -71,8 +79,9 @@ def info_command(
         return
     c, h, w = summary.input_shape
     table = Table(
-        title=f"{summary.name}: {summary.group}, {summary.discretization}, input {c}x{h}x{w}",
-        caption=summary.description or None,
+        title=Text(f"{summary.name}: {summary.group}, {summary.discretization}, "
+                   f"input {c}x{h}x{w}"),
+        caption=Text(summary.description) if summary.description else None,
     )
     for col in ("layer", "op", "fields in", "fields out", "channels", "output", "params",
                 "FLOPs"):
@@ -80,26 +89,32 @@ def info_command(
         table.add_column(col, justify="right" if right else "left", no_wrap=col != "fields in"
                          and col != "fields out")
     for r in summary.rows:
-        table.add_row(r.path, r.op, r.type_in, r.type_out, f"{r.channels_in}→{r.channels_out}",
-                      r.size_out, f"{r.params:,}", _human(r.flops))
+        table.add_row(Text(r.path), Text(r.op), Text(r.type_in), Text(r.type_out),
+                      f"{r.channels_in}→{r.channels_out}", Text(r.size_out), f"{r.params:,}",
+                      _human(r.flops))
     table.add_section()
     table.add_row("total", "", "", "", "", "", f"{summary.params:,}", _human(summary.flops))
     console.print(table)
-    console.print(f"parameters: {summary.params:,}   forward FLOPs per image: "
-                  f"{_human(summary.flops)} ({summary.flops:,})")
+    _line(f"parameters: {summary.params:,}   forward FLOPs per image: "
+          f"{_human(summary.flops)} ({summary.flops:,})")
 
 
-def _artifact_info(path: str, as_json: bool) -> None:
-    """Print the metadata of an exported artifact (one error line if unreadable)."""
-    from epdo.exporters.metadata import read_metadata
+def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
+    """Print the metadata of an exported artifact (one error line if unreadable, tampered or
+    of the wrong types; see :func:`epdo.exporters.metadata.read_metadata`)."""
+    from epdo.exporters.metadata import DIGEST_KEY, read_metadata
 
-    meta = read_metadata(path)
+    meta = read_metadata(path, trust=trust)
+    ver = meta["epdo.verification"]
+    digest = ver.get(DIGEST_KEY)
+    if digest is None:
+        print_note(f"warning: {path}: unverified artifact (no digest), shown because of "
+                   "--trust")
     if as_json:
         print_json(meta)
         return
-    ver = meta["epdo.verification"]
     c, h, w = meta["epdo.input_shape"]
-    table = Table(title=f"{path}: exported {meta['epdo.spec_name']}", show_header=False)
+    table = Table(title=Text(f"{path}: exported {meta['epdo.spec_name']}"), show_header=False)
     table.add_column("key", no_wrap=True)
     table.add_column("value")
     rows = [
@@ -120,9 +135,11 @@ def _artifact_info(path: str, as_json: bool) -> None:
          else f"max rel difference {ver['rotation_max_rel']:.2e}"),
         ("verified on", f"random inputs and {ver.get('real_images')}, batches "
                         f"{sorted({ch['batch'] for ch in ver.get('checks', [])})}"),
+        ("digest", "none: unverified (--trust)" if digest is None
+         else f"sha256 {digest[:16]}… matches the model"),
     ]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(Text(key), Text(value))
     console.print(table)
 
 
@@ -145,8 +162,8 @@ def check_command(
     if as_json:
         print_json(report.to_dict())
         return
-    table = Table(title=f"equivariance of {spec} ({report.group}, {report.dtype}, "
-                  f"{report.batch} inputs)")
+    table = Table(title=Text(f"equivariance of {spec} ({report.group}, {report.dtype}, "
+                             f"{report.batch} inputs)"))
     for col in ("transform", "grid-exact", "in group", "model", "model floor", "plain CNN",
                 "CNN floor"):
         table.add_column(col, justify="left" if col == "transform" else "right", no_wrap=True)
@@ -155,11 +172,12 @@ def check_command(
         return "-" if v is None else f"{v:.2e}"
 
     for r in report.rows:
-        table.add_row(r.transform, "yes" if r.grid_exact else "no", "yes" if r.in_group else "no",
+        table.add_row(Text(r.transform), "yes" if r.grid_exact else "no",
+                      "yes" if r.in_group else "no",
                       fmt(r.model_error), fmt(r.model_floor), fmt(r.cnn_error), fmt(r.cnn_floor))
     console.print(table)
-    console.print("errors: ||f(g.x) - f(x)|| / ||f(x) - mean f|| over the inputs; floor: the "
-                  "same for an input rotated there and back (interpolation error alone)")
-    console.print(f"logit variation across inputs: {report.output_variation:.3f} "
-                  "(non-zero: the invariance is not vacuous)")
-    console.print(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")
+    _line("errors: ||f(g.x) - f(x)|| / ||f(x) - mean f|| over the inputs; floor: the "
+          "same for an input rotated there and back (interpolation error alone)")
+    _line(f"logit variation across inputs: {report.output_variation:.3f} "
+          "(non-zero: the invariance is not vacuous)")
+    _line(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")

@@ -6,9 +6,11 @@ TorchScript through ``torch.jit.load``) on random and real test images at batch 
 and 7 (one artifact, dynamic batch; fewer real images when fewer are asked for),
 compares its logits with the PyTorch model's, checks invariance under 90 degree rotations
 when the group contains them, writes the metadata
-(:mod:`epdo.exporters.metadata`) with the verification figures, and only then renames
-the file onto the target. A failed verification raises :class:`VerificationError` and
-leaves nothing at the target.
+(:mod:`epdo.exporters.metadata`) with the verification figures and the artifact's SHA-256
+digest (``epdo.verification.graph_sha256``: of the ONNX graph, or of the TorchScript
+archive's entries, which every reader checks), reads it back through the same checks, and
+only then renames the file onto the target. A failed verification raises
+:class:`VerificationError` and leaves nothing at the target.
 
 Error figures: ``max_abs = max |a - r|`` and ``max_rel = max |a - r| / max |r|`` over the
 logits ``a`` of the artifact and ``r`` of the PyTorch model; ``agreement`` is the fraction
@@ -18,7 +20,7 @@ of inputs whose top-1 class is the same.
 from __future__ import annotations
 
 import functools
-import json
+import math
 import os
 import time
 import warnings
@@ -34,7 +36,7 @@ from torch import nn
 from epdo.zoo.fileio import atomic_path
 from epdo.zoo.spec import Spec
 
-from .formats import FORMATS, ONNX, TS_EXTRA_FILE, suffix_of
+from .formats import FORMATS, ONNX, suffix_of
 from .inference import inference_model
 from .metadata import (
     ArtifactError,
@@ -43,6 +45,7 @@ from .metadata import (
     encode_onnx_props,
     graph_digest,
     read_metadata,
+    save_torchscript,
 )
 
 BATCHES = (1, 7)
@@ -313,8 +316,8 @@ def export_model(
         raise ExportError(f"unknown format {format!r}; use onnx or torchscript")
     if format == ONNX and opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: the exporter needs ONNX opset {MIN_OPSET} or newer")
-    if atol < 0:
-        raise ExportError(f"--atol {atol}: the tolerance must be >= 0")
+    if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0):
+        raise ExportError(f"--atol {atol}: the tolerance must be a finite number >= 0")
     model, spec, checkpoint = _resolve_source(source)
     if path is None:
         if checkpoint is None:
@@ -337,6 +340,15 @@ def export_model(
     gen = torch.Generator().manual_seed(seed)
     shape = (spec.input.channels, spec.input.height, spec.input.width)
     inputs = {"random": torch.rand((max(BATCHES), *shape), generator=gen)}
+    with torch.no_grad():
+        num_logits = int(model(inputs["random"][:1]).shape[-1])
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise ExportError(f"classes must be a list of class names (strings), got "
+                          f"{type(classes).__name__}")
+    if len(classes) != num_logits:
+        raise ExportError(f"{len(classes)} class names for a model with {num_logits} logits; "
+                          "give one name per logit")
+    classes = list(classes)
     real, real_desc = real_test_images(spec, real_images)
     if real is not None:
         inputs["test images"] = real
@@ -390,10 +402,7 @@ def _write_metadata(tmp: str, format: str, spec: Spec, classes: list[str],
     else:
         assert loaded is not None
         meta = build_metadata(spec, classes, report.verification())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.jit.save(loaded, tmp,
-                           _extra_files={TS_EXTRA_FILE: json.dumps(meta, sort_keys=True)})
+        report.graph_sha256 = save_torchscript(loaded, tmp, meta)
 
 
 __all__ = [

@@ -16,12 +16,21 @@ a ``.ts`` file in PyTorch; both share the interface of :class:`Classifier`:
 ``predict`` (logits), ``predict_proba`` (softmax), ``predict_top_k`` and ``preprocess``
 (an image file, a ``.npy`` file or an array -> ``(C, H, W)`` float32 in [0, 1]).
 :func:`predict_files` classifies many files at once, keeping one error per bad file.
+
+Loading checks the artifact before running anything (see :mod:`epdo.exporters.metadata`):
+its digest (a missing one is refused unless ``trust=True``), the type of every metadata
+value, and that metadata and graph agree; then one plain gray input is run, whose logits must
+be finite and as many as the class names. Inputs are bounded before they are decoded
+(:mod:`epdo.exporters.limits`): an image's pixel count from its header, a ``.npy`` file's
+shape from its header (it must be the model's) and its data against the file's size; only
+regular files are read (a FIFO or a device is an input error, never a hang).
 """
 
 from __future__ import annotations
 
 import abc
-import json
+import io
+import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -33,7 +42,18 @@ import numpy as np
 
 from epdo.zoo.errors import EpdoError
 
-from .formats import TORCHSCRIPT, TS_EXTRA_FILE, format_of
+from .files import open_regular
+from .formats import TORCHSCRIPT, format_of
+from .limits import IMAGE_PIXELS, MAX_BATCH_BYTES
+from .metadata import (
+    DIGEST_KEY,
+    ArtifactError,
+    check_onnx_model,
+    check_torchscript_archive,
+    onnx_io,
+    parse_onnx,
+    validate_metadata,
+)
 
 __all__ = [
     "Classifier",
@@ -52,6 +72,9 @@ __all__ = [
 ]
 
 PROVIDERS = ("auto", "cpu", "cuda")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+"""The image formats (Pillow's names) an input file may be in; Pillow's others (EPS, which
+runs Ghostscript, among them) are not tried."""
 DEFAULT_BATCH_SIZE = 64
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
@@ -101,26 +124,26 @@ class Preprocessing:
         """The preprocessing of an artifact from its decoded metadata.
 
         ``input_shape`` (``[C, H, W]`` of the graph) is the fallback when the metadata has
-        no ``epdo.input_shape``. Raises ServingError when neither gives a shape.
+        no ``epdo.input_shape``. The values are checked as
+        :func:`epdo.exporters.metadata.validate_metadata` does (types, finite numbers, the
+        size limit). Raises ServingError when they are wrong or neither gives a shape.
         """
-        shape = metadata.get("epdo.input_shape", input_shape)
-        if shape is None or len(shape) != 3 or not all(isinstance(d, int) and d > 0
-                                                       for d in shape):
-            raise ServingError(f"the model does not say its input shape [C, H, W] "
-                               f"(epdo.input_shape: {shape!r})")
+        where = "the model"
+        try:
+            validate_metadata(metadata, where, complete=False)
+            shape = metadata.get("epdo.input_shape", input_shape)
+            if shape is None or len(shape) != 3 or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+                raise ServingError(f"the model does not say its input shape [C, H, W] "
+                                   f"(epdo.input_shape: {shape!r})")
+            if "epdo.input_shape" not in metadata:  # the graph's: the same checks
+                validate_metadata({**metadata, "epdo.input_shape": list(shape)}, where,
+                                  complete=False)
+        except ArtifactError as exc:
+            raise ServingError(str(exc)) from exc
         channels, height, width = (int(d) for d in shape)
         pre = metadata.get("epdo.preprocess") or {}
         color = pre.get("color", "grayscale" if channels == 1 else "rgb")
-        if color not in ("grayscale", "rgb"):
-            raise ServingError(f"unknown preprocess color {color!r} (grayscale or rgb)")
-        expected_channels = 1 if color == "grayscale" else 3
-        if expected_channels != channels:
-            raise ServingError(f"preprocess color {color!r} does not fit {channels} input "
-                               "channels")
-        size = tuple(int(s) for s in pre.get("size", (height, width)))
-        if size != (height, width):
-            raise ServingError(f"preprocess size {list(size)} differs from the input shape "
-                               f"{[channels, height, width]}")
         mean = tuple(float(m) for m in metadata.get("epdo.input_mean", [0.0]))
         std = tuple(float(s) for s in metadata.get("epdo.input_std", [1.0]))
         return cls(channels=channels, size=(height, width), color=color,
@@ -165,9 +188,7 @@ def _array_to_input(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
         return np.ascontiguousarray(values[None])
     if values.shape == (h, w, c):
         return np.ascontiguousarray(values.transpose(2, 0, 1))
-    accepted = f"({h}, {w}), " if c == 1 else ""
-    raise InputError(f"expected shape {accepted}({c}, {h}, {w}) or ({h}, {w}, {c}), "
-                     f"got {tuple(values.shape)}")
+    raise _shape_error(values.shape, pre)
 
 
 def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
@@ -193,23 +214,87 @@ def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
             return _image_to_array(source, pre)
         raise InputError(f"cannot preprocess a {type(source).__name__}")
     path = Path(source)
-    if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except OSError as exc:
-            raise InputError(exc.strerror or str(exc)) from exc
-        except ValueError as exc:
-            raise InputError(f"not a readable .npy array ({exc})") from exc
-        return _array_to_input(array, pre)
-    from PIL import Image, UnidentifiedImageError
+    try:
+        file = open_regular(path)
+    except OSError as exc:
+        raise InputError(exc.strerror or _first_line(exc)) from exc
+    with file:
+        if path.suffix.lower() == ".npy":
+            return _array_to_input(_read_npy(file, pre), pre)
+        return _read_image(file, pre)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shape_error(shape: tuple[int, ...], pre: Preprocessing) -> InputError:
+    c, h, w = pre.input_shape
+    accepted = f"({h}, {w}), " if c == 1 else ""
+    return InputError(f"expected shape {accepted}({c}, {h}, {w}) or ({h}, {w}, {c}), "
+                      f"got {tuple(shape)}")
+
+
+def _read_npy(file: Any, pre: Preprocessing) -> np.ndarray:
+    """The array of an open ``.npy`` file, its header checked before any data is read: a
+    shape the model takes, uint8 or float, and as many data bytes as the header declares
+    (a crafted header cannot make it allocate more than one model input)."""
+    from numpy.lib import format as npy
 
     try:
-        with Image.open(path) as image:
-            return _image_to_array(image, pre)
+        version = npy.read_magic(file)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(file)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(file)
+        else:
+            raise InputError(f"not a readable .npy array (format version {version} is not "
+                             "supported; save it with numpy.save)")
+    except InputError:
+        raise
+    except Exception as exc:  # a crafted header: ValueError, SyntaxError, EOFError, ...
+        raise InputError(f"not a readable .npy array ({_first_line(exc)})") from exc
+    if dtype.hasobject or not (dtype == np.uint8 or dtype.kind == "f"):
+        raise InputError(f"expected uint8 or float pixels, got dtype {dtype}")
+    c, h, w = pre.input_shape
+    shape = tuple(shape)
+    if shape not in {(c, h, w), (h, w, c)} | ({(h, w)} if c == 1 else set()):
+        raise _shape_error(shape, pre)
+    nbytes = math.prod(shape) * dtype.itemsize
+    data = file.read(nbytes)
+    if len(data) < nbytes:
+        raise InputError(f"truncated .npy file: its header declares {nbytes:,} bytes of data, "
+                         f"the file holds {len(data):,}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _read_image(file: Any, pre: Preprocessing) -> np.ndarray:
+    """One model input from an open image file: its size, from the header, checked
+    against :data:`~epdo.exporters.limits.MAX_IMAGE_PIXELS` before anything is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = IMAGE_PIXELS.value()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file, formats=IMAGE_FORMATS) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise InputError(f"the image is {width}x{height} = {width * height:,} "
+                                     f"pixels, over the limit of {limit:,} "
+                                     f"({IMAGE_PIXELS.advice()})")
+                return _image_to_array(image, pre)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"the image is over Pillow's decompression-bomb limit "
+                         f"({_first_line(exc)})") from exc
     except UnidentifiedImageError as exc:
-        raise InputError("not an image file Pillow can read") from exc
-    except OSError as exc:
-        raise InputError(exc.strerror or f"cannot read the image ({exc})") from exc
+        raise InputError("not an image file Pillow can read (accepted: "
+                         f"{', '.join(IMAGE_FORMATS)})") from exc
+    except Exception as exc:  # a corrupt image: OSError, ValueError, SyntaxError, ...
+        raise InputError(f"cannot decode the image ({_first_line(exc)})") from exc
 
 
 # --------------------------------------------------------------------------- predictions
@@ -272,23 +357,15 @@ def _top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[li
 # --------------------------------------------------------------------------- classifiers
 
 
-def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
-    """Metadata values are JSON strings; anything that does not parse is kept as text."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value)
-        except (TypeError, ValueError):
-            out[key] = value
-    return out
-
-
 class Classifier(abc.ABC):
     """What every served artifact offers; subclasses implement :meth:`_run`.
 
     Attributes:
         path: the artifact file.
-        metadata: its decoded metadata (``epdo.*`` keys; empty when it has none).
+        metadata: its decoded, checked metadata (``epdo.*`` keys; a trusted artifact may
+            lack some).
+        verified: whether its digest was checked (False only for an artifact without one,
+            loaded with ``trust=True``).
         classes: class names, one per logit.
         input_shape: ``(C, H, W)`` of one input.
         preprocessing: the :class:`Preprocessing` read from the metadata.
@@ -298,6 +375,7 @@ class Classifier(abc.ABC):
 
     path: Path
     metadata: dict[str, Any]
+    verified: bool
     classes: list[str]
     preprocessing: Preprocessing
     providers: list[str]
@@ -308,21 +386,40 @@ class Classifier(abc.ABC):
         """``(C, H, W)`` of one model input."""
         return self.preprocessing.input_shape
 
-    def _setup(self, metadata: dict[str, Any], graph_shape: Sequence[int] | None,
-               num_classes: int | None) -> None:
+    def _setup(self, metadata: dict[str, Any], graph_shape: Sequence[int] | None) -> None:
+        """Preprocessing and classes from the (checked) metadata, then one run of a plain
+        gray input: its logits must be finite, and as many as the class names."""
         self.metadata = metadata
+        self.verified = DIGEST_KEY in (metadata.get("epdo.verification") or {})
         self.preprocessing = Preprocessing.from_metadata(metadata, graph_shape)
+        probe = self._forward(np.full((1, *self.input_shape), 0.5, np.float32))
+        if probe.ndim != 2 or probe.shape[0] != 1:
+            raise ServingError(f"{self.path}: the model returns an output of shape "
+                               f"{tuple(probe.shape)} for one input, expected (1, classes)")
+        if not np.all(np.isfinite(probe)):
+            raise ServingError(f"{self.path}: the model returns non-finite logits (NaN or "
+                               "infinity) for a plain gray input: its weights are broken; "
+                               "re-export it from its checkpoint")
+        num_logits = int(probe.shape[1])
         classes = metadata.get("epdo.classes")
         if classes is None:
-            if num_classes is None:
-                num_classes = int(self._run(np.zeros((1, *self.input_shape),
-                                                     np.float32)).shape[-1])
-            classes = [str(i) for i in range(num_classes)]
-        self.classes = [str(c) for c in classes]
+            classes = [str(i) for i in range(num_logits)]
+        if len(classes) != num_logits:
+            raise ServingError(f"{self.path}: metadata epdo.classes has {len(classes)} class "
+                               f"names but the model returns {num_logits} logits")
+        self.classes = list(classes)
 
     @abc.abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Logits ``(n, K)`` of one batch ``(n, C, H, W)`` float32 (already preprocessed)."""
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """:meth:`_run`, its runtime's errors turned into one ServingError line."""
+        try:
+            return np.asarray(self._run(batch))
+        except Exception as exc:  # onnxruntime's pybind errors, torch's RuntimeError, ...
+            raise ServingError(f"{self.path}: the model failed to run on a batch of shape "
+                               f"{tuple(batch.shape)}: {_first_line(exc)}") from exc
 
     def as_batch(self, array: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` float32 from ``(N, C, H, W)``, ``(C, H, W)`` or (one channel)
@@ -337,9 +434,8 @@ class Classifier(abc.ABC):
                              + f", got {tuple(x.shape)}")
         return np.ascontiguousarray(x)
 
-    def predict(self, array: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Logits ``(N, K)`` float32 of raw inputs in [0, 1] (see :meth:`as_batch`),
-        run ``batch_size`` inputs at a time."""
+    def _logits(self, array: np.ndarray, batch_size: int | None) -> np.ndarray:
+        """Logits ``(N, K)`` float32, unchecked: rows may be non-finite."""
         x = self.as_batch(array)
         size = int(batch_size or self.batch_size)
         if size < 1:
@@ -351,8 +447,30 @@ class Classifier(abc.ABC):
             x = (x - mean) / std
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
-        outs = [self._run(x[i:i + size]) for i in range(0, len(x), size)]
-        return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+        outs = [self._forward(x[i:i + size]) for i in range(0, len(x), size)]
+        out = np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+        if out.shape != (len(x), len(self.classes)):
+            raise ServingError(f"{self.path}: the model returned logits of shape "
+                               f"{tuple(out.shape)} for {len(x)} inputs, expected "
+                               f"({len(x)}, {len(self.classes)})")
+        return out
+
+    def predict(self, array: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Logits ``(N, K)`` float32 of raw inputs in [0, 1] (see :meth:`as_batch`),
+        run ``batch_size`` inputs at a time.
+
+        Raises:
+            InputError: an array of the wrong shape.
+            ServingError: the model fails, or returns NaN or infinite logits (never passed
+                on as probabilities).
+        """
+        out = self._logits(array, batch_size)
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if bad.size:
+            raise ServingError(f"{self.path}: the model returned non-finite logits (NaN or "
+                               f"infinity) for input {int(bad[0])} ({bad.size} of {len(out)} "
+                               "inputs); the artifact may be broken")
+        return out
 
     def predict_proba(self, array: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities ``(N, K)`` (softmax of :meth:`predict`, float64)."""
@@ -410,11 +528,15 @@ def resolve_onnx_providers(provider: str = "auto") -> list[str]:
     return [_CUDA, _CPU] if has_cuda and _gpu_present() else [_CPU]
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ServingError(f"{path}: no such model file")
-    if not path.is_file():
-        raise ServingError(f"{path}: not a file")
+def _read_model(path: Path) -> bytes:
+    """The bytes of a model file, read once (what is checked is what is run)."""
+    try:
+        with open_regular(path) as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise ServingError(f"{path}: no such model file") from exc
+    except OSError as exc:
+        raise ServingError(f"{path}: {exc.strerror or _first_line(exc)}") from exc
 
 
 class OnnxClassifier(Classifier):
@@ -425,9 +547,14 @@ class OnnxClassifier(Classifier):
         provider: ``auto`` (CUDA when onnxruntime-gpu is installed and a GPU exists, CPU
             otherwise), ``cpu`` or ``cuda`` (an error when CUDA is unavailable).
         batch_size: default inputs per run in :meth:`predict`.
+        trust: accept an artifact without a digest (``--trust``); its metadata may then
+            also be incomplete (the graph gives the input shape, logit indices the class
+            names). A digest that does not match is refused all the same.
 
     Raises:
-        ServingError: missing or invalid file, unavailable provider, no input shape.
+        ServingError: missing or invalid file, digest missing (without ``trust``) or not
+            matching, metadata of the wrong type or disagreeing with the graph, non-finite
+            logits, unavailable provider, no input shape.
 
     Example::
 
@@ -437,37 +564,34 @@ class OnnxClassifier(Classifier):
     """
 
     def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
         self.path = Path(path)
         self.batch_size = int(batch_size)
         requested = resolve_onnx_providers(provider)
-        _check_file(self.path)
+        data = _read_model(self.path)
+        try:
+            proto = parse_onnx(data, self.path)
+            metadata = check_onnx_model(proto, self.path, trust=trust, complete=not trust)
+            self.input_name, in_dims, self.output_name, _ = onnx_io(proto, self.path)
+        except ArtifactError as exc:
+            raise ServingError(str(exc)) from exc
+        del proto
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: no provider-fallback chatter
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
+            self.session = onnxruntime.InferenceSession(data, sess_options=options,
                                                         providers=requested)
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ServingError(f"{self.path}: not a loadable ONNX model ({first})") from exc
+            raise ServingError(f"{self.path}: not a loadable ONNX model "
+                               f"({_first_line(exc)})") from exc
         self.providers = list(self.session.get_providers())
         if provider == "cuda" and _CUDA not in self.providers:
             raise ServingError("provider 'cuda': onnxruntime could not start "
                                "CUDAExecutionProvider (CUDA/cuDNN libraries missing?)")
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        names = [i.name for i in inputs]
-        self.input_name = "images" if "images" in names else names[0]
-        out_names = [o.name for o in outputs]
-        self.output_name = "logits" if "logits" in out_names else out_names[0]
-        graph_shape = inputs[names.index(self.input_name)].shape[1:]
-        static = [d for d in graph_shape if isinstance(d, int)]
-        out_shape = outputs[out_names.index(self.output_name)].shape
-        num_classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
-        raw = self.session.get_modelmeta().custom_metadata_map
-        self._setup(_decode_metadata(dict(raw)),
-                    static if len(static) == 3 else None, num_classes)
+        static = [d for d in in_dims[1:] if d is not None]
+        self._setup(metadata, static if len(in_dims) == 4 and len(static) == 3 else None)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
@@ -481,10 +605,11 @@ class TorchScriptClassifier(Classifier):
         path: the ``.ts`` file.
         provider: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
         batch_size: default inputs per run in :meth:`predict`.
+        trust: accept an artifact without a digest (as :class:`OnnxClassifier`).
     """
 
     def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
         import torch
 
         if provider not in PROVIDERS:
@@ -495,24 +620,22 @@ class TorchScriptClassifier(Classifier):
         self.device = torch.device("cuda" if use_cuda else "cpu")
         self.path = Path(path)
         self.batch_size = int(batch_size)
-        _check_file(self.path)
-        extra = {TS_EXTRA_FILE: ""}
+        data = _read_model(self.path)
+        try:
+            metadata = check_torchscript_archive(data, self.path, trust=trust,
+                                                 complete=not trust)
+        except ArtifactError as exc:
+            raise ServingError(str(exc)) from exc
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
-                self.module = torch.jit.load(str(self.path), map_location=self.device,
-                                             _extra_files=extra)
+                self.module = torch.jit.load(io.BytesIO(data), map_location=self.device)
         except Exception as exc:  # torch raises RuntimeError and friends on bad archives
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ServingError(f"{self.path}: not a loadable TorchScript model ({first})") \
-                from exc
+            raise ServingError(f"{self.path}: not a loadable TorchScript model "
+                               f"({_first_line(exc)})") from exc
         self.module.eval()
-        try:
-            metadata = json.loads(extra[TS_EXTRA_FILE] or "{}")
-        except ValueError as exc:
-            raise ServingError(f"{self.path}: unreadable {TS_EXTRA_FILE}") from exc
         self.providers = [str(self.device)]
-        self._setup(metadata if isinstance(metadata, dict) else {}, None, None)
+        self._setup(metadata, None)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -523,32 +646,48 @@ class TorchScriptClassifier(Classifier):
 
 
 def load_classifier(path: str | os.PathLike[str], provider: str = "auto",
-                    batch_size: int = DEFAULT_BATCH_SIZE) -> Classifier:
+                    batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> Classifier:
     """The classifier for an artifact: TorchScript for ``.ts``/``.pt``/``.torchscript``
-    (:data:`epdo.exporters.formats.SUFFIXES`), ONNX otherwise."""
+    (:data:`epdo.exporters.formats.SUFFIXES`), ONNX otherwise. ``trust`` accepts an
+    artifact without a digest (see :class:`OnnxClassifier`)."""
     if format_of(path) == TORCHSCRIPT:
-        return TorchScriptClassifier(path, provider, batch_size)
-    return OnnxClassifier(path, provider, batch_size)
+        return TorchScriptClassifier(path, provider, batch_size, trust=trust)
+    return OnnxClassifier(path, provider, batch_size, trust=trust)
 
 
 def predict_files(classifier: Classifier, inputs: Iterable[str | os.PathLike[str]],
                   top_k: int = 5, batch_size: int | None = None) -> list[FilePrediction]:
     """Preprocess every input file, classify the good ones in batches, keep the others'
-    errors: one :class:`FilePrediction` per input, in order."""
+    errors: one :class:`FilePrediction` per input, in order.
+
+    One bad input never costs the others their predictions: a file that cannot be read or
+    decoded, or whose logits come out NaN or infinite, gets its ``error``. At most
+    ``batch_size`` inputs (fewer when they would take more than
+    :data:`~epdo.exporters.limits.MAX_BATCH_BYTES`) are held in memory at once.
+    """
     results = [FilePrediction(input=str(p)) for p in inputs]
-    arrays: list[np.ndarray] = []
-    good: list[FilePrediction] = []
-    for result in results:
-        try:
-            arrays.append(classifier.preprocess(result.input))
-        except InputError as exc:
-            result.error = str(exc)
-        else:
-            good.append(result)
-    if good:
-        logits = classifier.predict(np.stack(arrays), batch_size)
+    per_input = 4 * math.prod(classifier.input_shape)
+    size = max(1, min(int(batch_size or classifier.batch_size), MAX_BATCH_BYTES // per_input))
+    for start in range(0, len(results), size):
+        arrays: list[np.ndarray] = []
+        good: list[FilePrediction] = []
+        for result in results[start:start + size]:
+            try:
+                arrays.append(classifier.preprocess(result.input))
+            except InputError as exc:
+                result.error = str(exc)
+            else:
+                good.append(result)
+        if not good:
+            continue
+        logits = classifier._logits(np.stack(arrays), size)
+        del arrays
         top = _top_k(softmax(logits), classifier.classes, top_k)
         for result, row, preds in zip(good, logits, top, strict=True):
+            if not np.all(np.isfinite(row)):
+                result.error = ("the model returned non-finite logits (NaN or infinity) for "
+                                "this input")
+                continue
             result.logits = [float(v) for v in row]
             result.top_k = preds
     return results

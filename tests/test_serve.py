@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from epdo import __version__
 from epdo.cli.main import app
 from epdo.exporters import OnnxClassifier, ServingError, TorchScriptClassifier
+from epdo.exporters.metadata import graph_digest, save_torchscript
 from epdo.exporters.runtime import (
     InputError,
     Preprocessing,
@@ -100,9 +101,11 @@ def export_tiny(folder: Path) -> Artifacts:
         with torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
         ts_path = folder / "tiny.ts"
-        torch.jit.save(traced, str(ts_path), _extra_files={"epdo.json": json.dumps(meta)})
+        save_torchscript(traced, ts_path, meta)  # with the archive's digest
     proto = onnx.load(str(onnx_path))
-    onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
+    digest = {**meta["epdo.verification"], "graph_sha256": graph_digest(proto)}
+    onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in
+                                        {**meta, "epdo.verification": digest}.items()})
     onnx.save(proto, str(onnx_path))
     return Artifacts(model=model, onnx_path=onnx_path, ts_path=ts_path,
                      classes=list(sample.classes), images=sample.images[:24].numpy(),
@@ -359,7 +362,9 @@ def test_predict_png_with_one_bad_file(art: Artifacts, inputs: dict) -> None:
     assert code == 1
     assert err.count("error:") == 1 and "notes.png" in err and "not an image" in err
     data = json.loads(out)
-    assert [d["input"] for d in data] == [str(p) for p in inputs["png"]]
+    assert [d["input"] for d in data] == [str(p) for p in files]
+    assert data[2]["error"].startswith("not an image") and data[2]["top_k"] == []
+    data = [d for d in data if "error" not in d]
     want = softmax(torch_logits(art, art.images[:4]))
     for d, p in zip(data, want, strict=True):
         assert [t["index"] for t in d["top_k"]] == list(np.argsort(-p)[:2])
@@ -417,7 +422,7 @@ def test_predict_all_bad(art: Artifacts, inputs: dict, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((3, 5), np.float32))
     code, out, err = run_predict(art.onnx_path, *inputs["bad"], wrong, "--json")
-    assert code == 1 and json.loads(out) == []
+    assert code == 1 and [d["top_k"] for d in json.loads(out)] == [[], []]
     assert err.count("error:") == 2 and "expected shape" in err
 
 
