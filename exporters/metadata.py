@@ -10,7 +10,8 @@ Both formats carry the same dict (keys in :data:`METADATA_KEYS`):
 The trust model. ``epdo.verification.graph_sha256`` is a SHA-256 digest written at export
 time: for ONNX, of the graph's deterministic serialization (weights included, metadata
 excluded); for TorchScript, of every entry of the archive but ``extra/epdo.json`` and the
-random ``.data/serialization_id`` (:func:`torchscript_digest`). Reading an artifact
+random ``.data/serialization_id``, and of the declared input shape, which a TorchScript
+graph does not fix (:func:`torchscript_digest`). Reading an artifact
 (``epdo info``, ``epdo predict``, the classifiers) checks, before anything is run:
 
 - the digest: a mismatch (a flipped byte, weights set to NaN) is always refused; a missing
@@ -507,9 +508,10 @@ def _archive_root(zf: zipfile.ZipFile, size: int, where: Any) -> str:
     return roots.pop()
 
 
-def _archive_digest(zf: zipfile.ZipFile, root: str) -> str:
-    """SHA-256 over the archive's entries in name order (name, size, bytes), all but the
-    metadata and the per-save serialization id; reading checks every CRC."""
+def _entries_digest(zf: zipfile.ZipFile, root: str) -> Any:
+    """SHA-256 (a hashlib object) over the archive's entries in name order (name, size,
+    bytes), all but the metadata and the per-save serialization id; reading checks every
+    CRC."""
     digest = hashlib.sha256()
     skip = {f"{root}/{name}" for name in _TS_UNDIGESTED}
     for info in sorted(zf.infolist(), key=lambda i: i.filename):
@@ -521,25 +523,24 @@ def _archive_digest(zf: zipfile.ZipFile, root: str) -> str:
         with zf.open(info) as entry:
             while chunk := entry.read(1 << 20):
                 digest.update(chunk)
+    return digest
+
+
+def _ts_digest(entries: Any, input_shape: Any) -> str:
+    """The TorchScript digest: the entries' and the declared input shape's (a TorchScript
+    graph does not fix the size of its input, so the digest does)."""
+    digest = entries.copy()
+    digest.update(b"\0epdo.input_shape\0" + json.dumps(input_shape).encode("utf-8"))
     return digest.hexdigest()
 
 
-def torchscript_digest(path: str | os.PathLike[str]) -> str:
-    """The digest a TorchScript artifact records in ``epdo.verification.graph_sha256``
-    (see :func:`_archive_digest`)."""
-    with zipfile.ZipFile(path) as zf:
-        return _archive_digest(zf, _archive_root(zf, os.path.getsize(path), path))
-
-
-def check_torchscript_archive(data: bytes, where: str | os.PathLike[str], *,
-                              trust: bool = False, complete: bool = True) -> dict[str, Any]:
-    """The decoded and checked metadata (``extra/epdo.json``) of a TorchScript artifact's
-    bytes: archive structure and CRCs, types and sizes, the digest (see
-    :func:`check_digest` for ``trust``). Nothing is run. ArtifactError otherwise."""
+def _read_archive(data: Any, size: int, where: Any) -> tuple[Any, str | None]:
+    """``(entries digest, epdo.json text or None)`` of a TorchScript archive (bytes or
+    path); ArtifactError (one line) when it is no archive torch would have written."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            root = _archive_root(zf, len(data), where)
-            actual = _archive_digest(zf, root)
+        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as zf:
+            root = _archive_root(zf, size, where)
+            entries = _entries_digest(zf, root)
             name = f"{root}/extra/{TS_EXTRA_FILE}"
             text = zf.read(name).decode("utf-8") if name in zf.namelist() else None
     except ArtifactError:
@@ -548,6 +549,27 @@ def check_torchscript_archive(data: bytes, where: str | os.PathLike[str], *,
             NotImplementedError) as exc:
         raise ArtifactError(f"{where}: not a loadable TorchScript model (truncated or "
                             f"corrupted?): {_first_line(exc)}") from exc
+    return entries, text
+
+
+def torchscript_digest(path: str | os.PathLike[str]) -> str:
+    """The digest a TorchScript artifact records in ``epdo.verification.graph_sha256``: the
+    SHA-256 of every archive entry but ``extra/epdo.json`` and ``.data/serialization_id``
+    (in name order: name, size, bytes), then of the declared ``epdo.input_shape``."""
+    entries, text = _read_archive(path, os.path.getsize(path), path)
+    try:
+        shape = json.loads(text or "{}").get("epdo.input_shape")
+    except (ValueError, AttributeError, RecursionError):
+        shape = None
+    return _ts_digest(entries, shape)
+
+
+def check_torchscript_archive(data: bytes, where: str | os.PathLike[str], *,
+                              trust: bool = False, complete: bool = True) -> dict[str, Any]:
+    """The decoded and checked metadata (``extra/epdo.json``) of a TorchScript artifact's
+    bytes: archive structure and CRCs, types and sizes, the digest (see
+    :func:`check_digest` for ``trust``). Nothing is run. ArtifactError otherwise."""
+    entries, text = _read_archive(data, len(data), where)
     if text is None:
         if complete:
             raise ArtifactError(f"{where}: not an epdo artifact (no extra/{TS_EXTRA_FILE})")
@@ -561,7 +583,7 @@ def check_torchscript_archive(data: bytes, where: str | os.PathLike[str], *,
         raise ArtifactError(f"{where}: {TS_EXTRA_FILE} is not a JSON object")
     meta = validate_metadata({k: raw[k] for k in METADATA_KEYS if k in raw}, where,
                              complete=complete)
-    check_digest(meta, actual, where, trust=trust)
+    check_digest(meta, _ts_digest(entries, meta.get("epdo.input_shape")), where, trust=trust)
     return meta
 
 

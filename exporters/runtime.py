@@ -682,12 +682,13 @@ def predict_files(classifier: Classifier, inputs: Iterable[str | os.PathLike[str
             continue
         logits = classifier._logits(np.stack(arrays), size)
         del arrays
-        top = _top_k(softmax(logits), classifier.classes, top_k)
-        for result, row, preds in zip(good, logits, top, strict=True):
-            if not np.all(np.isfinite(row)):
+        finite = np.isfinite(logits).all(axis=1)
+        top = iter(_top_k(softmax(logits[finite]), classifier.classes, top_k))
+        for result, row, ok in zip(good, logits, finite, strict=True):
+            if not ok:
                 result.error = ("the model returned non-finite logits (NaN or infinity) for "
                                 "this input")
                 continue
             result.logits = [float(v) for v in row]
-            result.top_k = preds
+            result.top_k = next(top)
     return results
