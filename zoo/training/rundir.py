@@ -77,6 +77,8 @@ images, as the weights changed), ``test_loss``/``test_acc`` (after the epoch, ev
 
 _SHOWN = 3
 """How many offending file names an error message lists."""
+_LOCK_TRIES = 100
+"""How often taking the lock is retried when its file was replaced in between."""
 
 
 class RunDir:
@@ -230,7 +232,7 @@ class RunDir:
         if self._lock_fd is not None or fcntl is None:
             return
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        while True:
+        for _ in range(_LOCK_TRIES):
             try:
                 fd = os.open(self.lock_file, flags, 0o644)
             except OSError as exc:
@@ -250,7 +252,7 @@ class RunDir:
                 who = f"pid {holder}" if holder is not None else "pid unknown"
                 raise TrainError(
                     f"{self.path} is in use by another epdo train ({who}); wait for it to "
-                    "finish, or choose another --out"
+                    "finish, or use another folder"
                 ) from None
             # the holder may have released (and removed) the file between open and flock:
             # then this lock is on a file nobody else sees; take the current one instead
@@ -261,6 +263,11 @@ class RunDir:
             if current == os.fstat(fd).st_ino:
                 break
             os.close(fd)
+        else:
+            raise TrainError(
+                f"{self.path}: cannot lock the run folder ({LOCK} keeps being replaced); is "
+                "another program removing it?"
+            )
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
