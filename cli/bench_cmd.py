@@ -10,9 +10,9 @@ from typing import Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from epdo.cli.app import console, print_json
+from epdo.cli.text import literal
 
 # (key, label, unit, format)
 ROWS = (
@@ -36,7 +36,7 @@ ROWS = (
 
 def bench_table(data: dict[str, Any]) -> Table:
     """The figures of a report dict as a (figure, value, unit) Rich table."""
-    table = Table(title=Text(f"bench {data['spec']} on {data['device']} ({data['threads']} "
+    table = Table(title=literal(f"bench {data['spec']} on {data['device']} ({data['threads']} "
                              f"threads, batch {data['batch_size']}, median of {data['iters']})"))
     table.add_column("figure", justify="left", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
@@ -85,4 +85,4 @@ def bench_command(
                  f"({data['matmul_gflops']:.1f} GFLOP/s) of {data['device']}",
                  f"peak memory: {data['train_peak_memory_method']}",
                  f"stencil product: {data['stencil_product']}"):
-        console.print(Text(line), highlight=False)
+        console.print(literal(line), highlight=False)

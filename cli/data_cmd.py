@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from epdo.cli.app import console, print_json
+from epdo.cli.text import literal
 
 data_app = typer.Typer(
     help="Datasets: where each is read from, and downloading MNIST-rot and CIFAR.",
@@ -41,7 +42,7 @@ def fetch_command(
     from epdo.zoo.data import fetch_dataset
 
     path = fetch_dataset(name, url=url, dest=dest, progress=True)
-    console.print(Text(f"{name}: checked and saved to {path}"), highlight=False)
+    console.print(literal(f"{name}: checked and saved to {path}"), highlight=False)
 
 
 _STATUS = {"found": ("yes", "green"), "missing": ("no", "yellow"), "broken": ("broken", "red")}
@@ -65,8 +66,8 @@ def _info_table(records: list[dict[str, Any]]) -> Table:
             where = "; ".join(sorted({s for s in r["sources"].values() if s}))
         else:
             where = "searched: " + ", ".join(r["searched"]) if r["searched"] else "-"
-        table.add_row(Text(r["name"]), found, _size(r["sizes"]["train"]),
-                      _size(r["sizes"]["test"]), _size(r["classes"]), Text(where))
+        table.add_row(literal(r["name"]), found, _size(r["sizes"]["train"]),
+                      _size(r["sizes"]["test"]), _size(r["classes"]), literal(where))
     return table
 
 
@@ -87,9 +88,10 @@ def info_command(
     console.print(_info_table(records))
     if name is None:
         if any(not r["found"] for r in records):
-            console.print(Text("`epdo data info NAME` says what is missing and how to get it."),
+            console.print(literal("`epdo data info NAME` says what is missing and how to get it."),
                           highlight=False)
         return
     for split, message in records[0]["errors"].items():
-        console.print(Text.assemble((f"{split}:", "bold"), " ", message), highlight=False,
+        console.print(Text.assemble(literal(f"{split}:", "bold"), " ", literal(message)),
+                      highlight=False,
                       soft_wrap=True)

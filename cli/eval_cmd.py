@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from epdo.cli.app import console, err_console, print_json
+from epdo.cli.text import literal
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 _CONFUSION_MAX = 20  # print the confusion matrix as a table up to this many classes
@@ -28,7 +29,7 @@ def _confusion_table(report: Any) -> Table:
                   title_justify="left")
     table.add_column("true \\ pred", no_wrap=True)
     for name in report.classes:
-        table.add_column(Text(name[:10]), justify="right", no_wrap=True)
+        table.add_column(literal(name[:10]), justify="right", no_wrap=True)
     table.add_column("recall", justify="right", no_wrap=True)
     for i, (name, row) in enumerate(zip(report.classes, report.confusion, strict=True)):
         cells = []
@@ -38,7 +39,7 @@ def _confusion_table(report: Any) -> Table:
             else:
                 cells.append(f"[red]{count}[/]" if count else "[dim]·[/]")
         recall = report.per_class_accuracy[i]
-        table.add_row(Text(name), *cells, "-" if recall is None else f"{100.0 * recall:.1f}%")
+        table.add_row(literal(name), *cells, "-" if recall is None else f"{100.0 * recall:.1f}%")
     return table
 
 
@@ -59,7 +60,8 @@ def _angles_table(report: Any) -> Table:
 def _line(*parts: str | tuple[str, str]) -> None:
     """One line on stdout from plain strings and ``(text, style)`` pairs, every text
     printed literally (no markup, no emoji codes)."""
-    console.print(Text.assemble(*parts), highlight=False)
+    console.print(Text.assemble(*(literal(p) if isinstance(p, str) else literal(*p)
+                                  for p in parts)), highlight=False)
 
 
 def _print_report(report: Any) -> None:
@@ -120,5 +122,5 @@ def eval_command(
         from epdo.zoo.plotting import plot_report
 
         written = plot_report(report, plot)
-        (err_console if as_json else console).print(Text(f"plot written to {written}"),
+        (err_console if as_json else console).print(literal(f"plot written to {written}"),
                                                     highlight=False)

@@ -14,25 +14,25 @@ from typing import Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from epdo.cli.app import console, fail, print_json, print_note
+from epdo.cli.text import literal
 
 
 def report_table(report: Any) -> Table:
     """The verification checks as a Rich table."""
-    table = Table(title=Text(f"verification of {report.spec_name} ({report.format})"))
+    table = Table(title=literal(f"verification of {report.spec_name} ({report.format})"))
     for col in ("inputs", "batch", "max abs error", "max rel error", "top-1 agreement"):
         table.add_column(col, justify="left" if col == "inputs" else "right", no_wrap=True)
     for c in report.checks:
-        table.add_row(Text(c.inputs), str(c.batch), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
+        table.add_row(literal(c.inputs), str(c.batch), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
                       f"{100 * c.agreement:.1f}%")
     return table
 
 
 def _line(text: str) -> None:
     """One line on stdout, printed literally (no markup, no emoji codes)."""
-    console.print(Text(text), highlight=False)
+    console.print(literal(text), highlight=False)
 
 
 def _print_report(report: Any) -> None:

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from epdo.cli.app import console, fail, print_error, print_json, print_note
+from epdo.cli.text import literal, shown
 
 SOME_INPUTS_FAILED = 1
 
@@ -51,23 +51,23 @@ def predict_command(
         fail(f"--provider: choose auto, cpu or cuda, got {provider!r}")
     classifier = load_classifier(model, provider=provider, batch_size=batch_size, trust=trust)
     if not classifier.verified:
-        print_note(f"warning: {model}: unverified artifact (no digest), used because of "
-                   "--trust")
+        print_note(shown(f"warning: {model}: unverified artifact (no digest), used because "
+                         "of --trust"))
     results = predict_files(classifier, inputs, top_k=top_k, batch_size=batch_size)
     failed = [r for r in results if not r.ok]
     for r in failed:
-        print_error(f"{r.input}: {r.error}")
+        print_error(shown(f"{r.input}: {r.error}"))
     good = [r for r in results if r.ok]
     if as_json:
         print_json([r.to_dict() for r in results])
     elif good:
-        table = Table(title=Text(f"{model.name} ({', '.join(classifier.providers)})"))
+        table = Table(title=literal(f"{model.name} ({', '.join(classifier.providers)})"))
         for col in ("input", "rank", "class", "index", "probability"):
             table.add_column(col, justify="right" if col in ("rank", "index", "probability")
                              else "left", no_wrap=col != "input")
         for r in good:
             for rank, p in enumerate(r.top_k, start=1):
-                table.add_row(Text(r.input if rank == 1 else ""), str(rank), Text(p.label),
+                table.add_row(literal(r.input if rank == 1 else ""), str(rank), literal(p.label),
                               str(p.index), f"{p.probability:.4f}")
             table.add_section()
         console.print(table)

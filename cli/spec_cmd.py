@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from epdo.cli.app import console, print_json, print_note
+from epdo.cli.text import literal, shown
 
 
 def _line(text: str) -> None:
     """One line on stdout, printed literally (no markup, no emoji codes)."""
-    console.print(Text(text), highlight=False)
+    console.print(literal(text), highlight=False)
 
 
 def _headline(text: str, limit: int = 60) -> str:
@@ -50,8 +50,8 @@ def list_command(
     table.add_column("description")
     for r in rows:
         stencils = "-" if r["group"] == "C1" else r["discretization"]
-        table.add_row(Text(r["name"]), Text(r["group"]), Text(stencils), f"{r['params']:,}",
-                      Text(_headline(r["description"])))
+        table.add_row(literal(r["name"]), literal(r["group"]), literal(stencils),
+                      f"{r['params']:,}", literal(_headline(r["description"])))
     console.print(table)
 
 
@@ -79,9 +79,9 @@ def info_command(
         return
     c, h, w = summary.input_shape
     table = Table(
-        title=Text(f"{summary.name}: {summary.group}, {summary.discretization}, "
+        title=literal(f"{summary.name}: {summary.group}, {summary.discretization}, "
                    f"input {c}x{h}x{w}"),
-        caption=Text(summary.description) if summary.description else None,
+        caption=literal(summary.description) if summary.description else None,
     )
     for col in ("layer", "op", "fields in", "fields out", "channels", "output", "params",
                 "FLOPs"):
@@ -89,8 +89,8 @@ def info_command(
         table.add_column(col, justify="right" if right else "left", no_wrap=col != "fields in"
                          and col != "fields out")
     for r in summary.rows:
-        table.add_row(Text(r.path), Text(r.op), Text(r.type_in), Text(r.type_out),
-                      f"{r.channels_in}→{r.channels_out}", Text(r.size_out), f"{r.params:,}",
+        table.add_row(literal(r.path), literal(r.op), literal(r.type_in), literal(r.type_out),
+                      f"{r.channels_in}→{r.channels_out}", literal(r.size_out), f"{r.params:,}",
                       _human(r.flops))
     table.add_section()
     table.add_row("total", "", "", "", "", "", f"{summary.params:,}", _human(summary.flops))
@@ -108,13 +108,13 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     ver = meta["epdo.verification"]
     digest = ver.get(DIGEST_KEY)
     if digest is None:
-        print_note(f"warning: {path}: unverified artifact (no digest), shown because of "
-                   "--trust")
+        print_note(shown(f"warning: {path}: unverified artifact (no digest), shown because "
+                         "of --trust"))
     if as_json:
         print_json(meta)
         return
     c, h, w = meta["epdo.input_shape"]
-    table = Table(title=Text(f"{path}: exported {meta['epdo.spec_name']}"), show_header=False)
+    table = Table(title=literal(f"{path}: exported {meta['epdo.spec_name']}"), show_header=False)
     table.add_column("key", no_wrap=True)
     table.add_column("value")
     rows = [
@@ -139,7 +139,7 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
          else f"sha256 {digest[:16]}… matches the model"),
     ]
     for key, value in rows:
-        table.add_row(Text(key), Text(value))
+        table.add_row(literal(key), literal(value))
     console.print(table)
 
 
@@ -162,7 +162,7 @@ def check_command(
     if as_json:
         print_json(report.to_dict())
         return
-    table = Table(title=Text(f"equivariance of {spec} ({report.group}, {report.dtype}, "
+    table = Table(title=literal(f"equivariance of {spec} ({report.group}, {report.dtype}, "
                              f"{report.batch} inputs)"))
     for col in ("transform", "grid-exact", "in group", "model", "model floor", "plain CNN",
                 "CNN floor"):
@@ -172,7 +172,7 @@ def check_command(
         return "-" if v is None else f"{v:.2e}"
 
     for r in report.rows:
-        table.add_row(Text(r.transform), "yes" if r.grid_exact else "no",
+        table.add_row(literal(r.transform), "yes" if r.grid_exact else "no",
                       "yes" if r.in_group else "no",
                       fmt(r.model_error), fmt(r.model_floor), fmt(r.cnn_error), fmt(r.cnn_floor))
     console.print(table)

@@ -665,6 +665,17 @@ def test_user_text_is_printed_literally_by_predict(art: Artifacts, tmp_path: Pat
     missing = cli("predict", model, "gone[/]z.png", ":100:.png", "--provider", "cpu")
     assert missing.stderr.splitlines() == ["error: gone[/]z.png: No such file or directory",
                                            "error: :100:.png: No such file or directory"]
+    # control characters are shown escaped: no terminal escapes, no forged second line
+    evil = ts_copy(art.ts, tmp_path / "evil.ts",
+                   meta=lambda m: m.update({"epdo.classes": ["\x1b[2J", "a\nb", "c"]}))
+    Image.open(art.good).save("x\x1b[31my.png")
+    result = cli("predict", evil, "x\x1b[31my.png", "gone\nerror: forged.png", "--top-k",
+                 "3", "--provider", "cpu")
+    assert result.exit_code == 1 and "\x1b" not in result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        "error: gone\\nerror: forged.png: No such file or directory"]
+    for text in ("x\\x1b[31my.png", "\\x1b[2J", "a\\nb"):
+        assert text in result.stdout, text
 
 
 def test_user_text_is_printed_literally_by_info_and_check(art: Artifacts, tmp_path: Path,
