@@ -14,6 +14,7 @@ spec file size             :data:`MAX_SPEC_BYTES`       ``EPDO_MAX_SPEC_BYTES``
 YAML values (aliases       :data:`MAX_SPEC_NODES`       ``EPDO_MAX_SPEC_NODES``
 expanded)
 nesting depth              :data:`MAX_SPEC_DEPTH`       fixed
+input channels             :data:`MAX_INPUT_CHANNELS`   fixed
 ``extends`` chain          :data:`MAX_EXTENDS_DEPTH`    fixed
 folders ``extends`` may    the spec's own folder        ``EPDO_EXTENDS_PATH``
 also read
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_ACTIVATION_BYTES",
     "MAX_EXTENDS_DEPTH",
     "MAX_GROUP_N",
+    "MAX_INPUT_CHANNELS",
     "MAX_LAYERS",
     "MAX_SPEC_BYTES",
     "MAX_SPEC_DEPTH",
@@ -70,6 +72,10 @@ MAX_EXTENDS_DEPTH = 16
 EXTENDS_PATH_VARIABLE = "EPDO_EXTENDS_PATH"
 """The environment variable that lists (``os.pathsep``-separated) further folders whose
 files a spec file may extend, beside the shipped specs and its own folder's tree."""
+
+MAX_INPUT_CHANNELS = 65_536
+"""The most channels an input image may have (``input.channels``; ``mean`` and ``std`` hold
+one value per channel)."""
 
 MAX_GROUP_N = 256
 """The largest N of C_N and D_N (the papers use N up to 16)."""

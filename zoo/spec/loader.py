@@ -471,7 +471,8 @@ def _apply_defaults(data: dict[str, Any], tree: Node) -> dict[str, Any]:
         node = tree.children["defaults"]
         default_nodes = node.children if isinstance(node.children, dict) else {}
     for layer, node in _layer_dicts(data, tree):
-        model = LAYER_TYPES.get(layer.get("op"))  # type: ignore[arg-type]
+        op = layer.get("op")
+        model = LAYER_TYPES.get(op) if isinstance(op, str) else None
         if model is None:
             continue
         for key in _DEFAULTABLE:

@@ -25,6 +25,7 @@ from ..ops import Layer
 from ..ops.base import FieldTypeName, Order, PoolKind
 from ..plan import plan_model
 from ..stages import ModelPlan
+from .limits import MAX_INPUT_CHANNELS
 
 __all__ = ["AugmentSpec", "Defaults", "InputSpec", "Spec", "TrainSpec"]
 
@@ -61,7 +62,7 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 class InputSpec(_Section):
     """``channels`` trivial fields of size ``size``, normalized by ``(x - mean) / std``."""
 
-    channels: Annotated[int, Field(ge=1)]
+    channels: Annotated[int, Field(ge=1, le=MAX_INPUT_CHANNELS)]
     size: list[int]
     mean: list[float] = Field(default_factory=lambda: [0.0], validate_default=True)
     std: list[float] = Field(default_factory=lambda: [1.0], validate_default=True)
