@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from epdo.cli.text import shown
+
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover - typer that depends on click
@@ -68,16 +70,19 @@ def is_main_process() -> bool:
 
 
 def print_note(text: str) -> None:
-    """One plain line (or a few) to stderr, printed literally (no markup), on rank 0."""
+    """One plain line (or a few) to stderr, printed literally (no markup, control characters
+    escaped, see :mod:`epdo.cli.text`), on rank 0."""
     if is_main_process():
-        err_console.print(Text(text), highlight=False, soft_wrap=True)
+        lines = "\n".join(shown(line) for line in str(text).split("\n"))
+        err_console.print(Text(lines), highlight=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:
-    """``error: <message>`` to stderr, the message printed literally (no markup), on rank 0."""
+    """``error: <message>`` to stderr, the message printed literally (no markup, control
+    characters escaped), on rank 0."""
     if is_main_process():
-        err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
-                          soft_wrap=True)
+        err_console.print(Text.assemble(("error:", "bold red"), " ", shown(message)),
+                          highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import typer
 
 from epdo.cli.app import INTERRUPTED, console, fail, print_note
+from epdo.cli.text import literal
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,13 +95,14 @@ def train_command(
     if not is_main_process():
         return
     if result.final is None:
-        console.print(f"nothing was trained: {result.run_dir} has no completed epoch")
+        console.print(literal(f"nothing was trained: {result.run_dir} has no completed epoch"),
+                      highlight=False, soft_wrap=True)
         return
     final = result.final
     console.print(
-        f"final test accuracy: {100 * final['test_acc']:.2f}% (epoch {final['epoch']}; best "
-        f"{100 * (result.best_test_acc or 0.0):.2f}% at epoch {result.best_epoch}); "
-        f"run directory: {result.run_dir}",
+        literal(f"final test accuracy: {100 * final['test_acc']:.2f}% (epoch {final['epoch']}; "
+                f"best {100 * (result.best_test_acc or 0.0):.2f}% at epoch {result.best_epoch}); "
+                f"run directory: {result.run_dir}"),
         highlight=False, soft_wrap=True,
     )
 

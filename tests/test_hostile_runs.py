@@ -465,3 +465,13 @@ def test_the_console_script_prints_usage_errors_on_one_line(tmp_path: Path) -> N
         assert len(lines) == 1 and lines[0].startswith("error: "), textwrap.shorten(
             done.stderr, 500)
         assert flag in lines[0]
+
+
+def test_a_folder_name_is_printed_as_it_is(tmp_path: Path, fake_loader) -> None:
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "[bold]run:100:[/]"
+    result = CliRunner().invoke(app, ["train", str(spec_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"run directory: {out}\n" in result.stdout
+    assert result.stdout.rstrip().endswith(f"run directory: {out}")

@@ -91,7 +91,9 @@ class RichProgress:
         self._epochs = 0
 
     def run_started(self, info: dict[str, Any]) -> None:
-        self.console.print(f"run directory: {info['run_dir']}", highlight=False, soft_wrap=True)
+        # a folder, a spec's or a dataset's name is the user's text: never read as markup
+        self.console.print(f"run directory: {info['run_dir']}", highlight=False, soft_wrap=True,
+                           markup=False, emoji=False)
         world = info["world_size"]
         batch = f"{info['batch_size']}" + (f" x {world} processes" if world > 1 else "")
         self.console.print(
@@ -99,7 +101,7 @@ class RichProgress:
             f"{info['dataset']} ({info['train_images']:,} train / {info['test_images']:,} test "
             f"images), {info['device']} {info['precision']}, batch {batch}, "
             f"{info['epochs']} epochs",
-            highlight=False, soft_wrap=True,
+            highlight=False, soft_wrap=True, markup=False, emoji=False,
         )
         if info.get("resumed"):
             self.console.print(f"resuming after epoch {info['start_epoch']}"
