@@ -172,6 +172,21 @@ def test_cli_refuses_an_outside_parent(
     ]
 
 
+def test_symlink_loops_and_impossible_names_are_one_line(
+    specs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(specs)
+    (specs / "loop.yaml").symlink_to("loop.yaml")
+    err = refused(write(specs, "extends: loop.yaml\n", "kid.yaml"))
+    assert err.path == "extends" and "symlink loop" in str(err)
+    long = "a" * 5000
+    err = refused(write(specs, f"extends: {long}\n", "kid.yaml"))
+    assert err.path == "extends" and len(str(err)) < 1000
+    assert "File name too long" in str(refused(long)) and len(str(refused(long))) < 200
+    assert len(str(refused({"extends": long}))) < 1000
+    cli_refuses("info", long, naming="File name too long")
+
+
 def test_a_parent_that_is_not_utf8_or_not_yaml_is_not_shown(specs: Path) -> None:
     write(specs, f"{SECRET}: caf\xe9\n".encode("latin-1"), "latin1.yaml")
     write(specs, f"{SECRET}: [unclosed\n  x: {{\n", "broken.yaml")

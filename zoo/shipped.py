@@ -38,20 +38,25 @@ def resolve_spec_source(name_or_path: str | os.PathLike[str]) -> Path:
     Raises FileNotFoundError naming the shipped specs when neither exists.
     """
     path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = shipped_spec_path(str(name_or_path))
-    if shipped is not None:
-        return shipped
-    if path.is_dir():
-        raise FileNotFoundError(f"{str(name_or_path)!r} is a directory, not a spec file")
-    if path.exists():
+    shown = str(name_or_path) if len(str(name_or_path)) <= 80 else f"{str(name_or_path)[:77]}..."
+    try:
+        if path.is_file():
+            return path
+        shipped = shipped_spec_path(str(name_or_path))
+        if shipped is not None:
+            return shipped
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError as exc:  # a name too long for the file system, ...
+        raise FileNotFoundError(f"{shown!r}: {exc.strerror or exc}") from None
+    if is_dir:
+        raise FileNotFoundError(f"{shown!r} is a directory, not a spec file")
+    if exists:
         raise FileNotFoundError(
-            f"{str(name_or_path)!r} is not a regular file (a FIFO, a socket or a device); a "
-            "spec is a YAML file"
+            f"{shown!r} is not a regular file (a FIFO, a socket or a device); a spec is a "
+            "YAML file"
         )
     names = ", ".join(list_specs()) or "(none)"
     raise FileNotFoundError(
-        f"no spec file {str(name_or_path)!r} and no shipped spec of that name; "
+        f"no spec file {shown!r} and no shipped spec of that name; "
         f"shipped specs: {names}"
     )

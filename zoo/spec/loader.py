@@ -87,8 +87,22 @@ def _display(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (OSError, ValueError):
+    except (OSError, RuntimeError, ValueError):
         return str(path)
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted for a message, cut to 200 characters."""
+    return repr(value) if len(value) <= 200 else repr(value[:197] + "...")
+
+
+def _real(path: Path, where: dict[str, Any]) -> Path:
+    """``path`` with its symlinks resolved; a loop or an impossible name is a SpecError."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as exc:
+        reason = "a symlink loop" if isinstance(exc, RuntimeError) else exc.strerror or exc
+        raise SpecError(f"cannot resolve {_shown(str(path))}: {reason}", **where) from None
 
 
 # --------------------------------------------------------------------------- reading
@@ -261,7 +275,8 @@ def _read_file(path: Path, chain: tuple[Path, ...]) -> _Raw:
     file = _display(path)
     data, tree = _parse_yaml(_read_text(path, file), file)
     raw = _Raw(data, tree, file, path.stem)
-    return _resolve_extends(raw, path.parent, chain + (path.resolve(),))
+    real = _real(path, {"file": file})
+    return _resolve_extends(raw, path.parent, chain + (real,))
 
 
 # --------------------------------------------------------------------------- extends
@@ -281,28 +296,31 @@ def _find_parent(value: str, base_dir: Path | None, where: dict[str, Any]) -> Pa
         return specs_dir() / f"{value}.yaml"
     if base_dir is None:
         raise SpecError(
-            f"refused {value!r}: a spec given as data (such as the one inside a checkpoint) "
+            f"refused {_shown(value)}: a spec given as data (such as the one inside a checkpoint) "
             f"may extend only a shipped spec ({', '.join(shipped) or 'none'})",
             **where,
         )
     candidates = [base_dir / value]
     if bare:
         candidates.append(base_dir / f"{value}.yaml")
-    roots = [base_dir.resolve(), specs_dir().resolve(), *extends_roots()]
+    roots = [_real(base_dir, where), specs_dir().resolve(), *extends_roots()]
     for candidate in candidates:
-        target = candidate.resolve()
+        target = _real(candidate, where)
         if not any(_inside(target, root) for root in roots):
             raise SpecError(
-                f"refused {value!r}: it is outside the folder of {where['file']}; a spec may "
+                f"refused {_shown(value)}: it is outside the folder of {where['file']}; a spec may "
                 "extend a shipped spec or a YAML file in its own folder or below it (after "
                 f"symlinks), or in a folder listed in ${EXTENDS_PATH_VARIABLE}",
                 **where,
             )
-        if target.is_file():
-            return target
+        try:
+            if target.is_file():
+                return target
+        except OSError:
+            continue
     raise SpecError(
-        f"cannot find the parent spec {value!r}: no shipped spec of that name "
-        f"({', '.join(shipped) or 'none'}) and no file {_display(candidates[0])}",
+        f"cannot find the parent spec {_shown(value)}: no shipped spec of that name "
+        f"({', '.join(shipped) or 'none'}) and no file {_shown(_display(candidates[0]))}",
         **where,
     )
 
@@ -339,8 +357,8 @@ def _resolve_extends(raw: _Raw, base_dir: Path | None, chain: tuple[Path, ...]) 
             **where,
         )
     parent_path = _find_parent(parent.strip(), base_dir, where)
-    if parent_path.resolve() in chain:
-        cycle = " -> ".join(_display(p) for p in (*chain, parent_path.resolve()))
+    if _real(parent_path, where) in chain:
+        cycle = " -> ".join(_display(p) for p in (*chain, parent_path))
         raise SpecError(f"a cycle of parents: {cycle}", **where)
     if len(chain) >= MAX_EXTENDS_DEPTH:
         raise SpecError(
@@ -493,7 +511,7 @@ def _raw_from_source(source: str | os.PathLike[str] | dict[str, Any]) -> _Raw:
         return _resolve_extends(raw, None, ())
     try:
         path = resolve_spec_source(source)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise SpecError(str(exc)) from None
     return _read_file(path, ())
 
