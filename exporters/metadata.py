@@ -61,6 +61,9 @@ METADATA_KEYS = (
     "epdo.verification",
 )
 
+EXPORT_SCALE = 1 / 255
+"""The pixel scale ``epdo export`` writes in ``epdo.preprocess`` (8-bit pixels to [0, 1])."""
+
 DIGEST_KEY = "graph_sha256"
 """The key of ``epdo.verification`` that holds the artifact's SHA-256 digest."""
 
@@ -102,7 +105,7 @@ def build_metadata(spec: Spec, classes: list[str], verification: dict[str, Any])
         "epdo.preprocess": {
             "color": "rgb" if c == 3 else "grayscale",
             "size": [h, w],
-            "scale": 1 / 255,
+            "scale": EXPORT_SCALE,
             "normalized_in_graph": True,
         },
         "epdo.verification": verification,
@@ -251,6 +254,16 @@ def _preprocess(meta: dict[str, Any], shape: tuple[int, int, int] | None, where:
     if "normalized_in_graph" in pre and not isinstance(pre["normalized_in_graph"], bool):
         raise ArtifactError(f"{where}: metadata {key}.normalized_in_graph must be true or "
                             f"false, got {_show(pre['normalized_in_graph'])}")
+    ver = meta.get("epdo.verification")
+    if isinstance(ver, dict) and DIGEST_KEY in ver:
+        # epdo export wrote it: 8-bit pixels scaled by 1/255, normalization in the graph;
+        # anything else would silently change what the verified graph is given
+        if "scale" in pre and abs(pre["scale"] - EXPORT_SCALE) > 1e-12:
+            raise ArtifactError(f"{where}: metadata {key}.scale {pre['scale']!r} is not the "
+                                "1/255 epdo export writes (tampered?)")
+        if pre.get("normalized_in_graph") is False:
+            raise ArtifactError(f"{where}: metadata {key}.normalized_in_graph is false, but "
+                                "epdo export puts the normalization in the graph (tampered?)")
 
 
 _VERIFICATION_TYPES: dict[str, tuple[str, Any]] = {

@@ -404,6 +404,10 @@ METADATA_CASES = [
      "epdo.preprocess.size"),
     ("in-graph-string", {"epdo.preprocess": json.dumps({**_PRE, "normalized_in_graph": "no"})},
      "normalized_in_graph"),
+    ("in-graph-false", {"epdo.preprocess": json.dumps({**_PRE, "normalized_in_graph": False})},
+     "normalized_in_graph is false"),
+    ("scale-other", {"epdo.preprocess": json.dumps({**_PRE, "scale": 1 / 128})},
+     "epdo.preprocess.scale 0.0078125 is not the 1/255"),
     ("verification-string", {"epdo.verification": '"x"'}, "epdo.verification must be"),
     ("spec-list", {"epdo.spec": "[]"}, "epdo.spec must be"),
     ("version-number", {"epdo.version": "1"}, "epdo.version must be"),
@@ -447,6 +451,25 @@ def test_bad_verification_figures_are_one_clean_error(art: Artifacts, tmp_path: 
                           {"epdo.verification": verification(art.onnx, **changes)})
     for args in (("predict", path, art.good), ("info", path)):
         refused(cli(*args), 2, f"{name}.onnx", needle)
+
+
+def test_weights_in_an_external_file_are_refused(art: Artifacts, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX external data names a file to read the weights from: the digest covers the
+    name only, not what the file holds, so such a model is never loaded."""
+
+    def external(proto: Any) -> None:
+        tensor = biggest_weight(proto)
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", "weights.bin"
+
+    monkeypatch.chdir(tmp_path)  # where onnx's checker looks for the file: it finds one
+    (tmp_path / "weights.bin").write_bytes(bytes(1 << 16))
+    path = onnx_copy(art.onnx, tmp_path / "ext.onnx", graph=external, redigest=True)
+    for args in (("predict", path, art.good, "--trust"), ("info", path)):
+        refused(cli(*args), 2, "ext.onnx", "external data")
 
 
 def test_a_metadata_key_given_twice_or_missing_is_refused(art: Artifacts, tmp_path: Path) -> None:
