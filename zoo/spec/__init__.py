@@ -5,7 +5,9 @@
   the ops' own, :mod:`epdo.zoo.ops`);
 - :mod:`.locations`: where every key sits in its YAML file;
 - :mod:`.loader`: parsing, ``extends``, ``defaults``, validation and the plan
-  (:func:`load_spec`).
+  (:func:`load_spec`);
+- :mod:`.limits`: the sanity limits (file size, alias expansion, nesting, ``extends``,
+  group order, layers, weights, activations) and the variables that raise them.
 
 The names below are loaded on first use, so that :mod:`.errors` can be imported by the ops
 without pulling in the schema that is built from them.
