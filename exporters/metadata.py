@@ -144,18 +144,21 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def read_artifact_bytes(path: str | os.PathLike[str]) -> bytes:
+def read_artifact_bytes(path: str | os.PathLike[str], error: type[EpdoError] | None = None,
+                        what: str = "file") -> bytes:
     """The bytes of an artifact file, read once (what is checked is what is run);
-    ArtifactError when it is missing or not a regular file (a FIFO is never waited on)."""
+    ``error`` (ArtifactError by default) when it is missing (``"<path>: no such <what>"``)
+    or not a regular file (a FIFO is never waited on)."""
     from .files import open_regular
 
+    error = error or ArtifactError
     try:
         with open_regular(path) as f:
             return f.read()
     except FileNotFoundError as exc:
-        raise ArtifactError(f"{path}: no such file") from exc
+        raise error(f"{path}: no such {what}") from exc
     except OSError as exc:
-        raise ArtifactError(f"{path}: {exc.strerror or _first_line(exc)}") from exc
+        raise error(f"{path}: {exc.strerror or _first_line(exc)}") from exc
 
 
 # --------------------------------------------------------------------------- metadata values

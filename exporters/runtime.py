@@ -52,6 +52,7 @@ from .metadata import (
     check_torchscript_archive,
     onnx_io,
     parse_onnx,
+    read_artifact_bytes,
     validate_metadata,
 )
 
@@ -530,13 +531,7 @@ def resolve_onnx_providers(provider: str = "auto") -> list[str]:
 
 def _read_model(path: Path) -> bytes:
     """The bytes of a model file, read once (what is checked is what is run)."""
-    try:
-        with open_regular(path) as f:
-            return f.read()
-    except FileNotFoundError as exc:
-        raise ServingError(f"{path}: no such model file") from exc
-    except OSError as exc:
-        raise ServingError(f"{path}: {exc.strerror or _first_line(exc)}") from exc
+    return read_artifact_bytes(path, ServingError, "model file")
 
 
 class OnnxClassifier(Classifier):
