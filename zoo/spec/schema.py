@@ -131,13 +131,57 @@ class Defaults(_Section):
     coefficients: Literal["full", "h9"] | None = None
 
 
+class ResizedCropSpec(_Section):
+    """A random box of the image, resampled to the full H×W (bilinear): its area is a
+    fraction ``s`` ~ U[``scale``] of the image's and its aspect ratio (width / height, in
+    pixels) is ``r`` with log r ~ U[log ``ratio``] (torchvision's RandomResizedCrop's
+    defaults); see :mod:`epdo.zoo.training.augment`."""
+
+    scale: list[float] = Field(default_factory=lambda: [0.08, 1.0])
+    """[min, max] fractions of the image's area, 0 < min <= max <= 1."""
+    ratio: list[float] = Field(default_factory=lambda: [3 / 4, 4 / 3])
+    """[min, max] aspect ratios width / height, 0 < min <= max."""
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _range(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        name = info.field_name
+        what = "fractions of the image's area" if name == "scale" else "aspect ratios w/h"
+        if len(value) != 2:
+            raise ValueError(f"{name} must be two numbers [min, max] ({what}), got {value}")
+        low, high = value
+        if low <= 0 or low > high:
+            raise ValueError(f"{name} must be [min, max] with 0 < min <= max ({what}), "
+                             f"got {value}")
+        if name == "scale" and high > 1:
+            raise ValueError(f"scale's max must be at most 1 (the whole image), got {value}")
+        return value
+
+
 class AugmentSpec(_Section):
-    """Training-time augmentation."""
+    """Training-time augmentation (applied in the order: resized crop, rotate, flip, vflip,
+    padding crop; :mod:`epdo.zoo.training.augment`)."""
 
     rotate: bool = False
     """Random rotation, angle uniform in [0°, 360°)."""
     flip: bool = False
+    """Horizontal flip with probability 1/2."""
+    vflip: bool = False
+    """Vertical flip with probability 1/2."""
     crop_padding: Annotated[int, Field(ge=0)] = 0
+    """Zero padding by this many pixels, then a random crop back to H×W."""
+    resized_crop: ResizedCropSpec | None = None
+    """A random box resampled to H×W; null: off, ``true`` or ``{}``: the default ranges."""
+
+    @field_validator("resized_crop", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """``resized_crop: true`` is the default ranges, ``false`` is off."""
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
 
 
 class TrainSpec(_Section):

@@ -144,7 +144,8 @@ def train(
     if augment is False:
         if resume is not None:
             raise TrainError("--no-augment cannot change a resumed run; start a new run")
-        overrides["augment"] = {"rotate": False, "flip": False, "crop_padding": 0}
+        overrides["augment"] = {"rotate": False, "flip": False, "vflip": False,
+                                "crop_padding": 0, "resized_crop": None}
     if resume is None and spec_source is None:
         raise TrainError("give a spec to train, or --resume RUN_DIR to continue a run")
     claim = _Claim(env)
