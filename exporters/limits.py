@@ -27,10 +27,7 @@ on load                    (256 MiB)
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
-from epdo.zoo.errors import EpdoError
+from epdo.zoo.envlimits import IMAGE_PIXELS, MAX_IMAGE_PIXELS, Limit, LimitSettingError
 
 __all__ = [
     "IMAGE_PIXELS",
@@ -48,12 +45,6 @@ MAX_MODEL_PIXELS = 4096 * 4096
 16.8 million pixels, a 200 MB float32 RGB input (the shipped zoo's inputs are 28 x 28 and
 32 x 32). A crafted shape of 100000 x 100000 would make every image cost 40 GB."""
 
-MAX_IMAGE_PIXELS = 100_000_000
-"""The most pixels (width x height, from the file's header, before anything is decoded) of
-one input image: a 100 megapixel photo decodes to 300 MB of RGB. Pillow refuses more than
-twice ``PIL.Image.MAX_IMAGE_PIXELS`` (~179 million) on its own; raising this limit beyond
-that needs Pillow's raised too."""
-
 MAX_ARCHIVE_INFLATION = 256 << 20
 """The most bytes the compressed entries of a TorchScript archive may inflate by (256 MiB;
 torch deflates only the model's code, a few hundred KiB for the largest shipped spec): a
@@ -64,40 +55,5 @@ MAX_BATCH_BYTES = 1 << 30
 once (1 GiB): a batch is made smaller when its inputs would need more."""
 
 
-class LimitSettingError(EpdoError):
-    """An environment variable that should raise a limit holds no positive integer."""
-
-
-@dataclass(frozen=True)
-class Limit:
-    """One limit: its default and the environment variable that overrides it."""
-
-    default: int
-    variable: str
-    what: str
-
-    def value(self) -> int:
-        """The limit in force: ``$variable`` when it is set (a positive integer), else the
-        default; LimitSettingError for anything else in the variable."""
-        text = os.environ.get(self.variable, "").strip().replace("_", "")
-        if not text:
-            return self.default
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise LimitSettingError(f"${self.variable} must be a positive whole number of "
-                                    f"{self.what}, got {os.environ[self.variable]!r}")
-        return value
-
-    def advice(self) -> str:
-        """How to raise it, for the end of an error message."""
-        return f"set {self.variable} to raise the limit"
-
-
 MODEL_PIXELS = Limit(MAX_MODEL_PIXELS, "EPDO_MAX_MODEL_PIXELS", "pixels")
 """The limit on the model input that ``epdo.input_shape`` declares."""
-
-IMAGE_PIXELS = Limit(MAX_IMAGE_PIXELS, "EPDO_MAX_IMAGE_PIXELS", "pixels")
-"""The limit on the pixels of one input image."""

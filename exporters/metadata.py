@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from epdo import __version__
+from epdo.zoo.data.images import FITS
 from epdo.zoo.errors import EpdoError
 from epdo.zoo.spec import Spec
 
@@ -92,7 +93,7 @@ class UnverifiedArtifactError(ArtifactError):
 def build_metadata(spec: Spec, classes: list[str], verification: dict[str, Any]) -> dict[str, Any]:
     """The metadata dict (decoded values) of an artifact of ``spec``."""
     c = spec.input.channels
-    mean, std = list(spec.input.mean), list(spec.input.std)  # one per channel (the schema's)
+    mean, std = spec.input.normalization()  # one per channel (the schema's)
     h, w = spec.input.height, spec.input.width
     return {
         "epdo.version": __version__,
@@ -106,6 +107,7 @@ def build_metadata(spec: Spec, classes: list[str], verification: dict[str, Any])
             "color": "rgb" if c == 3 else "grayscale",
             "size": [h, w],
             "scale": EXPORT_SCALE,
+            "fit": spec.input.fit,
             "normalized_in_graph": True,
         },
         "epdo.verification": verification,
@@ -254,6 +256,9 @@ def _preprocess(meta: dict[str, Any], shape: tuple[int, int, int] | None, where:
     if "scale" in pre and not (_is_finite(pre["scale"]) and pre["scale"] > 0):
         raise ArtifactError(f"{where}: metadata {key}.scale must be a finite positive number, "
                             f"got {_show(pre['scale'])}")
+    if "fit" in pre and pre["fit"] not in FITS:
+        raise ArtifactError(f"{where}: metadata {key}.fit must be one of "
+                            f"{', '.join(map(repr, FITS))}, got {_show(pre['fit'])}")
     if "normalized_in_graph" in pre and not isinstance(pre["normalized_in_graph"], bool):
         raise ArtifactError(f"{where}: metadata {key}.normalized_in_graph must be true or "
                             f"false, got {_show(pre['normalized_in_graph'])}")

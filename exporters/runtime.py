@@ -40,11 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from epdo.zoo.data.images import ImageError, decode_image, model_pixels
 from epdo.zoo.errors import EpdoError
 
 from .files import open_regular
 from .formats import TORCHSCRIPT, format_of
-from .limits import IMAGE_PIXELS, MAX_BATCH_BYTES
+from .limits import MAX_BATCH_BYTES
 from .metadata import (
     DIGEST_KEY,
     ArtifactError,
@@ -73,9 +74,6 @@ __all__ = [
 ]
 
 PROVIDERS = ("auto", "cpu", "cuda")
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
-"""The image formats (Pillow's names) an input file may be in; Pillow's others (EPS, which
-runs Ghostscript, among them) are not tried."""
 DEFAULT_BATCH_SIZE = 64
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
@@ -98,10 +96,12 @@ class Preprocessing:
 
     Attributes:
         channels: C of the model input (1 for ``grayscale``, 3 for ``rgb``).
-        size: ``(H, W)`` of the model input; image files are resized to it (bilinear).
+        size: ``(H, W)`` of the model input; image files are fitted to it as ``fit``
+            says (:mod:`epdo.zoo.data.images`, the conversion training used).
         color: ``"grayscale"`` or ``"rgb"``: the Pillow mode (``L`` / ``RGB``) images are
             converted to.
         scale: factor from 8-bit pixel values to [0, 1] (``1/255``).
+        fit: ``resize`` or ``center_crop`` (artifacts written before it existed: resize).
         mean, std: per-channel normalization; applied by the runtime only when
             ``normalized_in_graph`` is false (the exporter puts it inside the graph).
     """
@@ -110,6 +110,7 @@ class Preprocessing:
     size: tuple[int, int]
     color: str = "grayscale"
     scale: float = 1.0 / 255.0
+    fit: str = "resize"
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     normalized_in_graph: bool = True
@@ -148,24 +149,19 @@ class Preprocessing:
         mean = tuple(float(m) for m in metadata.get("epdo.input_mean", [0.0]))
         std = tuple(float(s) for s in metadata.get("epdo.input_std", [1.0]))
         return cls(channels=channels, size=(height, width), color=color,
-                   scale=float(pre.get("scale", 1.0 / 255.0)), mean=mean, std=std,
+                   scale=float(pre.get("scale", 1.0 / 255.0)),
+                   fit=str(pre.get("fit", "resize")), mean=mean, std=std,
                    normalized_in_graph=bool(pre.get("normalized_in_graph", True)))
 
 
 def _image_to_array(image: Any, pre: Preprocessing) -> np.ndarray:
-    """A Pillow image -> ``(C, H, W)`` float32: converted to L/RGB, resized, scaled."""
-    from PIL import Image
-
-    image = image.convert("L" if pre.color == "grayscale" else "RGB")
-    height, width = pre.size
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.float32) * np.float32(pre.scale)
-    if pixels.ndim == 2:
-        pixels = pixels[None]
-    else:
-        pixels = pixels.transpose(2, 0, 1)
-    return np.ascontiguousarray(pixels, dtype=np.float32)
+    """A Pillow image -> ``(C, H, W)`` float32: the model's pixels
+    (:func:`~epdo.zoo.data.images.model_pixels`, as in training) times ``pre.scale``."""
+    try:
+        pixels = model_pixels(image, pre.channels, pre.size, pre.fit)
+    except ImageError as exc:
+        raise InputError(str(exc)) from exc
+    return np.ascontiguousarray(pixels.astype(np.float32) * np.float32(pre.scale))
 
 
 def _array_to_input(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
@@ -271,34 +267,14 @@ def _read_npy(file: Any, pre: Preprocessing) -> np.ndarray:
 
 
 def _read_image(file: Any, pre: Preprocessing) -> np.ndarray:
-    """One model input from an open image file: its size, from the header, checked
-    against :data:`~epdo.exporters.limits.MAX_IMAGE_PIXELS` before anything is decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    limit = IMAGE_PIXELS.value()
+    """One model input from an open image file, read exactly as training read its images
+    (:func:`~epdo.zoo.data.images.decode_image`: the header's pixel count checked against
+    :data:`~epdo.exporters.limits.MAX_IMAGE_PIXELS` before anything is decoded)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file, formats=IMAGE_FORMATS) as image:
-                width, height = image.size
-                if width * height > limit:
-                    raise InputError(f"the image is {width}x{height} = {width * height:,} "
-                                     f"pixels, over the limit of {limit:,} "
-                                     f"({IMAGE_PIXELS.advice()})")
-                return _image_to_array(image, pre)
-    except InputError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"the image is over Pillow's decompression-bomb limit "
-                         f"({_first_line(exc)})") from exc
-    except UnidentifiedImageError as exc:
-        raise InputError("not an image file Pillow can read (accepted: "
-                         f"{', '.join(IMAGE_FORMATS)})") from exc
-    except Exception as exc:  # a corrupt image: OSError, ValueError, SyntaxError, ...
-        raise InputError(f"cannot decode the image ({_first_line(exc)})") from exc
-
-
-# --------------------------------------------------------------------------- predictions
+        pixels, _ = decode_image(file, pre.channels, pre.size, pre.fit)
+    except ImageError as exc:
+        raise InputError(str(exc)) from exc
+    return np.ascontiguousarray(pixels.astype(np.float32) * np.float32(pre.scale))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

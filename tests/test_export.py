@@ -176,7 +176,8 @@ def test_metadata_round_trip(quickstart_onnx: tuple[Path, nn.Module, Spec]) -> N
     assert meta["epdo.input_shape"] == [1, 28, 28]
     assert meta["epdo.input_mean"] == [0.0] and meta["epdo.input_std"] == [1.0]
     assert meta["epdo.preprocess"] == {"color": "grayscale", "size": [28, 28],
-                                       "scale": 1 / 255, "normalized_in_graph": True}
+                                       "scale": 1 / 255, "fit": "resize",
+                                       "normalized_in_graph": True}
     ver = meta["epdo.verification"]
     assert ver["passed"] and ver["max_abs"] <= 1e-4 and ver["agreement"] == 1.0
     assert ver["format"] == "onnx" and ver["opset"] == 17 and len(ver["graph_sha256"]) == 64

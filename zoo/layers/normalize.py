@@ -25,8 +25,9 @@ class Normalize(nn.Module):
 
     @classmethod
     def from_input(cls, spec_input: Any) -> Normalize:
-        """From a spec's ``input`` section (its ``mean`` and ``std``, one per channel)."""
-        return cls(spec_input.mean, spec_input.std)
+        """From a spec's ``input`` section (its ``mean`` and ``std``, one per channel;
+        ``auto`` not yet computed reads as mean 0, std 1)."""
+        return cls(*spec_input.normalization())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -26,8 +26,24 @@ def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
         after_index = i >= 2 and isinstance(loc[i - 1], int) and loc[i - 2] in ("layers", "body")
         if after_index and seg in LAYER_TYPES:
             continue
+        if isinstance(seg, str) and _is_union_tag(seg):
+            continue
         out.append(seg)
     return out
+
+
+def _is_union_tag(seg: str) -> bool:
+    """pydantic's name of a union member in a location (``list[float]``,
+    ``literal['auto']``): never a spec key, which is a plain identifier."""
+    return "[" in seg
+
+
+def _without_auto_branch(errors: list[Any]) -> list[Any]:
+    """The errors of a ``list | 'auto'`` value: the list branch's explain what is wrong (a
+    value that is not ``auto`` was meant as numbers); the literal branch's are dropped."""
+    kept = [e for e in errors
+            if not any(isinstance(seg, str) and seg.startswith("literal[") for seg in e["loc"])]
+    return kept or errors
 
 
 def _format_path(segments: list[str | int]) -> str:
@@ -104,7 +120,7 @@ def _error_message(error: dict[str, Any], root: type[BaseModel]) -> str:
 
 def from_validation(exc: ValidationError, root: type[BaseModel]) -> SpecError:
     """The first of ``exc``'s errors (validating a ``root`` model) as a SpecError."""
-    errors = exc.errors(include_url=False)
+    errors = _without_auto_branch(exc.errors(include_url=False))
     first = errors[0]
     message = _error_message(first, root)
     if len(errors) > 1:

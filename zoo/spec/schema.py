@@ -60,12 +60,27 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class InputSpec(_Section):
-    """``channels`` trivial fields of size ``size``, normalized by ``(x - mean) / std``."""
+    """``channels`` trivial fields of size ``size``, normalized by ``(x - mean) / std``.
+
+    ``mean`` / ``std`` are one value for all channels, one per channel, or ``auto``: computed
+    per channel on the training split when a run starts (:mod:`epdo.zoo.data.statistics`),
+    then written into the run's spec, so the checkpoint and the artifacts hold the numbers.
+    A model built from a spec that still says ``auto`` normalises with mean 0 and std 1.
+
+    ``fit`` is how an image of another size becomes ``size`` (the same in training,
+    evaluation, export verification and ``epdo predict``, see :mod:`epdo.zoo.data.images`):
+    ``resize`` scales the whole image to H×W (the aspect ratio may change); ``center_crop``
+    scales it so that it covers H×W and keeps the centre (nothing is stretched, the borders
+    of the longer side are cut).
+    """
 
     channels: Annotated[int, Field(ge=1, le=MAX_INPUT_CHANNELS)]
     size: list[int]
-    mean: list[float] = Field(default_factory=lambda: [0.0], validate_default=True)
-    std: list[float] = Field(default_factory=lambda: [1.0], validate_default=True)
+    mean: list[float] | Literal["auto"] = Field(default_factory=lambda: [0.0],
+                                                validate_default=True)
+    std: list[float] | Literal["auto"] = Field(default_factory=lambda: [1.0],
+                                               validate_default=True)
+    fit: Literal["resize", "center_crop"] = "resize"
 
     @field_validator("size", mode="before")
     @classmethod
@@ -85,16 +100,20 @@ class InputSpec(_Section):
 
     @field_validator("mean", "std", mode="before")
     @classmethod
-    def _as_list(cls, value: Any) -> Any:
+    def _as_list(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return [value]
+        if value != "auto" and not isinstance(value, list):
+            raise ValueError(f"{info.field_name} must be a number, a list of numbers (one per "
+                             f"channel) or auto, got {value!r}")
         return value
 
     @field_validator("mean", "std")
     @classmethod
-    def _per_channel(cls, value: list[float], info: ValidationInfo) -> list[float]:
+    def _per_channel(cls, value: list[float] | str,
+                     info: ValidationInfo) -> list[float] | str:
         channels = info.data.get("channels")
-        if channels is None:
+        if channels is None or value == "auto":
             return value
         if len(value) == 1:
             value = value * channels
@@ -114,6 +133,18 @@ class InputSpec(_Section):
     @property
     def width(self) -> int:
         return self.size[1]
+
+    @property
+    def statistics_known(self) -> bool:
+        """Whether ``mean`` and ``std`` are numbers (neither is ``auto``)."""
+        return self.mean != "auto" and self.std != "auto"
+
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """``(mean, std)``, one per channel; ``auto`` reads as mean 0, std 1."""
+        c = self.channels
+        mean = [0.0] * c if self.mean == "auto" else list(self.mean)
+        std = [1.0] * c if self.std == "auto" else list(self.std)
+        return mean, std
 
 
 class Defaults(_Section):
@@ -188,9 +219,16 @@ class TrainSpec(_Section):
     """Training settings; ``lr_milestones`` maps an epoch to the learning rate from then on."""
 
     dataset: Literal[
-        "mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100"
+        "mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100",
+        "folder",
     ] = "sample"
+    """``folder``: the user's images, one subfolder per class, in ``data_dir``
+    (:mod:`epdo.zoo.data.folder`); ``folder:PATH`` is read as ``folder`` with ``data_dir:
+    PATH``."""
     data_dir: Annotated[str | None, AfterValidator(_check_path_text)] = None
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    """The share of each class held out for testing when a ``folder`` dataset has no
+    ``test/`` (or ``val/``) subfolder (a seeded, stratified split)."""
     batch_size: Annotated[int, Field(ge=1)] = 64
     epochs: Annotated[int, Field(ge=1)] = 10
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -210,6 +248,23 @@ class TrainSpec(_Section):
     precision: Literal["fp32", "amp"] = "fp32"
     """fp32: float32 (TF32 matmuls on CUDA), the papers' setting; amp: mixed precision on
     CUDA (bf16, or fp16 with a gradient scaler). The CPU always computes in float32."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _folder_path(cls, value: Any) -> Any:
+        """``dataset: folder:PATH`` -> ``dataset: folder``, ``data_dir: PATH``."""
+        if isinstance(value, dict) and isinstance(value.get("dataset"), str):
+            name = value["dataset"]
+            if name.startswith("folder:"):
+                path = name[len("folder:"):]
+                if not path:
+                    raise ValueError("dataset folder:PATH needs a path after 'folder:'")
+                given = value.get("data_dir")
+                if given is not None and given != path:
+                    raise ValueError(f"dataset {name!r} and data_dir {given!r} name two "
+                                     "folders; give one")
+                value = {**value, "dataset": "folder", "data_dir": path}
+        return value
 
     @field_validator("lr_milestones", mode="before")
     @classmethod

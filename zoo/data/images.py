@@ -1,0 +1,199 @@
+"""One image file -> the model's pixels: the one conversion that training, evaluation, export
+verification and ``epdo predict`` share, so a file gives the same input everywhere.
+
+For an image decoded by Pillow (its pixel count checked from the header first,
+:data:`~epdo.zoo.envlimits.IMAGE_PIXELS`), :func:`model_pixels` returns ``(C, H, W)`` uint8:
+
+1. **bit depth**: 8-bit modes are kept; 16-bit and 32-bit integer pixels (``I;16``, ``I``)
+   are mapped to 8 bits by ``round(v * 255 / 65535)`` (values clipped to [0, 65535]), so
+   the full 16-bit range is black to white; float pixels (``F``) are read as [0, 1] and
+   mapped by ``round(clip(v, 0, 1) * 255)``;
+2. **channels**: C = 1 is Pillow's ``L`` (ITU-R 601-2 luma for colour images), C = 3 is
+   ``RGB`` (a gray image is copied to the three channels); alpha is dropped and palettes are
+   expanded;
+3. **fit** to the model's H×W: ``resize`` scales the whole image to W×H; ``center_crop``
+   takes the largest centred box with the model's aspect ratio W/H and scales that box to
+   W×H. Both use Pillow's bilinear filter, which averages over the footprint of an output
+   pixel when shrinking (no aliasing).
+
+The model then sees ``pixels / 255`` in [0, 1] (the exporter's ``scale``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..envlimits import IMAGE_PIXELS
+from ..errors import EpdoError
+
+__all__ = [
+    "FITS",
+    "IMAGE_FORMATS",
+    "IMAGE_SUFFIXES",
+    "ImageError",
+    "ImageInfo",
+    "decode_image",
+    "model_pixels",
+    "natural_channels",
+]
+
+FITS = ("resize", "center_crop")
+"""How an image of another size is fitted to the model's input (module docstring)."""
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+"""The image formats (Pillow's names) a file may be in; Pillow's others (EPS, which runs
+Ghostscript, among them) are never tried."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp",
+                  ".ppm", ".pgm")
+"""File name endings (any case) that a folder dataset reads as images."""
+
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class ImageError(EpdoError, ValueError):
+    """A file that is not an image this reader takes, or that does not decode (truncated,
+    corrupt, too many pixels). Its text is one line without the file name."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file holds before conversion.
+
+    Attributes:
+        width, height: its size in pixels.
+        mode: Pillow's mode (``L``, ``RGB``, ``I;16``, ...).
+        channels: 1 for gray modes, 3 for colour ones (alpha not counted).
+        bits: bits per channel (8, 16, or 32 for ``I`` / ``F``).
+    """
+
+    width: int
+    height: int
+    mode: str
+    channels: int
+    bits: int
+
+
+def natural_channels(mode: str) -> int:
+    """1 for Pillow's gray modes (``1``, ``L``, ``LA``, ``I``, ``I;16``, ``F``), else 3."""
+    return 1 if mode in _GRAY_MODES else 3
+
+
+def _bits(mode: str) -> int:
+    if mode.startswith("I;16"):
+        return 16
+    if mode in ("I", "F"):
+        return 32
+    return 8
+
+
+def _to_8bit(image: Any) -> Any:
+    """An image in an 8-bit mode: wide integer and float pixels mapped as the module
+    docstring says; 8-bit modes as they are."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode in _WIDE_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        values = np.rint(np.clip(values, 0.0, 65535.0) * (255.0 / 65535.0))
+        return Image.fromarray(values.astype(np.uint8), mode="L")
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        values = np.rint(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * 255.0)
+        return Image.fromarray(values.astype(np.uint8), mode="L")
+    return image
+
+
+def _fit_box(width: int, height: int, size: tuple[int, int],
+             fit: str) -> tuple[float, float, float, float]:
+    """The source box ``(left, top, right, bottom)`` that becomes the H×W input."""
+    if fit == "resize":
+        return (0.0, 0.0, float(width), float(height))
+    out_h, out_w = size
+    aspect = out_w / out_h
+    if width / height > aspect:  # too wide: keep the full height
+        box_w, box_h = height * aspect, float(height)
+    else:
+        box_w, box_h = float(width), width / aspect
+    left, top = (width - box_w) / 2.0, (height - box_h) / 2.0
+    return (left, top, left + box_w, top + box_h)
+
+
+def model_pixels(image: Any, channels: int, size: tuple[int, int], fit: str = "resize",
+                 ) -> np.ndarray:
+    """A decoded Pillow image -> the model's pixels ``(channels, H, W)`` uint8.
+
+    Args:
+        image: a Pillow image (any mode Pillow decodes).
+        channels: 1 (gray) or 3 (RGB).
+        size: the model's ``(H, W)``.
+        fit: ``resize`` or ``center_crop`` (module docstring).
+    """
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise ImageError(f"a model reads images as 1 or 3 channels, not {channels}")
+    if fit not in FITS:
+        raise ImageError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}")
+    image = _to_8bit(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    image = image.convert("L" if channels == 1 else "RGB")
+    height, width = size
+    box = _fit_box(image.width, image.height, (height, width), fit)
+    if image.size != (width, height) or box != (0.0, 0.0, image.width, image.height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    pixels = np.asarray(image, dtype=np.uint8)
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    return np.ascontiguousarray(pixels)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
+                 size: tuple[int, int], fit: str = "resize") -> tuple[np.ndarray, ImageInfo]:
+    """Read one image file (a path or an open binary file) -> ``(pixels, info)``: the model's
+    pixels ``(channels, H, W)`` uint8 (:func:`model_pixels`) and what the file held.
+
+    The pixel count is checked from the header before anything is decoded, and the whole
+    image is decoded (a truncated file is an error, never a half-black image).
+
+    Raises:
+        ImageError: not an image in :data:`IMAGE_FORMATS`, truncated or corrupt, or more
+            pixels than :data:`~epdo.zoo.envlimits.IMAGE_PIXELS` allows.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    limit = IMAGE_PIXELS.value()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file, formats=IMAGE_FORMATS) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise ImageError(f"the image is {width}x{height} = {width * height:,} "
+                                     f"pixels, over the limit of {limit:,} "
+                                     f"({IMAGE_PIXELS.advice()})")
+                image.load()
+                info = ImageInfo(width, height, image.mode, natural_channels(image.mode),
+                                 _bits(image.mode))
+                return model_pixels(image, channels, size, fit), info
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"the image is over Pillow's decompression-bomb limit "
+                         f"({_first_line(exc)})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image file Pillow can read (accepted: "
+                         f"{', '.join(IMAGE_FORMATS)})") from exc
+    except FileNotFoundError as exc:
+        raise ImageError("no such file (it was moved or deleted)") from exc
+    except Exception as exc:  # a corrupt image: OSError, ValueError, SyntaxError, ...
+        raise ImageError(f"cannot decode the image ({_first_line(exc)})") from exc
