@@ -56,7 +56,7 @@ def train_command(
     lr: float | None = typer.Option(None, "--lr", help="Base learning rate."),
     dataset: str | None = typer.Option(
         None, "--dataset", help="mnist-rot, rotated-idx, idx, sample, sample-upright, cifar10, "
-        "cifar100."
+        "cifar100, or folder:PATH (your images, one subfolder per class)."
     ),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Where the dataset files are."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of weights, order, augmentation."),
@@ -68,7 +68,26 @@ def train_command(
         "or float32; default: the spec's train.precision (fp32 for the papers' specs).",
         show_default=False,
     ),
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="DataLoader worker processes (default: 0 for data in "
+        "memory, up to 4 for images streamed from disk).", show_default=False,
+    ),
+    input_size: int | None = typer.Option(
+        None, "--input-size", min=1, help="Model input size in pixels (square), replacing "
+        "the spec's; images are fitted to it as the spec's input.fit says.",
+    ),
+    channels: int | None = typer.Option(
+        None, "--channels", min=1, help="Model input channels (1 grayscale, 3 RGB), replacing "
+        "the spec's.",
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Leave out image files that cannot be read (they are listed "
+        "in the run folder's data.json) instead of stopping.",
+    ),
+    memory_budget: str | None = typer.Option(
+        None, "--memory-budget", help="Decoded images kept in memory at most, e.g. 800M or 4G "
+        "(default $EPDO_DATA_MEMORY or 2G); beyond it they are streamed from disk.",
+    ),
     out: str | None = typer.Option(
         None, "--out", help="Run directory: a new or empty folder (default "
         "runs/<spec>/<timestamp>/)."
@@ -91,6 +110,8 @@ def train_command(
         spec, epochs=epochs, batch_size=batch_size, lr=lr, dataset=dataset, data_dir=data_dir,
         seed=seed, device=device, amp=amp, workers=workers, out=out, resume=resume,
         augment=False if no_augment else None, progress=RichProgress(console),
+        input_size=input_size, channels=channels, skip_bad=skip_bad,
+        memory_budget=memory_budget,
     )
     if not is_main_process():
         return

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .transforms import rotate_image
+from .transforms import rotate_image, to_unit_range
 
 __all__ = ["batch_logits", "eval_mode"]
 
@@ -40,13 +40,14 @@ def batch_logits(
     precision: Any = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """For every ``(images, labels, ...)`` of ``batches`` — raw images (B, C, H, W) in
-    [0, 1] and labels (B,) — the float32 logits (B, K) of ``model`` on the images rotated
-    counter-clockwise by ``degrees``, and the labels, both on ``device``. ``precision`` (a
+    [0, 1] or uint8 pixels (divided by 255 on the device) and labels (B,) — the float32
+    logits (B, K) of ``model`` on the images rotated counter-clockwise by ``degrees``, and
+    the labels, both on ``device``. ``precision`` (a
     :class:`~epdo.zoo.training.device.Precision`) gives the autocast context, if any. The
     caller chooses the model's mode (:func:`eval_mode`)."""
     channels_last = device.type == "cuda"
     for images, labels, *_ in batches:
-        x = images.to(device, non_blocking=True)
+        x = to_unit_range(images.to(device, non_blocking=True))
         y = labels.to(device, non_blocking=True)
         if degrees % 360.0:
             x = rotate_image(x, degrees)

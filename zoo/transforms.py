@@ -89,6 +89,14 @@ def rotate_images(x: torch.Tensor, degrees: torch.Tensor | np.ndarray | Sequence
     return out
 
 
+def to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Raw pixels as float in [0, 1]: uint8 ``x / 255`` (a folder dataset's images, converted
+    on the device they are copied to), float tensors as they are."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x
+
+
 def rotate_image(x: torch.Tensor, degrees: float) -> torch.Tensor:
     """Every image of (B, C, H, W) rotated by the same ``degrees`` (:func:`rotate_images`)."""
     return rotate_images(x, torch.full((x.shape[0],), float(degrees), dtype=torch.float64))

@@ -21,12 +21,14 @@ import math
 import os
 from typing import Any
 
-from ..spec import Spec, TrainSpec, load_spec
+from ..spec import Spec, SpecError, TrainSpec, load_spec
 from ..spec.loader import validate_section
 from .errors import TrainError
 
 __all__ = [
     "FIXED_ON_RESUME",
+    "fitted_to_data",
+    "with_input",
     "MAX_EPOCHS",
     "MAX_WORKERS",
     "SEED_RANGE",
@@ -137,6 +139,8 @@ def with_overrides(spec: Spec, **overrides: Any) -> Spec:
     given = {key: value for key, value in overrides.items() if value is not None}
     if not given:
         return spec
+    if str(given.get("dataset", "")).startswith("folder:") and "data_dir" not in given:
+        given["data_dir"] = None  # --dataset folder:PATH names the folder itself
     train = validate_section(TrainSpec, {**spec.train.model_dump(), **given}, "train")
     return spec.model_copy(update={"train": train})
 
@@ -173,3 +177,52 @@ def resume_spec(
             )
     allowed = {k: overrides.get(k) for k in ("epochs", "data_dir")}
     return with_overrides(spec, **allowed)
+
+
+def _respec(spec: Spec, data: dict[str, Any], what: str) -> Spec:
+    """``data`` (a changed ``spec.resolved()``) validated as a spec; a SpecError says that
+    ``what`` made it invalid."""
+    try:
+        return load_spec(data)
+    except SpecError as exc:
+        raise TrainError(f"{what} does not fit spec {spec.name!r}: {exc}") from None
+
+
+def with_input(spec: Spec, *, channels: int | None = None,
+               size: int | tuple[int, int] | list[int] | None = None) -> Spec:
+    """``spec`` with its input channels and size replaced (``--channels``,
+    ``--input-size``); the network is planned again for them. A mean or std of one value
+    per channel follows a new channel count when its values are all equal."""
+    if channels is None and size is None:
+        return spec
+    data = spec.resolved()
+    inp = data["input"]
+    if channels is not None:
+        for key in ("mean", "std"):
+            values = inp[key]
+            if isinstance(values, list) and len(set(values)) == 1:
+                inp[key] = values[:1]
+        inp["channels"] = channels
+    if size is not None:
+        inp["size"] = [size, size] if isinstance(size, int) else list(size)
+    flags = " and ".join(f for f, v in (("--channels", channels), ("--input-size", size))
+                         if v is not None)
+    return _respec(spec, data, flags)
+
+
+def fitted_to_data(spec: Spec, *, classes: int | None = None,
+                   mean: list[float] | None = None, std: list[float] | None = None) -> Spec:
+    """``spec`` fitted to the data it trains on: the head's number of classes (a folder
+    dataset's class folders) and the ``auto`` mean / std replaced by the given numbers."""
+    data = spec.resolved()
+    changed = False
+    if classes is not None:
+        for layer in data["layers"]:
+            if layer.get("op") == "head" and layer.get("classes") != classes:
+                layer["classes"] = classes
+                changed = True
+    for key, values in (("mean", mean), ("std", std)):
+        if values is not None and data["input"][key] == "auto":
+            data["input"][key] = [float(v) for v in values]
+            changed = True
+    return _respec(spec, data, "the dataset") if changed else spec

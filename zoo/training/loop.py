@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..scoring import batch_logits, eval_mode
+from ..transforms import to_unit_range
 from .augment import AugmentDraws
 from .device import Precision
 from .distributed import DistEnv
@@ -93,8 +94,9 @@ class Engine:
         self, images: torch.Tensor, index: torch.Tensor | None = None,
         draws: AugmentDraws | None = None,
     ) -> torch.Tensor:
-        """Copy a batch of raw images to the device and augment it (training)."""
-        x = images.to(self.device, non_blocking=True)
+        """Copy a batch of raw images (float in [0, 1], or uint8 pixels) to the device, as
+        float in [0, 1] there, and augment it (training)."""
+        x = to_unit_range(images.to(self.device, non_blocking=True))
         if draws is not None and draws.active and index is not None:
             x = draws.apply(x, index.to(self.device, non_blocking=True))
         if self.cuda:

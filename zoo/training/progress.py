@@ -42,6 +42,14 @@ class Progress(Protocol):
     def epoch_finished(self, record: dict[str, Any], best: bool) -> None:
         """The epoch's ``metrics.jsonl`` record; ``best``: a new best test accuracy."""
 
+    def data_progress(self, what: str, done: int, total: int) -> None:
+        """Preparing the data: ``done`` of ``total`` items of ``what`` (e.g. ``"decoding
+        train images"``) are finished."""
+
+    def note(self, line: str) -> None:
+        """One line the user should read before training starts (files left out, a
+        conversion, statistics computed)."""
+
     def close(self) -> None:
         """Release the terminal (on success, error or interruption)."""
 
@@ -62,6 +70,12 @@ class NullProgress:
         pass
 
     def epoch_finished(self, record: dict[str, Any], best: bool) -> None:
+        pass
+
+    def data_progress(self, what: str, done: int, total: int) -> None:
+        pass
+
+    def note(self, line: str) -> None:
         pass
 
     def close(self) -> None:
@@ -89,6 +103,7 @@ class RichProgress:
         self._bar: RichBar | None = None
         self._task: Any = None
         self._epochs = 0
+        self._data = ""
 
     def run_started(self, info: dict[str, Any]) -> None:
         # a folder, a spec's or a dataset's name is the user's text: never read as markup
@@ -107,6 +122,30 @@ class RichProgress:
             self.console.print(f"resuming after epoch {info['start_epoch']}"
                                + (f", step {info['start_step']}" if info["start_step"] else ""),
                                highlight=False)
+
+    def data_progress(self, what: str, done: int, total: int) -> None:
+        if not self.bars:
+            return
+        if self._bar is None or self._data != what:
+            self.close()
+            self._data = what
+            self._bar = RichBar(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=self.console, transient=True,
+            )
+            # the description is epdo's own text ("decoding train images"), never a path
+            self._task = self._bar.add_task(what, total=total)
+            self._bar.start()
+        self._bar.update(self._task, completed=done)
+        if done >= total:
+            self.close()
+
+    def note(self, line: str) -> None:
+        self.close()
+        # file and class names are the user's text: never read as markup
+        self.console.print(f"note: {line}", highlight=False, soft_wrap=True, markup=False,
+                           emoji=False)
 
     def epoch_started(self, epoch: int, epochs: int, steps: int, lr: float) -> None:
         self._epochs = epochs
@@ -152,3 +191,4 @@ class RichProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+        self._data = ""

@@ -9,6 +9,9 @@
     checkpoint-last.pt   written after every epoch (and on Ctrl-C)
     checkpoint-best.pt   the epoch with the highest test accuracy
     summary.json         the run at a glance, rewritten after every epoch
+    data.json            a folder dataset's classes, split file lists and skipped files
+                         (:mod:`epdo.zoo.data.folder_dataset`), read back on resume and by
+                         ``epdo eval`` / ``epdo export``
     .epdo-train.lock     present while a trainer holds the folder (see below)
 
 Every file is written atomically (:func:`epdo.zoo.fileio.atomic_write`: a temporary file
@@ -57,13 +60,13 @@ try:  # POSIX; where it is missing (Windows) the folder lock is not enforced
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["EPOCH_KEYS", "LOCK", "METRICS", "RUN_FILES", "SPEC", "SPEC_HEADER", "SUMMARY",
+__all__ = ["DATA", "EPOCH_KEYS", "LOCK", "METRICS", "RUN_FILES", "SPEC", "SPEC_HEADER", "SUMMARY",
            "RunDir"]
 
-SPEC, METRICS, SUMMARY = "spec.yaml", "metrics.jsonl", "summary.json"
+SPEC, METRICS, SUMMARY, DATA = "spec.yaml", "metrics.jsonl", "summary.json", "data.json"
 LOCK = ".epdo-train.lock"
 """The lock file of a run folder (see the module docstring)."""
-RUN_FILES = (SPEC, METRICS, SUMMARY, BEST, LAST)
+RUN_FILES = (SPEC, METRICS, SUMMARY, DATA, BEST, LAST)
 """The files a run writes (their temporary files are ``.<name>.<random>.tmp``)."""
 SPEC_HEADER = "# epdo run: the resolved spec of the run in this folder (written by epdo train)\n"
 """The first line of a run's ``spec.yaml``: what tells it from a user's spec file."""
@@ -143,7 +146,7 @@ class RunDir:
             run.lock()
             run._check_fresh()
             run.remove_temporary()
-            for name in (METRICS, SUMMARY):
+            for name in (METRICS, SUMMARY, DATA):
                 with contextlib.suppress(FileNotFoundError):
                     (run.path / name).unlink()
         except BaseException:
@@ -181,7 +184,7 @@ class RunDir:
                 f"{self.path} already holds a run ({saved[0]}); continue it with --resume "
                 f"{self.path} or choose another --out"
             )
-        allowed = {SPEC, METRICS, SUMMARY} if self.holds_run_spec() else set()
+        allowed = {SPEC, METRICS, SUMMARY, DATA} if self.holds_run_spec() else set()
         foreign = [n for n in names if n not in allowed]
         if foreign:
             raise TrainError(
@@ -318,6 +321,14 @@ class RunDir:
     def write_spec(self, resolved: dict[str, Any]) -> None:
         self._created = False  # the folder holds a run now
         atomic_write(self.spec, SPEC_HEADER + yaml.safe_dump(resolved, sort_keys=False))
+
+    @property
+    def data(self) -> Path:
+        return self.path / DATA
+
+    def write_data(self, record: dict[str, Any]) -> None:
+        """The folder dataset's record (``data.json``)."""
+        atomic_write(self.data, json.dumps(record) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write(self.summary, json.dumps(summary, indent=2) + "\n")

@@ -50,7 +50,9 @@ from .config import (
     check_overrides,
     check_train_limits,
     check_workers,
+    fitted_to_data,
     resume_spec,
+    with_input,
     with_overrides,
 )
 from .device import Precision, resolve_device, resolve_precision
@@ -111,12 +113,16 @@ def train(
     seed: int | None = None,
     device: str = "auto",
     amp: bool | str | None = None,
-    workers: int = 0,
+    workers: int | None = None,
     out: str | os.PathLike[str] | None = None,
     resume: str | os.PathLike[str] | None = None,
     augment: bool | None = None,
     progress: Progress | None = None,
     data: tuple[LabeledImages, LabeledImages] | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+    skip_bad: bool = False,
+    memory_budget: str | int | None = None,
 ) -> RunResult:
     """Train the model of a spec (a shipped name, a YAML path, a dict or a :class:`Spec`).
 
@@ -131,6 +137,15 @@ def train(
     turns the spec's augmentation off (the upright-only experiment). ``data`` = (train,
     test) bypasses dataset loading.
 
+    ``input_size`` and ``channels`` replace the spec's input (a new run only). A ``folder``
+    dataset (:mod:`epdo.zoo.data.folder_dataset`) sets the head's number of classes to its
+    class folders, is decoded once into uint8 memory when it fits ``memory_budget`` (bytes
+    or text such as ``"800M"``; default ``$EPDO_DATA_MEMORY`` or 2 GiB) and streamed from
+    disk otherwise; files that do not decode stop the run unless ``skip_bad``. Its split
+    is recorded in the run folder's ``data.json``. A spec's ``mean`` / ``std`` of ``auto``
+    are computed on the training split. ``workers`` (DataLoader processes) defaults to 0
+    for data in memory and to up to 4 for streamed data.
+
     Raises :class:`TrainError`, :class:`~epdo.zoo.spec.SpecError`,
     :class:`~epdo.zoo.checkpoint.CheckpointError` or the data module's ``DataError`` before
     anything is trained; :class:`NonFiniteLossError` and :class:`TrainingInterrupted` while
@@ -140,7 +155,8 @@ def train(
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "dataset": dataset,
                  "data_dir": None if data_dir is None else str(data_dir), "seed": seed}
     check_overrides(**overrides)
-    check_workers(workers)
+    if workers is not None:
+        check_workers(workers)
     if augment is False:
         if resume is not None:
             raise TrainError("--no-augment cannot change a resumed run; start a new run")
@@ -157,18 +173,32 @@ def train(
             if checkpoint is not None:
                 check_epoch(checkpoint, base)
             spec = resume_spec(base, spec_source, **overrides)
+            _check_fixed_input(spec, input_size, channels)
             check_train_limits(spec.train)
         else:
-            spec = with_overrides(load_spec(spec_source), **overrides)
+            spec = with_input(with_overrides(load_spec(spec_source), **overrides),
+                              channels=channels, size=input_size)
             check_train_limits(spec.train)
             claim.take(lambda: RunDir.fresh(out, spec.name))
         dev = resolve_device(device, env.local_rank)
         precision = resolve_precision(amp, dev, spec.train.precision)
         precision.configure()
         report = progress if progress is not None and env.is_main else NullProgress()
+        folder = None
+        if data is not None:
+            train_set, test_set = data
+        elif spec.train.dataset == "folder":
+            record = _data_record(resume)
+            folder = _load_folder(spec, record, skip_bad, memory_budget, workers, report)
+            train_set, test_set = folder.train, folder.test
+        else:
+            train_set, test_set = _load_data(spec)
+        spec = _fit_spec(spec, train_set, folder, report)
+        if workers is None:
+            workers = 0 if folder is None or folder.in_memory else min(4, os.cpu_count() or 1)
         run = _Run(spec, env=env, device=dev, precision=precision, workers=workers,
                    progress=report)
-        train_set, test_set = data if data is not None else _load_data(spec)
+        run.folder = folder
         run.set_data(train_set, test_set)
         env.init(dev)
         try:
@@ -231,6 +261,75 @@ def _resume_source(run_dir: RunDir) -> tuple[dict[str, Any] | None, Spec]:
     )
 
 
+def _check_fixed_input(spec: Spec, size: Any, channels: int | None) -> None:
+    """A resumed run keeps its input (the network depends on it)."""
+    given = [f for f, v in (("--input-size", size), ("--channels", channels)) if v is not None]
+    if given:
+        raise TrainError(f"{' and '.join(given)} cannot change a resumed run's input "
+                         f"({spec.input.channels}x{spec.input.height}x{spec.input.width}); "
+                         "start a new run to change it")
+
+
+def _data_record(resume: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """The ``data.json`` of the run being resumed, if it has one."""
+    if resume is None:
+        return None
+    from ..data.folder_dataset import read_record
+
+    path = RunDir(resume).data
+    return read_record(path) if path.is_file() else None
+
+
+def _load_folder(spec: Spec, record: dict[str, Any] | None, skip_bad: bool,
+                 budget: str | int | None, workers: int | None, report: Progress) -> Any:
+    """The spec's folder dataset, decoded as the spec's input says, its notes reported."""
+    from ..data import DataError
+    from ..data.folder_dataset import load_folder, memory_budget
+    from ..data.folder_images import PixelSettings
+
+    t, inp = spec.train, spec.input
+    if not t.data_dir:
+        raise DataError(f"spec {spec.name!r} trains on a folder of images: give it with "
+                        "--dataset folder:PATH (one subfolder per class)")
+    if inp.channels not in (1, 3):
+        raise TrainError(f"a folder dataset is read as 1 (grayscale) or 3 (RGB) channels, "
+                         f"but spec {spec.name!r} has {inp.channels}; use --channels 1 or 3")
+    if record is not None and record["classes"] and record.get("input") != {
+            "channels": inp.channels, "size": list(inp.size), "fit": inp.fit}:
+        raise TrainError("the run's data.json was decoded for another input than its spec's; "
+                         "start a new run")
+    settings = PixelSettings(inp.channels, (inp.height, inp.width), inp.fit)
+    folder = load_folder(t.data_dir, settings, seed=t.seed, test_fraction=t.test_fraction,
+                         skip_bad=skip_bad, budget=memory_budget(budget), workers=workers,
+                         record=record, progress=report.data_progress)
+    for line in folder.notes:
+        report.note(line)
+    return folder
+
+
+def _fit_spec(spec: Spec, train_set: LabeledImages, folder: Any, report: Progress) -> Spec:
+    """The spec fitted to its data: a folder's number of classes in the head, and ``auto``
+    statistics computed on the training split."""
+    classes = None
+    if folder is not None:
+        classes = len(folder.classes)
+        if spec.plan.num_classes != classes:
+            report.note(f"the head predicts the folder's {classes} classes (spec "
+                        f"{spec.name!r} says {spec.plan.num_classes})")
+    mean = std = None
+    if not spec.input.statistics_known:
+        if folder is not None:
+            mean, std = folder.mean, folder.std
+        else:
+            from ..data.statistics import channel_statistics
+
+            mean, std = channel_statistics(train_set.images)
+        report.note("input statistics of the training split: mean "
+                    + ", ".join(f"{m:.4f}" for m in mean) + "; std "
+                    + ", ".join(f"{v:.4f}" for v in std))
+    return fitted_to_data(spec, classes=classes, mean=mean, std=std)
+
+
 def _load_data(spec: Spec) -> tuple[LabeledImages, LabeledImages]:
     from ..data import load_dataset
 
@@ -258,6 +357,7 @@ class _Run:
         self.completed = 0
         self.wall_before = 0.0
         self.started = time.perf_counter()
+        self.folder: Any = None  # a folder dataset's FolderData (its record goes to data.json)
 
     # ------------------------------------------------------------------ setup
 
@@ -268,7 +368,7 @@ class _Run:
         classes = _num_classes(self.spec)
         for split, ds in (("train", train_set), ("test", test_set)):
             shape = tuple(ds.images.shape[1:])
-            if ds.images.dim() != 4 or shape != expected:
+            if len(ds.images.shape) != 4 or shape != expected:
                 raise TrainError(
                     f"dataset {ds.name!r} ({split}) has images of shape {_shape(shape)} but spec "
                     f"{name!r} expects {_shape(expected)}; choose a matching --dataset or spec"
@@ -284,9 +384,9 @@ class _Run:
                     f"{classes} classes; choose a matching --dataset or spec"
                 )
         self.train_set, self.test_set = train_set, test_set
-        self.train_images = train_set.images.float().contiguous()
+        self.train_images = _as_inputs(train_set.images)
         self.train_labels = train_set.labels.long().contiguous()
-        self.test_images = test_set.images.float().contiguous()
+        self.test_images = _as_inputs(test_set.images)
         self.test_labels = test_set.labels.long().contiguous()
 
     def _build(self, checkpoint: dict[str, Any] | None) -> None:
@@ -337,6 +437,8 @@ class _Run:
         self.run_dir = claim.run_dir if claim.run_dir is not None else RunDir(path)
         if self.env.is_main:
             self.run_dir.write_spec(self.spec.resolved())
+            if self.folder is not None:
+                self.run_dir.write_data(self.folder.record())
             self.history = self.run_dir.truncate_metrics(self.completed) if resumed else []
 
     # ------------------------------------------------------------------ the run
@@ -454,7 +556,8 @@ class _Run:
             "best": self.best, "step": 0, "partial": None, "interrupted": False,
             "scaler": self.engine.scaler.state_dict() if self.engine.scaler.is_enabled() else None,
             "wall_seconds": self._wall(), "world_size": self.env.world_size,
-            "torch_version": str(torch.__version__), **more,
+            "torch_version": str(torch.__version__), "classes": list(self.train_set.classes),
+            **more,
         }
 
     def _save_epoch(self, record: dict[str, Any], is_best: bool) -> None:
@@ -525,6 +628,7 @@ class _Run:
                 "train_images": len(self.train_images),
                 "test_images": len(self.test_images),
                 "classes": list(self.train_set.classes),
+                **self._folder_summary(),
             },
             "epochs": t.epochs,
             "epochs_completed": self.completed,
@@ -545,6 +649,13 @@ class _Run:
             self.run_dir.write_summary(summary)
         return summary
 
+    def _folder_summary(self) -> dict[str, Any]:
+        f = self.folder
+        if f is None:
+            return {}
+        return {"layout": f.layout, "in_memory": f.in_memory, "skipped": len(f.skipped),
+                "record": str(self.run_dir.data), "files": f.info}
+
     def _result(self, summary: dict[str, Any]) -> RunResult:
         return RunResult(
             run_dir=self.run_dir.path, spec=self.spec, epochs=self.completed,
@@ -561,6 +672,14 @@ def _num_classes(spec: Spec) -> int:
     if classes is None:
         raise TrainError(f"spec {spec.name!r} has no head layer: training needs a classifier")
     return classes
+
+
+def _as_inputs(images: Any) -> Any:
+    """A split's images as the loaders take them: uint8 pixels and streamed files as they
+    are (converted on the device), other tensors as contiguous float32."""
+    if isinstance(images, torch.Tensor) and images.dtype != torch.uint8:
+        return images.float().contiguous()
+    return images
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -1,0 +1,242 @@
+"""A folder of the user's images, one subfolder per class: its layout and its split.
+
+Two layouts are read (torchvision's ImageFolder, with or without split folders)::
+
+    ROOT/cat/1.png, ROOT/dog/7.jpg, ...                 one folder per class
+    ROOT/train/cat/1.png, ROOT/test/cat/9.png, ...      split folders (val/ for test/)
+
+The class names are the class folders' names in sorted order; an image is any file below a
+class folder (at any depth) whose name ends in one of
+:data:`~epdo.zoo.data.images.IMAGE_SUFFIXES` (any case). Hidden files and folders (a leading
+``.``) are not read. With split folders, ``train/`` and ``test/`` (or ``val/``) hold the
+same class folders (a test class missing from ``train/`` is an error).
+
+Without split folders the test split is a seeded, stratified draw
+(:func:`stratified_split`): in each class, ``round(n * test_fraction)`` images (at least one
+and at most n - 1 when the class has two or more) chosen by a numpy PCG64 generator seeded
+with ``SeedSequence(seed, spawn_key=(class index,))`` from that class's files in sorted
+order. The draw depends only on the seed, the fraction and the file names, never on the
+order the file system lists them in.
+
+Problems with the layout (:func:`index_folder`) are one :class:`~.errors.DataError` line
+each: no class folders, a single class, an empty class; image files outside the class
+folders are left out and named in :attr:`FolderLayout.notes`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .images import IMAGE_SUFFIXES
+
+__all__ = [
+    "FolderLayout",
+    "SPLIT_FOLDERS",
+    "TEST_FOLDERS",
+    "index_folder",
+    "stratified_split",
+]
+
+SPLIT_FOLDERS = ("train", "test", "val")
+TEST_FOLDERS = ("test", "val")
+"""The folder read as the test split, in order of preference."""
+_SHOWN = 3
+
+
+@dataclass
+class FolderLayout:
+    """What a folder dataset holds, before any image is decoded.
+
+    Attributes:
+        root: the folder (absolute).
+        classes: the class names (sorted); label ``i`` is ``classes[i]``.
+        splits: per split (``train``, ``test``), ``(relative path, label)`` pairs in order
+            (paths are POSIX, relative to ``root``).
+        layout: ``"split folders"`` or ``"seeded split"``.
+        outside: image files not in a class folder (relative paths), left out.
+        other_files: how many files below class folders are not images by their suffix.
+        notes: one line per thing the user should know (files left out, a class with one
+            image, ...).
+    """
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[tuple[str, int]]]
+    layout: str
+    outside: list[str] = field(default_factory=list)
+    other_files: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self, split: str) -> list[int]:
+        """Images per class in ``split``."""
+        out = [0] * len(self.classes)
+        for _, label in self.splits[split]:
+            out[label] += 1
+        return out
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _subfolders(folder: Path) -> list[str]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise DataError(f"cannot list the folder ({exc.strerror or exc})", folder) from None
+    return sorted(e.name for e in entries if _visible(e.name) and e.is_dir())
+
+
+def _loose_images(folder: Path) -> list[str]:
+    """Image files directly in ``folder`` (not in a class folder)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise DataError(f"cannot list the folder ({exc.strerror or exc})", folder) from None
+    return sorted(e.name for e in entries
+                  if _visible(e.name) and _is_image(e.name) and not e.is_dir())
+
+
+def _images_below(folder: Path, root: Path) -> tuple[list[str], int]:
+    """Image files anywhere below ``folder`` (paths relative to ``root``, sorted) and the
+    number of other files. Symbolic links to folders are not followed (no loops)."""
+    images: list[str] = []
+    others = 0
+    for parent, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if _visible(d))
+        base = Path(parent).relative_to(root)
+        for name in files:
+            if not _visible(name):
+                continue
+            if _is_image(name):
+                images.append((base / name).as_posix())
+            else:
+                others += 1
+    return sorted(images), others
+
+
+def _show(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+
+
+def stratified_split(files: list[tuple[str, int]], num_classes: int, test_fraction: float,
+                     seed: int) -> dict[str, list[tuple[str, int]]]:
+    """Split ``(path, label)`` pairs per class into ``train`` and ``test`` (module
+    docstring); each split keeps the sorted order of the paths."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"the test fraction must lie strictly between 0 and 1, got "
+                        f"{test_fraction}")
+    train: list[tuple[str, int]] = []
+    test: list[tuple[str, int]] = []
+    for label in range(num_classes):
+        paths = sorted(p for p, y in files if y == label)
+        n = len(paths)
+        n_test = min(max(round(n * test_fraction), 1), n - 1) if n >= 2 else 0
+        rng = np.random.Generator(np.random.PCG64(
+            np.random.SeedSequence(int(seed) % 2**64, spawn_key=(label,))))
+        chosen = set(rng.permutation(n)[:n_test].tolist())
+        for i, path in enumerate(paths):
+            (test if i in chosen else train).append((path, label))
+    return {"train": sorted(train), "test": sorted(test)}
+
+
+def _split_layout(root: Path) -> tuple[Path, Path] | None:
+    """``(train folder, test folder)`` when ``root`` holds split folders, else None."""
+    names = set(_subfolders(root))
+    test = next((root / t for t in TEST_FOLDERS if t in names), None)
+    if "train" in names and test is not None:
+        return root / "train", test
+    return None
+
+
+def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
+                 test_fraction: float = 0.2) -> FolderLayout:
+    """Index the images of a folder dataset (module docstring); nothing is decoded.
+
+    Raises:
+        DataError: the folder is missing or unreadable, holds no class folders, holds one
+            class only, a class folder holds no images, or a test class is not a train
+            class.
+    """
+    given = Path(os.path.expanduser(os.fspath(root)))
+    base = given.resolve()
+    if not base.is_dir():
+        what = "is not a folder" if base.exists() else "does not exist"
+        raise DataError(f"the image folder {what}; give the folder that holds one subfolder "
+                        "per class (--dataset folder:PATH)", given)
+    notes: list[str] = []
+    split_dirs = _split_layout(base)
+    outside = [name for name in _loose_images(base)]
+    if split_dirs is None:
+        class_dirs = {"train": base}
+        layout = "seeded split"
+    else:
+        class_dirs = {"train": split_dirs[0], "test": split_dirs[1]}
+        layout = "split folders"
+        for name in _subfolders(base):
+            if name not in SPLIT_FOLDERS:
+                notes.append(f"folder {name}/ is left out: with train/ and "
+                             f"{split_dirs[1].name}/ present, only they are read")
+        for split_dir in class_dirs.values():
+            outside += [f"{split_dir.name}/{n}" for n in _loose_images(split_dir)]
+
+    classes = _subfolders(class_dirs["train"])
+    where = class_dirs["train"]
+    if not classes:
+        raise DataError("holds no class folders: put the images in one subfolder per class "
+                        "(e.g. cells/healthy/1.png, cells/mitotic/2.png)", where)
+    if len(classes) == 1:
+        raise DataError(f"holds a single class folder ({classes[0]}/); a classifier needs two "
+                        "or more classes, one subfolder each", where)
+    index = {name: i for i, name in enumerate(classes)}
+    other_files = 0
+    per_split: dict[str, list[tuple[str, int]]] = {}
+    for split, folder in class_dirs.items():
+        names = _subfolders(folder)
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise DataError(f"class folder{'s' if len(unknown) > 1 else ''} {_show(unknown)} "
+                            f"{'are' if len(unknown) > 1 else 'is'} not in train/ "
+                            f"({_show(classes)}); every test class must be a training class",
+                            folder)
+        pairs: list[tuple[str, int]] = []
+        for name in names:
+            images, others = _images_below(folder / name, base)
+            other_files += others
+            if not images and split == "train":
+                raise DataError(f"class folder {name}/ holds no images "
+                                f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the "
+                                "folder", folder)
+            pairs += [(path, index[name]) for path in images]
+        per_split[split] = pairs
+    if outside:
+        notes.insert(0, f"{len(outside)} image file{'s are' if len(outside) > 1 else ' is'} "
+                     f"not in a class folder and left out: {_show(outside)}")
+    if other_files:
+        notes.append(f"{other_files} file{'s' if other_files > 1 else ''} in class folders "
+                     f"{'are' if other_files > 1 else 'is'} not an image by its name and "
+                     "left out")
+    if split_dirs is None:
+        splits = stratified_split(per_split["train"], len(classes), test_fraction, seed)
+    else:
+        splits = {"train": sorted(per_split["train"]), "test": sorted(per_split["test"])}
+    layout_obj = FolderLayout(base, classes, splits, layout, outside, other_files, notes)
+    if not splits["test"]:
+        raise DataError(f"the test split is empty ({layout}); add test images"
+                        + (" or use more images per class" if split_dirs is None else ""),
+                        base)
+    alone = [classes[i] for i, n in enumerate(layout_obj.counts("test")) if n == 0]
+    if alone:
+        notes.append(f"class{'es' if len(alone) > 1 else ''} {_show(alone)} "
+                     f"{'have' if len(alone) > 1 else 'has'} no test images")
+    return layout_obj

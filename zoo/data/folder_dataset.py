@@ -1,0 +1,348 @@
+"""The ``folder`` dataset: the user's images as train and test splits, and the record of
+exactly which files they are.
+
+:func:`load_folder` indexes the folder (:mod:`.folder`), decodes every file once
+(:mod:`.folder_images`: kept as uint8 when the splits fit the memory budget, else streamed),
+refuses to go on when files do not decode unless asked to skip them, and computes the
+training split's per-channel mean and std. Its :class:`FolderData` carries a JSON
+:meth:`~FolderData.record` that the trainer writes into the run folder as ``data.json``:
+the class names, the file list of each split, the skipped files and the statistics. A
+resumed run, ``epdo eval`` and ``epdo export`` read that record back
+(:func:`read_record`), so they see exactly the same images even if files were added to the
+folder since.
+
+The memory budget (:func:`memory_budget`) is ``--memory-budget`` or ``$EPDO_DATA_MEMORY``
+(bytes, or a number with K, M, G), default :data:`DEFAULT_MEMORY_BUDGET`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+
+from .dataset import ImageDataset
+from .errors import DataError
+from .folder import FolderLayout, index_folder
+from .folder_images import DecodeResult, ImageFiles, PixelSettings, decode_files
+
+__all__ = [
+    "DATA_RECORD",
+    "DEFAULT_MEMORY_BUDGET",
+    "MEMORY_ENV",
+    "FolderData",
+    "load_folder",
+    "memory_budget",
+    "parse_bytes",
+    "read_record",
+]
+
+DATA_RECORD = "data.json"
+"""The file of a run folder that records a folder dataset's splits."""
+RECORD_FORMAT = "epdo-folder-data/1"
+DEFAULT_MEMORY_BUDGET = 2 << 30
+"""Decoded images (uint8) held in memory at most, by default: 2 GiB."""
+MEMORY_ENV = "EPDO_DATA_MEMORY"
+MAX_RECORD_BYTES = 256 << 20
+MANY_FILES = 2000
+"""From this many files on, decoding runs in worker processes by default."""
+_SHOWN = 5
+
+Progress = Callable[[str, int, int], None]
+"""``progress(what, done, total)``: e.g. ``("decoding train", 640, 2400)``."""
+Note = Callable[[str], None]
+
+
+def parse_bytes(text: str, what: str) -> int:
+    """``"512M"`` -> 536870912 (K, M, G, T are powers of 1024; a plain number is bytes)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*", str(text))
+    if not match:
+        raise DataError(f"{what} must be a number of bytes such as 800M or 4G, got {text!r}")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * 1024 ** ("KMGT".index(unit) + 1 if unit else 0))
+
+
+def memory_budget(value: str | int | None = None) -> int:
+    """The budget in bytes: ``value`` (``--memory-budget``), else ``$EPDO_DATA_MEMORY``,
+    else :data:`DEFAULT_MEMORY_BUDGET`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise DataError(f"--memory-budget must be 0 or more bytes, got {value}")
+        return value
+    if value is not None:
+        return parse_bytes(value, "--memory-budget")
+    env = os.environ.get(MEMORY_ENV, "").strip()
+    return parse_bytes(env, f"${MEMORY_ENV}") if env else DEFAULT_MEMORY_BUDGET
+
+
+@dataclass
+class FolderData:
+    """A folder dataset ready to train on.
+
+    Attributes:
+        train, test: the splits (images uint8 in memory, or :class:`ImageFiles`).
+        classes: the class names.
+        root: the folder.
+        layout: ``"split folders"`` or ``"seeded split"`` (or as recorded).
+        skipped: ``(relative path, reason)`` of the files left out because they did not
+            decode (only with ``skip_bad``).
+        mean, std: per channel, of ``pixels / 255`` over the training images.
+        notes: one line per thing the user should know.
+        info: per split, what the files held (channel counts, bits, sizes).
+    """
+
+    train: ImageDataset
+    test: ImageDataset
+    classes: list[str]
+    root: Path
+    layout: str
+    settings: PixelSettings
+    seed: int
+    test_fraction: float
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train.images, torch.Tensor)
+
+    def files(self, split: str) -> list[tuple[str, int]]:
+        ds = self.train if split == "train" else self.test
+        return list(zip(_paths(ds), ds.labels.tolist(), strict=True))
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record written as the run folder's ``data.json``."""
+        s = self.settings
+        return {
+            "format": RECORD_FORMAT, "root": str(self.root), "layout": self.layout,
+            "classes": list(self.classes),
+            "input": {"channels": s.channels, "size": list(s.size), "fit": s.fit},
+            "seed": self.seed, "test_fraction": self.test_fraction,
+            "mean": self.mean, "std": self.std,
+            "train": [[p, y] for p, y in self.files("train")],
+            "test": [[p, y] for p, y in self.files("test")],
+            "skipped": [[p, why] for p, why in self.skipped],
+        }
+
+
+def _paths(ds: ImageDataset) -> list[str]:
+    return list(ds.files or [])
+
+
+def _bad_files_error(bad: list[tuple[str, str]], root: Path, split: str) -> DataError:
+    shown = "; ".join(f"{p}: {why}" for p, why in bad[:_SHOWN])
+    more = f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+    return DataError(
+        f"{len(bad)} image file{'s' if len(bad) > 1 else ''} of the {split} split cannot be "
+        f"read: {shown}{more}; fix or remove {'them' if len(bad) > 1 else 'it'}, or pass "
+        f"--skip-bad to train without {'them' if len(bad) > 1 else 'it'} (listed in the run "
+        f"folder's {DATA_RECORD}; epdo data info folder:{root} lists every one)", root)
+
+
+def _check_channels(results: dict[str, DecodeResult], settings: PixelSettings) -> list[str]:
+    counts: dict[int, int] = {}
+    for r in results.values():
+        for c, n in r.channel_counts.items():
+            counts[c] = counts.get(c, 0) + n
+    want = settings.channels
+    gray, colour = counts.get(1, 0), counts.get(3, 0)
+    target = "RGB" if want == 3 else "grayscale"
+    if gray and colour:
+        return [f"mixed channel counts: {gray:,} grayscale and {colour:,} colour images; all "
+                f"are read as {target} (the model's {want} input channel"
+                f"{'s' if want > 1 else ''}; --channels changes it)"]
+    if want == 3 and gray:
+        return ["the images are grayscale and the model takes 3 channels: each image is "
+                "copied to R, G and B (--channels 1 trains a grayscale model)"]
+    if want == 1 and colour:
+        return ["the images are in colour and the model takes 1 channel: they are read as "
+                "grayscale (luma) (--channels 3 trains a colour model)"]
+    return []
+
+
+def _split_info(result: DecodeResult) -> dict[str, Any]:
+    return {"channels": dict(result.channel_counts), "bits": dict(result.bits),
+            "sizes": list(result.sizes) if result.sizes else None}
+
+
+def load_folder(
+    root: str | os.PathLike[str],
+    settings: PixelSettings,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    skip_bad: bool = False,
+    budget: int | None = None,
+    workers: int | None = None,
+    record: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> FolderData:
+    """Index, decode and check a folder dataset (module docstring).
+
+    Args:
+        root: the folder (``~`` is expanded).
+        settings: the model input's channels, size and fit.
+        seed, test_fraction: the stratified split, when the folder has no split folders.
+        skip_bad: leave out the files that do not decode (recorded in ``skipped``) instead
+            of refusing them.
+        budget: bytes of decoded images that may be held in memory (default
+            :func:`memory_budget`); splits beyond it are streamed.
+        workers: decoding processes (None: up to 4 for :data:`MANY_FILES` files or more,
+            else none).
+        record: a run's ``data.json`` (:func:`read_record`): its file lists and classes are
+            used instead of indexing the folder; every file must still decode.
+        progress: called with ``(what, done, total)`` while decoding.
+
+    Raises:
+        DataError: layout problems (:func:`~.folder.index_folder`), files that do not decode
+            (listed, unless ``skip_bad``), a split left empty.
+    """
+    budget = memory_budget() if budget is None else budget
+    if record is None:
+        layout = index_folder(root, seed=seed, test_fraction=test_fraction)
+    else:
+        layout = _layout_from_record(record, root)
+    base = layout.root
+    if workers is None:
+        total = sum(len(v) for v in layout.splits.values())
+        workers = min(4, os.cpu_count() or 1) if total >= MANY_FILES else 0
+    sizes = {split: len(layout.splits[split]) * settings.image_bytes for split in ("train", "test")}
+    keep = {"train": sizes["train"] <= budget}
+    keep["test"] = sizes["test"] + (sizes["train"] if keep["train"] else 0) <= budget
+    results: dict[str, DecodeResult] = {}
+    skipped: list[tuple[str, str]] = []
+    splits: dict[str, ImageDataset] = {}
+    for split in ("train", "test"):
+        pairs = layout.splits[split]
+        files = [p for p, _ in pairs]
+        what = f"{'decoding' if keep[split] else 'checking'} {split} images"
+
+        def report(done: int, total: int, what: str = what) -> None:
+            if progress is not None:
+                progress(what, done, total)
+
+        result = decode_files(base, files, settings, keep=keep[split], workers=workers,
+                              report=report)
+        if result.bad:
+            if not skip_bad or record is not None:
+                raise _bad_files_error(result.bad, base, split)
+            skipped += result.bad
+        results[split] = result
+        good = [pairs[i] for i in result.good]
+        if not good:
+            raise DataError(f"no image of the {split} split can be read", base)
+        labels = torch.tensor([y for _, y in good], dtype=torch.int64)
+        paths = [p for p, _ in good]
+        images: Any = result.images if keep[split] else ImageFiles(base, paths, settings)
+        ds = ImageDataset("folder", split, images, labels, list(layout.classes), str(base),
+                          files=paths)
+        splits[split] = ds
+    notes = list(layout.notes) + _check_channels(results, settings)
+    if skipped:
+        notes.append(f"{len(skipped)} file{'s' if len(skipped) > 1 else ''} that cannot be "
+                     f"read {'are' if len(skipped) > 1 else 'is'} left out (--skip-bad): "
+                     + ", ".join(p for p, _ in skipped[:3])
+                     + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
+    if not all(keep.values()):
+        streamed = [s for s in ("train", "test") if not keep[s]]
+        notes.append(f"{' and '.join(streamed)} images ({_mib(sum(sizes[s] for s in streamed))}"
+                     f" decoded) exceed the memory budget of {_mib(budget)}: they are read "
+                     "from disk for every batch (more --workers read in parallel; "
+                     f"--memory-budget or ${MEMORY_ENV} raises the budget)")
+    mean, std = results["train"].statistics()
+    return FolderData(
+        splits["train"], splits["test"], list(layout.classes), base, layout.layout, settings,
+        seed, test_fraction, skipped + _recorded_skips(record), mean, std, notes,
+        {s: _split_info(r) for s, r in results.items()},
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _recorded_skips(record: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if record is None:
+        return []
+    return [(str(p), str(why)) for p, why in record.get("skipped", [])]
+
+
+# --------------------------------------------------------------------------- the record
+
+
+def _safe_relative(path: Any) -> bool:
+    if not isinstance(path, str) or not path or "\x00" in path:
+        return False
+    pure = PurePosixPath(path)
+    return not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run folder's ``data.json``, checked before anything in it is used: its size, its
+    JSON, the types of every entry, class names, labels in range, and paths that stay below
+    the dataset's folder (relative, no ``..``).
+
+    Raises:
+        DataError: naming the file and what is wrong.
+    """
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        if size > MAX_RECORD_BYTES:
+            raise DataError(f"is {size:,} bytes, more than a dataset record can be "
+                            f"({MAX_RECORD_BYTES:,})", file)
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except DataError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read the dataset record ({exc}); it is written by epdo "
+                        "train", file) from None
+    problem = _record_problem(data)
+    if problem:
+        raise DataError(f"not a valid dataset record: {problem}; it is written by epdo train",
+                        file)
+    return data
+
+
+def _record_problem(data: Any) -> str | None:
+    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+        return f"its format is not {RECORD_FORMAT}"
+    classes = data.get("classes")
+    if (not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str) and c for c in classes)):
+        return "classes must be a list of two or more names"
+    if not isinstance(data.get("root"), str) or not isinstance(data.get("layout"), str):
+        return "root and layout must be text"
+    for split in ("train", "test"):
+        rows = data.get(split)
+        if not isinstance(rows, list) or not rows:
+            return f"{split} must be a non-empty list of [path, label]"
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 2 and _safe_relative(row[0])
+                    and isinstance(row[1], int) and not isinstance(row[1], bool)
+                    and 0 <= row[1] < len(classes)):
+                return f"{split} holds {str(row)[:80]!r}, not [relative path, label]"
+    skipped = data.get("skipped", [])
+    if not isinstance(skipped, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(v, str) for v in r)
+            for r in skipped):
+        return "skipped must be a list of [path, reason]"
+    return None
+
+
+def _layout_from_record(record: dict[str, Any], root: str | os.PathLike[str]) -> FolderLayout:
+    base = Path(os.path.expanduser(os.fspath(root))).resolve()
+    if not base.is_dir():
+        raise DataError("the run's image folder is not there; if it moved, give its new place "
+                        "with --data-dir", base)
+    splits = {s: [(str(p), int(y)) for p, y in record[s]] for s in ("train", "test")}
+    return FolderLayout(base, list(record["classes"]), splits, str(record["layout"]))
