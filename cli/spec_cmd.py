@@ -124,7 +124,8 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
                                             else "")),
         ("epdo version", meta["epdo.version"]),
         ("input", f"images (batch, {c}, {h}, {w}) float32 in [0, 1], "
-                  f"{meta['epdo.preprocess'].get('color')}"),
+                  f"{meta['epdo.preprocess'].get('color')}; files are fitted by "
+                  f"{meta['epdo.preprocess'].get('fit', 'resize')}"),
         ("normalization", f"(x - {meta['epdo.input_mean']}) / {meta['epdo.input_std']} "
                           "(inside the graph)"),
         ("classes", f"{len(meta['epdo.classes'])}: {', '.join(meta['epdo.classes'])}"),

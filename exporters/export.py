@@ -150,11 +150,30 @@ def _test_images(dataset: str) -> tuple[torch.Tensor, str]:
         return sample, f"embedded sample test split ({dataset} not found)"
 
 
-def real_test_images(spec: Spec, n: int) -> tuple[torch.Tensor | None, str]:
+def _folder_test_images(spec: Spec, checkpoint: Path | None,
+                        n: int) -> tuple[torch.Tensor | None, str]:
+    """The first ``n`` test images a folder run recorded, read as training read them."""
+    from epdo.zoo.data import DataError
+    from epdo.zoo.data.folder_run import run_split
+    from epdo.zoo.transforms import to_unit_range
+
+    try:
+        test = run_split(spec, checkpoint, "test", limit=n)
+    except DataError as exc:
+        return None, f"none (the run's image folder cannot be read: {exc})"
+    return to_unit_range(test.images[torch.arange(len(test))]), f"{len(test)} test images of " \
+        f"{test.source}"
+
+
+def real_test_images(spec: Spec, n: int,
+                     checkpoint: Path | None = None) -> tuple[torch.Tensor | None, str]:
     """Up to ``n`` real test images of the spec's dataset (the embedded sample when the
-    dataset is absent), or None with the reason when none fit the input shape."""
+    dataset is absent; a folder run's recorded test files, decoded exactly as ``epdo
+    predict`` decodes files), or None with the reason when none fit the input shape."""
     if n <= 0:
         return None, "none requested"
+    if spec.train.dataset == "folder":
+        return _folder_test_images(spec, checkpoint, n)
     images, desc = _test_images(spec.train.dataset)
     shape = (spec.input.channels, spec.input.height, spec.input.width)
     if tuple(images.shape[1:]) != shape:
@@ -260,18 +279,27 @@ def verify(run: Runner, model: nn.Module, spec: Spec, inputs: dict[str, torch.Te
 # --------------------------------------------------------------------------- export
 
 
-def _resolve_source(source: Any) -> tuple[nn.Module, Spec, Path | None]:
+def _resolve_source(source: Any) -> tuple[nn.Module, Spec, Path | None, list[str] | None]:
+    """The model, its spec, the checkpoint file and the class names it recorded."""
     if isinstance(source, tuple):
         model, spec = source
-        return model, spec, None
-    from epdo.zoo.checkpoint import CheckpointError, load_model, resolve_checkpoint
+        return model, spec, None, None
+    from epdo.zoo.checkpoint import (
+        CheckpointError,
+        checkpoint_classes,
+        model_from_checkpoint,
+        read_checkpoint,
+        resolve_checkpoint,
+    )
 
     try:
         checkpoint = resolve_checkpoint(source)
-        model, spec = load_model(checkpoint)
+        data = read_checkpoint(checkpoint)
+        model, spec = model_from_checkpoint(data)
+        classes = checkpoint_classes(data, spec)
     except CheckpointError as exc:
         raise ExportError(str(exc).strip().splitlines()[0]) from exc
-    return model, spec, checkpoint
+    return model.eval(), spec, checkpoint, classes
 
 
 def default_path(checkpoint: Path, spec: Spec, format: str) -> Path:
@@ -303,7 +331,8 @@ def export_model(
         force: overwrite an existing target.
         real_images: how many real test images to verify on (up to 64).
         seed: seed of the random verification inputs.
-        classes: class names; default those of the spec's dataset.
+        classes: class names; default those the checkpoint recorded (a folder dataset's
+            folder names), else those of the spec's dataset.
 
     Returns:
         The :class:`ExportReport` (``report.path`` is the written artifact).
@@ -318,7 +347,7 @@ def export_model(
         raise ExportError(f"--opset {opset}: the exporter needs ONNX opset {MIN_OPSET} or newer")
     if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0):
         raise ExportError(f"--atol {atol}: the tolerance must be a finite number >= 0")
-    model, spec, checkpoint = _resolve_source(source)
+    model, spec, checkpoint, recorded = _resolve_source(source)
     if path is None:
         if checkpoint is None:
             raise ExportError("a (model, spec) export needs an output path")
@@ -330,8 +359,13 @@ def export_model(
     if target.exists() and not force:
         raise ExportError(f"{target}: already exists; pass --force to overwrite it")
     if classes is None:
+        classes = recorded
+    if classes is None:
         from epdo.zoo.data import dataset_classes
 
+        if spec.train.dataset == "folder":
+            raise ExportError("the checkpoint does not record its class names (a folder "
+                              "dataset's); give them with classes=[...]")
         classes = dataset_classes(spec.train.dataset)
 
     model.eval()
@@ -349,7 +383,7 @@ def export_model(
         raise ExportError(f"{len(classes)} class names for a model with {num_logits} logits; "
                           "give one name per logit")
     classes = list(classes)
-    real, real_desc = real_test_images(spec, real_images)
+    real, real_desc = real_test_images(spec, real_images, checkpoint)
     if real is not None:
         inputs["test images"] = real
 

@@ -293,6 +293,24 @@ def model_from_checkpoint(data: dict[str, Any]) -> tuple[nn.Module, Spec]:
     return model, spec
 
 
+def checkpoint_classes(data: dict[str, Any], spec: Spec) -> list[str] | None:
+    """The class names a checkpoint recorded (``extra["classes"]``, written since epdo
+    trained on folders of images), checked: one non-empty name per class of the spec's
+    head; None when it recorded none."""
+    names = (data.get("extra") or {}).get("classes")
+    if names is None:
+        return None
+    path = data.get("path")
+    count = spec.plan.num_classes
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise CheckpointError(f"{path}: its recorded class names are not a list of names; "
+                              f"{_USE_ANOTHER}")
+    if count is not None and len(names) != count:
+        raise CheckpointError(f"{path}: it records {len(names)} class names for a model with "
+                              f"{count} classes; {_USE_ANOTHER}")
+    return list(names)
+
+
 def check_epoch(data: dict[str, Any], spec: Spec) -> None:
     """The epochs a checkpoint says it completed fit its spec's ``train.epochs``."""
     if data["epoch"] > spec.train.epochs:

@@ -35,6 +35,7 @@ from .device import DEVICES, DeviceError
 from .device import resolve_device as _resolve_device
 from .errors import EpdoError
 from .scoring import batch_logits, eval_mode
+from .training.sampling import IndexedBatches, eval_batches
 
 __all__ = [
     "DEVICES",
@@ -247,13 +248,16 @@ def _predict(
     batch_size: int,
     device: torch.device,
     degrees: float,
+    workers: int = 0,
 ) -> tuple[float, torch.Tensor]:
     """Summed cross-entropy and predicted labels (N,) on the raw images (N, C, H, W)
-    rotated by ``degrees``; ``classes`` logits expected."""
+    rotated by ``degrees``; ``classes`` logits expected. ``workers`` DataLoader processes
+    gather (or, for streamed files, decode) the batches."""
     loss_sum = 0.0
     preds = []
-    batches = ((images[i : i + batch_size], labels[i : i + batch_size])
-               for i in range(0, images.shape[0], batch_size))
+    n = int(images.shape[0])
+    batches = IndexedBatches(images, labels, eval_batches(n, batch_size), workers=workers,
+                             pin=device.type == "cuda")
     for logits, y in batch_logits(model, batches, device=device, degrees=degrees):
         if logits.ndim != 2 or logits.shape[1] != classes:
             raise EvalError(
@@ -290,6 +294,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     angles: list[float] | None = None,
     name: str | None = None,
+    workers: int | None = None,
 ) -> EvalReport:
     """Evaluate ``model`` on ``dataset`` (no gradients, eval mode; the training mode is
     restored afterwards and the model is moved to ``device``).
@@ -297,15 +302,25 @@ def evaluate(
     Args:
         model: raw (B, C, H, W) images in [0, 1] -> (B, K) logits (a zoo model normalises
             them itself).
-        dataset: an ImageDataset: ``images`` (N, C, H, W) in [0, 1], ``labels`` (N,),
-            ``classes`` (K names).
+        dataset: an ImageDataset: ``images`` (N, C, H, W) in [0, 1] (or uint8 pixels, or
+            files streamed from disk), ``labels`` (N,), ``classes`` (K names).
         angles: degrees (counter-clockwise) of the extra rotated evaluations.
         name: the model's name in the report (default: its spec's name).
+        workers: DataLoader processes (default: 0 for images in memory, up to 4 for
+            streamed ones).
     """
     if batch_size < 1:
         raise EvalError(f"batch size must be at least 1, got {batch_size}")
     device = resolve_device(device)
-    images = torch.as_tensor(dataset.images).to(torch.float32)
+    from .data.folder_images import ImageFiles
+
+    images = dataset.images
+    if not isinstance(images, ImageFiles):  # in memory: float in [0, 1] or uint8 pixels
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8:
+            images = images.to(torch.float32)
+    elif workers is None:
+        workers = min(4, os.cpu_count() or 1)
     labels = torch.as_tensor(dataset.labels).to(torch.int64)
     classes = [str(c) for c in dataset.classes]
     k = len(classes)
@@ -316,8 +331,6 @@ def evaluate(
         raise EvalError(f"dataset {dataset.name!r}: labels outside 0..{k - 1}")
     angles = [float(a) for a in angles] if angles else []
     _check_fit(model, images, angles)
-    if device.type == "cuda":
-        images, labels = images.pin_memory(), labels.pin_memory()
 
     n = images.shape[0]
     results: dict[float, tuple[float, torch.Tensor]] = {}  # degrees mod 360 -> loss, preds
@@ -325,7 +338,8 @@ def evaluate(
         for degrees in [0.0, *angles]:
             key = degrees % 360.0
             if key not in results:
-                results[key] = _predict(model, images, labels, k, batch_size, device, key)
+                results[key] = _predict(model, images, labels, k, batch_size, device, key,
+                                        workers or 0)
 
     def result(degrees: float) -> tuple[float, torch.Tensor]:
         return results[degrees % 360.0]
@@ -363,20 +377,31 @@ def evaluate_checkpoint(
     batch_size: int = 256,
     device: str | torch.device = "auto",
     split: str = "test",
+    progress: Any = None,
 ) -> EvalReport:
     """Evaluate a checkpoint file or run directory on the test split of its spec's dataset.
 
     The dataset and data folder default to the spec's ``train.dataset`` / ``train.data_dir``
-    (the spec's folder is used only for the spec's own dataset). Raises CheckpointError,
+    (the spec's folder is used only for the spec's own dataset). A run trained on a
+    ``folder`` dataset is evaluated on the test files it recorded (:mod:`.data.folder_run`;
+    ``progress(what, done, total)`` follows their decoding). Raises CheckpointError,
     DataError or :class:`EvalError`, each with a one-line message.
     """
     dev = resolve_device(device)
     data = read_checkpoint(source)
     model, spec = model_from_checkpoint(data)
     name = dataset or spec.train.dataset
-    if data_dir is None and name == spec.train.dataset:
-        data_dir = spec.train.data_dir
-    test = load_dataset(name, split, data_dir=data_dir)
+    if name.startswith("folder:"):
+        name, data_dir = "folder", name[len("folder:"):]
+    if name == "folder":
+        from .data.folder_run import run_split
+
+        checkpoint = data["path"] if spec.train.dataset == "folder" else None
+        test = run_split(spec, checkpoint, split, data_dir=data_dir, progress=progress)
+    else:
+        if data_dir is None and name == spec.train.dataset:
+            data_dir = spec.train.data_dir
+        test = load_dataset(name, split, data_dir=data_dir)
     report = evaluate(model, test, batch_size=batch_size, device=dev, angles=angles, name=spec.name)
     report.checkpoint = str(data["path"])
     report.epoch = int(data["epoch"])

@@ -38,6 +38,7 @@ __all__ = [
     "MEMORY_ENV",
     "FolderData",
     "load_folder",
+    "load_folder_split",
     "memory_budget",
     "parse_bytes",
     "read_record",
@@ -222,30 +223,10 @@ def load_folder(
     skipped: list[tuple[str, str]] = []
     splits: dict[str, ImageDataset] = {}
     for split in ("train", "test"):
-        pairs = layout.splits[split]
-        files = [p for p, _ in pairs]
-        what = f"{'decoding' if keep[split] else 'checking'} {split} images"
-
-        def report(done: int, total: int, what: str = what) -> None:
-            if progress is not None:
-                progress(what, done, total)
-
-        result = decode_files(base, files, settings, keep=keep[split], workers=workers,
-                              report=report)
-        if result.bad:
-            if not skip_bad or record is not None:
-                raise _bad_files_error(result.bad, base, split)
-            skipped += result.bad
-        results[split] = result
-        good = [pairs[i] for i in result.good]
-        if not good:
-            raise DataError(f"no image of the {split} split can be read", base)
-        labels = torch.tensor([y for _, y in good], dtype=torch.int64)
-        paths = [p for p, _ in good]
-        images: Any = result.images if keep[split] else ImageFiles(base, paths, settings)
-        ds = ImageDataset("folder", split, images, labels, list(layout.classes), str(base),
-                          files=paths)
-        splits[split] = ds
+        splits[split], results[split] = _decode_split(
+            layout, split, settings, keep=keep[split], skip_bad=skip_bad and record is None,
+            workers=workers, progress=progress)
+        skipped += results[split].bad
     notes = list(layout.notes) + _check_channels(results, settings)
     if skipped:
         notes.append(f"{len(skipped)} file{'s' if len(skipped) > 1 else ''} that cannot be "
@@ -264,6 +245,67 @@ def load_folder(
         seed, test_fraction, skipped + _recorded_skips(record), mean, std, notes,
         {s: _split_info(r) for s, r in results.items()},
     )
+
+
+def _decode_split(layout: FolderLayout, split: str, settings: PixelSettings, *, keep: bool,
+                  skip_bad: bool, workers: int, progress: Progress | None,
+                  ) -> tuple[ImageDataset, DecodeResult]:
+    """One split decoded (kept in memory or only checked); DataError listing the files that
+    do not decode unless ``skip_bad``."""
+    pairs = layout.splits[split]
+    what = f"{'decoding' if keep else 'checking'} {split} images"
+
+    def report(done: int, total: int) -> None:
+        if progress is not None:
+            progress(what, done, total)
+
+    base = layout.root
+    result = decode_files(base, [p for p, _ in pairs], settings, keep=keep, workers=workers,
+                          report=report)
+    if result.bad and not skip_bad:
+        raise _bad_files_error(result.bad, base, split)
+    good = [pairs[i] for i in result.good]
+    if not good:
+        raise DataError(f"no image of the {split} split can be read", base)
+    labels = torch.tensor([y for _, y in good], dtype=torch.int64)
+    paths = [p for p, _ in good]
+    images: Any = result.images if keep else ImageFiles(base, paths, settings)
+    ds = ImageDataset("folder", split, images, labels, list(layout.classes), str(base),
+                      files=paths)
+    return ds, result
+
+
+def load_folder_split(
+    root: str | os.PathLike[str],
+    settings: PixelSettings,
+    split: str,
+    *,
+    record: dict[str, Any] | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    budget: int | None = None,
+    workers: int | None = None,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> ImageDataset:
+    """One split of a folder dataset (``epdo eval``, export verification): the run's
+    recorded files when ``record`` is given, else the folder indexed and split as
+    :func:`load_folder` does; ``limit`` keeps the first files only. Every file must decode.
+    """
+    budget = memory_budget() if budget is None else budget
+    if record is None:
+        layout = index_folder(root, seed=seed, test_fraction=test_fraction)
+    else:
+        layout = _layout_from_record(record, root)
+    if limit is not None:
+        layout.splits[split] = layout.splits[split][:limit]
+    if workers is None:
+        many = len(layout.splits[split]) >= MANY_FILES
+        workers = min(4, os.cpu_count() or 1) if many else 0
+    keep = len(layout.splits[split]) * settings.image_bytes <= budget
+    ds, _ = _decode_split(layout, split, settings, keep=keep, skip_bad=False, workers=workers,
+                          progress=progress)
+    return ds
 
 
 def _mib(n: int) -> str:
