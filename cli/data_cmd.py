@@ -71,15 +71,68 @@ def _info_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _folder_report(info: dict[str, Any]) -> None:
+    """The folder report as a table of classes and a few lines (user text never markup)."""
+    console.print(literal(f"{info['root']}: {info['layout']}"), highlight=False,
+                  soft_wrap=True)
+    table = Table()
+    table.add_column("class", overflow="fold")
+    table.add_column("train", justify="right", no_wrap=True)
+    table.add_column("test", justify="right", no_wrap=True)
+    for row in info["classes"]:
+        table.add_row(literal(row["name"]), f"{row['train']:,}", f"{row['test']:,}")
+    table.add_row(Text("total", "bold"), f"{info['images']['train']:,}",
+                  f"{info['images']['test']:,}")
+    console.print(table)
+    lines = []
+    if info["split"]:
+        lines.append(f"no train/ and test/ (or val/) folders: a stratified split with seed "
+                     f"{info['split']['seed']} holds out "
+                     f"{100 * info['split']['test_fraction']:g}% of each class for testing")
+    ch = info["channels"]
+    lines.append(f"channels: {ch['grayscale']:,} grayscale, {ch['colour']:,} colour; bits per "
+                 "channel: " + ", ".join(f"{n:,} files of {b}" for b, n in info["bits"].items()))
+    if info["smallest"]:
+        (w0, h0), (w1, h1) = info["smallest"], info["largest"]
+        lines.append(f"sizes: from {w0}x{h0} to {w1}x{h1} pixels (width x height)")
+    lines += [f"note: {n}" for n in info["notes"]]
+    bad = info["bad"]
+    lines.append(f"{len(bad)} file{'s' if len(bad) != 1 else ''} cannot be read"
+                 + (":" if bad else ""))
+    lines += [f"  {b['file']}: {b['error']}" for b in bad]
+    for line in lines:
+        console.print(literal(line), highlight=False, soft_wrap=True)
+
+
+def _folder_info(path: str, as_json: bool) -> None:
+    from epdo.zoo.data.folder_info import folder_info
+    from epdo.zoo.training.progress import RichProgress
+
+    bars = RichProgress(console, bars=console.is_terminal and not as_json)
+    try:
+        info = folder_info(path, progress=bars.data_progress)
+    finally:
+        bars.close()
+    if as_json:
+        print_json(info)
+    else:
+        _folder_report(info)
+
+
 def info_command(
     name: Annotated[str | None, typer.Argument(
-        help="One dataset (default: all of them).")] = None,
+        help="One dataset (default: all of them), or folder:PATH for a folder of your images "
+        "(classes, counts, sizes, channels, files that cannot be read).")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Look only in this folder (as `epdo train --data-dir` would).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """For each dataset: where it would be read from, whether it is there, split sizes."""
     from epdo.zoo.data import dataset_info, datasets_info
+
+    if name is not None and name.startswith("folder:"):
+        _folder_info(name[len("folder:"):], as_json)
+        return
 
     records = [dataset_info(name, data_dir)] if name is not None else datasets_info(data_dir)
     if as_json:

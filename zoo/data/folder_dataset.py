@@ -139,12 +139,12 @@ def _paths(ds: ImageDataset) -> list[str]:
     return list(ds.files or [])
 
 
-def _bad_files_error(bad: list[tuple[str, str]], root: Path, split: str) -> DataError:
+def _bad_files_error(bad: list[tuple[str, str]], root: Path) -> DataError:
     shown = "; ".join(f"{p}: {why}" for p, why in bad[:_SHOWN])
     more = f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
     return DataError(
-        f"{len(bad)} image file{'s' if len(bad) > 1 else ''} of the {split} split cannot be "
-        f"read: {shown}{more}; fix or remove {'them' if len(bad) > 1 else 'it'}, or pass "
+        f"{len(bad)} image file{'s' if len(bad) > 1 else ''} cannot be read: {shown}{more}; "
+        f"fix or remove {'them' if len(bad) > 1 else 'it'}, or pass "
         f"--skip-bad to train without {'them' if len(bad) > 1 else 'it'} (listed in the run "
         f"folder's {DATA_RECORD}; epdo data info folder:{root} lists every one)", root)
 
@@ -224,9 +224,11 @@ def load_folder(
     splits: dict[str, ImageDataset] = {}
     for split in ("train", "test"):
         splits[split], results[split] = _decode_split(
-            layout, split, settings, keep=keep[split], skip_bad=skip_bad and record is None,
-            workers=workers, progress=progress)
+            layout, split, settings, keep=keep[split], skip_bad=True, workers=workers,
+            progress=progress)
         skipped += results[split].bad
+    if skipped and (not skip_bad or record is not None):
+        raise _bad_files_error(skipped, base)
     notes = list(layout.notes) + _check_channels(results, settings)
     if skipped:
         notes.append(f"{len(skipped)} file{'s' if len(skipped) > 1 else ''} that cannot be "
@@ -263,7 +265,7 @@ def _decode_split(layout: FolderLayout, split: str, settings: PixelSettings, *, 
     result = decode_files(base, [p for p, _ in pairs], settings, keep=keep, workers=workers,
                           report=report)
     if result.bad and not skip_bad:
-        raise _bad_files_error(result.bad, base, split)
+        raise _bad_files_error(result.bad, base)
     good = [pairs[i] for i in result.good]
     if not good:
         raise DataError(f"no image of the {split} split can be read", base)
