@@ -91,7 +91,9 @@ def eval_command(
     source: Annotated[Path, typer.Argument(
         metavar="CHECKPOINT_OR_RUN", help="A checkpoint file or a run directory.")],
     dataset: Annotated[str | None, typer.Option(
-        "--dataset", help="Dataset to evaluate on (default: the spec's train.dataset).")] = None,
+        "--dataset", help="Dataset to evaluate on (default: the spec's train.dataset; a run "
+        "trained on folder:PATH is evaluated on the test files it recorded), or "
+        "folder:PATH.")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Folder of the dataset's files (default: the spec's, $EPDO_DATA, "
         "the user cache).")] = None,
@@ -110,10 +112,16 @@ def eval_command(
     """Test loss, accuracy and confusion matrix of a trained model; with --angles, its
     accuracy on the test images rotated by each angle (what equivariance buys)."""
     from epdo.zoo.evaluation import evaluate_checkpoint, parse_angles
+    from epdo.zoo.training.progress import RichProgress
 
     degrees = parse_angles(angles) if angles is not None else None
-    report = evaluate_checkpoint(source, dataset=dataset, data_dir=data_dir, angles=degrees,
-                                 batch_size=batch_size, device=device)
+    bars = RichProgress(err_console if as_json else console)
+    try:
+        report = evaluate_checkpoint(source, dataset=dataset, data_dir=data_dir,
+                                     angles=degrees, batch_size=batch_size, device=device,
+                                     progress=bars.data_progress)
+    finally:
+        bars.close()
     if as_json:
         print_json(report.to_dict())
     else:
