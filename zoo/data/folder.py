@@ -184,7 +184,7 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
         class_dirs = {"train": split_dirs[0], "test": split_dirs[1]}
         layout = "split folders"
         for name in _subfolders(base):
-            if name not in SPLIT_FOLDERS:
+            if name not in ("train", split_dirs[1].name):  # val/ too when test/ is there
                 notes.append(f"folder {name}/ is left out: with train/ and "
                              f"{split_dirs[1].name}/ present, only they are read")
         for split_dir in class_dirs.values():

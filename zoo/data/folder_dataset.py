@@ -219,16 +219,14 @@ def load_folder(
     sizes = {split: len(layout.splits[split]) * settings.image_bytes for split in ("train", "test")}
     keep = {"train": sizes["train"] <= budget}
     keep["test"] = sizes["test"] + (sizes["train"] if keep["train"] else 0) <= budget
-    results: dict[str, DecodeResult] = {}
-    skipped: list[tuple[str, str]] = []
-    splits: dict[str, ImageDataset] = {}
-    for split in ("train", "test"):
-        splits[split], results[split] = _decode_split(
-            layout, split, settings, keep=keep[split], skip_bad=True, workers=workers,
-            progress=progress)
-        skipped += results[split].bad
+    results = {split: _decode_files(layout, split, settings, keep=keep[split],
+                                    workers=workers, progress=progress)
+               for split in ("train", "test")}
+    skipped = results["train"].bad + results["test"].bad
     if skipped and (not skip_bad or record is not None):
-        raise _bad_files_error(skipped, base)
+        raise _bad_files_error(skipped, base)  # every bad file of both splits, in one line
+    splits = {split: _split_dataset(layout, split, settings, results[split])
+              for split in ("train", "test")}
     notes = list(layout.notes) + _check_channels(results, settings)
     if skipped:
         notes.append(f"{len(skipped)} file{'s' if len(skipped) > 1 else ''} that cannot be "
@@ -249,11 +247,9 @@ def load_folder(
     )
 
 
-def _decode_split(layout: FolderLayout, split: str, settings: PixelSettings, *, keep: bool,
-                  skip_bad: bool, workers: int, progress: Progress | None,
-                  ) -> tuple[ImageDataset, DecodeResult]:
-    """One split decoded (kept in memory or only checked); DataError listing the files that
-    do not decode unless ``skip_bad``."""
+def _decode_files(layout: FolderLayout, split: str, settings: PixelSettings, *, keep: bool,
+                  workers: int, progress: Progress | None) -> DecodeResult:
+    """One split's files decoded (kept in memory or only checked); bad files in ``bad``."""
     pairs = layout.splits[split]
     what = f"{'decoding' if keep else 'checking'} {split} images"
 
@@ -261,20 +257,25 @@ def _decode_split(layout: FolderLayout, split: str, settings: PixelSettings, *, 
         if progress is not None:
             progress(what, done, total)
 
+    return decode_files(layout.root, [p for p, _ in pairs], settings, keep=keep,
+                        workers=workers, report=report)
+
+
+def _split_dataset(layout: FolderLayout, split: str, settings: PixelSettings,
+                   result: DecodeResult) -> ImageDataset:
+    """The split's good files as a dataset: in memory when ``result`` kept its images, else
+    streamed. DataError when no file of the split decoded."""
+    pairs = layout.splits[split]
     base = layout.root
-    result = decode_files(base, [p for p, _ in pairs], settings, keep=keep, workers=workers,
-                          report=report)
-    if result.bad and not skip_bad:
-        raise _bad_files_error(result.bad, base)
     good = [pairs[i] for i in result.good]
     if not good:
         raise DataError(f"no image of the {split} split can be read", base)
     labels = torch.tensor([y for _, y in good], dtype=torch.int64)
     paths = [p for p, _ in good]
-    images: Any = result.images if keep else ImageFiles(base, paths, settings)
-    ds = ImageDataset("folder", split, images, labels, list(layout.classes), str(base),
-                      files=paths)
-    return ds, result
+    images: Any = result.images if result.images is not None else ImageFiles(base, paths,
+                                                                              settings)
+    return ImageDataset("folder", split, images, labels, list(layout.classes), str(base),
+                        files=paths)
 
 
 def load_folder_split(
@@ -305,9 +306,11 @@ def load_folder_split(
         many = len(layout.splits[split]) >= MANY_FILES
         workers = min(4, os.cpu_count() or 1) if many else 0
     keep = len(layout.splits[split]) * settings.image_bytes <= budget
-    ds, _ = _decode_split(layout, split, settings, keep=keep, skip_bad=False, workers=workers,
-                          progress=progress)
-    return ds
+    result = _decode_files(layout, split, settings, keep=keep, workers=workers,
+                           progress=progress)
+    if result.bad:
+        raise _bad_files_error(result.bad, layout.root)
+    return _split_dataset(layout, split, settings, result)
 
 
 def _mib(n: int) -> str:

@@ -13,8 +13,9 @@ For an image decoded by Pillow (its pixel count checked from the header first,
    expanded;
 3. **fit** to the model's H×W: ``resize`` scales the whole image to W×H; ``center_crop``
    takes the largest centred box with the model's aspect ratio W/H and scales that box to
-   W×H. Both use Pillow's bilinear filter, which averages over the footprint of an output
-   pixel when shrinking (no aliasing).
+   W×H (the box is cut out first, so no pixel outside it reaches the input). Both use
+   Pillow's bilinear filter, which averages over the footprint of an output pixel when
+   shrinking (no aliasing).
 
 The model then sees ``pixels / 255`` in [0, 1] (the exporter's ``scale``).
 """
@@ -109,17 +110,19 @@ def _to_8bit(image: Any) -> Any:
 
 
 def _fit_box(width: int, height: int, size: tuple[int, int],
-             fit: str) -> tuple[float, float, float, float]:
-    """The source box ``(left, top, right, bottom)`` that becomes the H×W input."""
+             fit: str) -> tuple[int, int, int, int]:
+    """The source box ``(left, top, right, bottom)`` in whole pixels that becomes the H×W
+    input: the whole image for ``resize``; for ``center_crop`` the largest centred box of
+    aspect W/H (its free side rounded to whole pixels, ``left = (width - box_w) // 2``,
+    likewise ``top``)."""
     if fit == "resize":
-        return (0.0, 0.0, float(width), float(height))
+        return (0, 0, width, height)
     out_h, out_w = size
-    aspect = out_w / out_h
-    if width / height > aspect:  # too wide: keep the full height
-        box_w, box_h = height * aspect, float(height)
+    if width * out_h > height * out_w:  # too wide: keep the full height
+        box_w, box_h = min(width, max(1, round(height * out_w / out_h))), height
     else:
-        box_w, box_h = float(width), width / aspect
-    left, top = (width - box_w) / 2.0, (height - box_h) / 2.0
+        box_w, box_h = width, min(height, max(1, round(width * out_h / out_w)))
+    left, top = (width - box_w) // 2, (height - box_h) // 2
     return (left, top, left + box_w, top + box_h)
 
 
@@ -145,11 +148,15 @@ def model_pixels(image: Any, channels: int, size: tuple[int, int], fit: str = "r
     image = image.convert("L" if channels == 1 else "RGB")
     height, width = size
     box = _fit_box(image.width, image.height, (height, width), fit)
-    if image.size != (width, height) or box != (0.0, 0.0, image.width, image.height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    if box != (0, 0, image.width, image.height):
+        # crop first: Pillow's resize(box=...) would also weigh pixels just outside the box
+        image = image.crop(box)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
-    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    return np.ascontiguousarray(pixels)
+    pixels = np.ascontiguousarray(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
+    # Pillow's buffer is read-only (a gray image is not copied above): the caller owns a copy
+    return pixels if pixels.flags.writeable else pixels.copy()
 
 
 def _first_line(exc: BaseException) -> str:
