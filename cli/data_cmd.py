@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from epdo.cli.app import console, print_json
+from epdo.cli.app import console, fail, print_json
 from epdo.cli.text import literal
 
 data_app = typer.Typer(
@@ -131,6 +131,8 @@ def info_command(
     from epdo.zoo.data import dataset_info, datasets_info
 
     if name is not None and name.startswith("folder:"):
+        if not name[len("folder:"):]:
+            fail("folder:PATH needs the folder after 'folder:' (e.g. folder:~/data/cells)")
         _folder_info(name[len("folder:"):], as_json)
         return
 

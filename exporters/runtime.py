@@ -154,6 +154,16 @@ class Preprocessing:
                    normalized_in_graph=bool(pre.get("normalized_in_graph", True)))
 
 
+def _scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 pixels times ``scale`` as float32; the exporter's 1/255 is a division by 255,
+    as in training (:func:`epdo.zoo.transforms.to_unit_range`), so both give the same bits."""
+    divisor = 1.0 / scale
+    values = pixels.astype(np.float32)
+    if abs(divisor - round(divisor)) < 1e-6:
+        return np.ascontiguousarray(values / np.float32(round(divisor)))
+    return np.ascontiguousarray(values * np.float32(scale))
+
+
 def _image_to_array(image: Any, pre: Preprocessing) -> np.ndarray:
     """A Pillow image -> ``(C, H, W)`` float32: the model's pixels
     (:func:`~epdo.zoo.data.images.model_pixels`, as in training) times ``pre.scale``."""
@@ -161,7 +171,7 @@ def _image_to_array(image: Any, pre: Preprocessing) -> np.ndarray:
         pixels = model_pixels(image, pre.channels, pre.size, pre.fit)
     except ImageError as exc:
         raise InputError(str(exc)) from exc
-    return np.ascontiguousarray(pixels.astype(np.float32) * np.float32(pre.scale))
+    return _scaled(pixels, pre.scale)
 
 
 def _array_to_input(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
@@ -169,7 +179,7 @@ def _array_to_input(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
     array = np.asarray(array)
     c, h, w = pre.input_shape
     if array.dtype == np.uint8:
-        values = array.astype(np.float32) * np.float32(pre.scale)
+        values = _scaled(array, pre.scale)
     elif np.issubdtype(array.dtype, np.floating):
         values = array.astype(np.float32)
         if not np.all(np.isfinite(values)):
@@ -274,7 +284,7 @@ def _read_image(file: Any, pre: Preprocessing) -> np.ndarray:
         pixels, _ = decode_image(file, pre.channels, pre.size, pre.fit)
     except ImageError as exc:
         raise InputError(str(exc)) from exc
-    return np.ascontiguousarray(pixels.astype(np.float32) * np.float32(pre.scale))
+    return _scaled(pixels, pre.scale)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

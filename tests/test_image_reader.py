@@ -290,11 +290,9 @@ def test_predict_preprocessing_reads_files_as_training(tmp_path, fit, channels) 
         assert served.dtype == np.float32 and served.shape == (channels, 10, 12)
         # the same 8-bit pixels ...
         np.testing.assert_array_equal(np.rint(served * 255.0).astype(np.uint8), pixels)
-        # ... and the model input the trainer makes of them (x / 255), to the last float32 bit
-        # but one: the runtime multiplies by float32(1/255), the trainer divides by 255
+        # ... and the very model input the trainer makes of them (x / 255), bit for bit
         trained = to_unit_range(torch.from_numpy(pixels)).numpy()
-        np.testing.assert_allclose(served, trained, rtol=0, atol=np.spacing(np.float32(1)))
-        np.testing.assert_array_equal(served, pixels.astype(np.float32) * np.float32(1 / 255))
+        np.testing.assert_array_equal(served, trained)
 
 
 def test_predict_refuses_what_training_refuses(tmp_path, monkeypatch) -> None:

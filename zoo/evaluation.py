@@ -393,6 +393,8 @@ def evaluate_checkpoint(
     name = dataset or spec.train.dataset
     if name.startswith("folder:"):
         name, data_dir = "folder", name[len("folder:"):]
+        if not data_dir:
+            raise EvalError("--dataset folder:PATH needs the folder after 'folder:'")
     if name == "folder":
         from .data.folder_run import run_split
 
