@@ -26,6 +26,7 @@ folders are left out and named in :attr:`FolderLayout.notes`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,8 +161,10 @@ def _split_layout(root: Path) -> tuple[Path, Path] | None:
 
 
 def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
-                 test_fraction: float = 0.2) -> FolderLayout:
+                 test_fraction: float = 0.2,
+                 progress: Callable[[str, int, int], None] | None = None) -> FolderLayout:
     """Index the images of a folder dataset (module docstring); nothing is decoded.
+    ``progress("indexing class folders", done, total)`` follows the class folders.
 
     Raises:
         DataError: the folder is missing or unreadable, holds no class folders, holds one
@@ -210,7 +213,9 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
                             f"({_show(classes)}); every test class must be a training class",
                             folder)
         pairs: list[tuple[str, int]] = []
-        for name in names:
+        for done, name in enumerate(names, start=1):
+            if progress is not None:
+                progress(f"indexing {split} class folders", done, len(names))
             images, others = _images_below(folder / name, base)
             other_files += others
             if not images and split == "train":

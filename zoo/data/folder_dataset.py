@@ -209,7 +209,8 @@ def load_folder(
     """
     budget = memory_budget() if budget is None else budget
     if record is None:
-        layout = index_folder(root, seed=seed, test_fraction=test_fraction)
+        layout = index_folder(root, seed=seed, test_fraction=test_fraction,
+                              progress=progress)
     else:
         layout = _layout_from_record(record, root)
     base = layout.root
@@ -297,7 +298,8 @@ def load_folder_split(
     """
     budget = memory_budget() if budget is None else budget
     if record is None:
-        layout = index_folder(root, seed=seed, test_fraction=test_fraction)
+        layout = index_folder(root, seed=seed, test_fraction=test_fraction,
+                              progress=progress)
     else:
         layout = _layout_from_record(record, root)
     if limit is not None:

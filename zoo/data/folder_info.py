@@ -56,7 +56,8 @@ def folder_info(root: str | os.PathLike[str], *, seed: int = 0, test_fraction: f
         DataError: the layout problems training refuses (no class folders, one class, an
             empty class, ...).
     """
-    layout = index_folder(root, seed=seed, test_fraction=test_fraction)
+    layout = index_folder(root, seed=seed, test_fraction=test_fraction,
+                              progress=progress)
     if workers is None:
         total = sum(len(v) for v in layout.splits.values())
         workers = min(4, os.cpu_count() or 1) if total >= MANY_FILES else 0
