@@ -1,18 +1,20 @@
 """Measure: peak memory of `epdo train` on a folder of N RGB images, held in memory (uint8)
-and streamed from disk, beside a tiny folder (the model and a few batches).
+and streamed from disk, beside a tiny folder (2,000 images: the model and a few batches).
 
 Usage (from the repository root)::
 
     python scripts/folder_memory.py --images 20000 --size 96 --spec rgb_regular_gauss
 
 It writes N RGB PNG files of SIZE x SIZE (the embedded sample's images, upscaled and tinted
-per class, so they are real images that compress like photographs do not) into a
-temporary folder, then runs ``epdo train SPEC --dataset folder:DIR --epochs 1`` three times
-in a child process: the tiny folder (50 images per class), the whole folder in memory
-(budget 8G) and streamed (budget 0). Each child is stopped with Ctrl-C ``--seconds`` after
-its training started (the trainer saves and exits); the figure is the peak resident memory
-(VmHWM) of the trainer plus the largest resident memory its DataLoader workers had, read
-from /proc while it runs. Prints one JSON object.
+per class) into a temporary folder, then runs ``epdo train SPEC --dataset folder:DIR
+--epochs 1`` three times in a child process: a small folder (2,000 images, 53 MiB decoded:
+the model and a few batches), the whole folder in memory (budget 8G) and streamed (budget
+0). Each child is stopped with Ctrl-C ``--seconds`` after its training started (the trainer
+saves and exits), so the three are measured over the same work: decoding, then training
+steps. The figure is the peak resident memory (VmHWM) of the trainer plus the largest
+memory its DataLoader workers had, read from /proc while it runs (workers: proportional set
+size, so that pages they share with the trainer after the fork are not counted twice).
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def _kib(pid: int, key: str) -> int:
     return 0
 
 
+def _pss_kib(pid: int) -> int:
+    """Proportional set size: a forked worker's pages shared with the trainer count half."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -81,7 +94,7 @@ def measure(spec: str, folder: Path, budget: str, seconds: float, out: Path,
     seen_steps = False
     main_peak = 0
     while child.poll() is None:
-        workers_peak = max(workers_peak, sum(_kib(p, "VmRSS") for p in _children(child.pid)))
+        workers_peak = max(workers_peak, sum(_pss_kib(p) for p in _children(child.pid)))
         main_peak = max(main_peak, _kib(child.pid, "VmHWM"))
         metrics = out / "metrics.jsonl"
         if not seen_steps and out.is_dir() and (out / "spec.yaml").exists():
@@ -114,7 +127,7 @@ def main() -> None:
         big, tiny = tmp_path / "big", tmp_path / "tiny"
         t0 = time.perf_counter()
         make_folder(big, args.images, args.size)
-        make_folder(tiny, 500, args.size)
+        make_folder(tiny, 2000, args.size)
         made = time.perf_counter() - t0
         extra = ["--input-size", str(args.size)]
         results = {
