@@ -139,3 +139,24 @@ def test_folder_resume_keeps_the_recorded_split(tmp_path: Path) -> None:
                                   "--input-size", "32"])
     assert refused.exit_code == 2 and "--input-size cannot change a resumed run" in (
         refused.stderr)
+
+
+def test_streamed_training_equals_training_in_memory(tmp_path: Path) -> None:
+    """A memory budget smaller than the dataset streams the files through DataLoader
+    workers; the run is the same, weight for weight."""
+    from epdo.zoo.training import train
+
+    data = tmp_path / "cells"
+    _make_folder(data)
+    spec = {**SPEC, "input": {**SPEC["input"], "size": 20}}
+    kept = train(spec, dataset=f"folder:{data}", out=tmp_path / "kept", device="cpu")
+    streamed = train(spec, dataset=f"folder:{data}", out=tmp_path / "streamed", device="cpu",
+                     memory_budget="10K", workers=2)
+    assert kept.summary["dataset"]["in_memory"] is True
+    assert streamed.summary["dataset"]["in_memory"] is False
+    a = read_checkpoint(kept.run_dir)["model"]
+    b = read_checkpoint(streamed.run_dir)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert kept.final["test_acc"] == streamed.final["test_acc"]
