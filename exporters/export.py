@@ -197,7 +197,15 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: str, opset: int)
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             opset_version=opset,
             do_constant_folding=True,
+            custom_opsets={"epdo": 1},
         )
+    import onnx
+
+    from .onnx_product import expand_stencil_products
+
+    proto = onnx.load(path)
+    if expand_stencil_products(proto):
+        onnx.save(proto, path)
 
 
 def _onnx_runner(path: str) -> Runner:
@@ -332,7 +340,8 @@ def export_model(
         real_images: how many real test images to verify on (up to 64).
         seed: seed of the random verification inputs.
         classes: class names; default those the checkpoint recorded (a folder dataset's
-            folder names), else those of the spec's dataset.
+            folder names), else those of the spec's dataset ("0", "1", ... for a folder
+            dataset that nothing recorded).
 
     Returns:
         The :class:`ExportReport` (``report.path`` is the written artifact).
@@ -363,10 +372,10 @@ def export_model(
     if classes is None:
         from epdo.zoo.data import dataset_classes
 
-        if spec.train.dataset == "folder":
-            raise ExportError("the checkpoint does not record its class names (a folder "
-                              "dataset's); give them with classes=[...]")
-        classes = dataset_classes(spec.train.dataset)
+        if spec.train.dataset == "folder":  # no record of the folder: numbered classes
+            classes = [str(i) for i in range(spec.plan.num_classes or 0)]
+        else:
+            classes = dataset_classes(spec.train.dataset)
 
     model.eval()
     t0 = time.perf_counter()

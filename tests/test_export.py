@@ -31,7 +31,11 @@ MNIST_SPECS = [
     "mnist_quotient_gauss",
     "mnist_d16c16_gauss",
     "mnist_pdoeconv_gauss",
+    "rgb_regular_gauss",
+    "rgb_pdoeconv_gauss",
+    "rgb_cnn",
 ]
+RGB_SPECS = ("rgb_regular_gauss", "rgb_pdoeconv_gauss", "rgb_cnn")
 
 
 def randomized(name: str | Spec, seed: int = 0) -> tuple[nn.Module, Spec]:
@@ -111,13 +115,21 @@ def test_neural_epdo_no_grad_path_is_plain_ops() -> None:
 # at 28x28 with real test images; the two heaviest (5x5 convs / D16 fields at full width)
 # run at 12x12 to keep the suite fast on two CPU cores
 FULL_SIZE = tuple(n for n in MNIST_SPECS if n not in ("mnist_pdoeconv_gauss",
-                                                      "mnist_d16c16_gauss"))
+                                                      "mnist_d16c16_gauss", *RGB_SPECS))
+
+
+def reduced(name: str) -> tuple[nn.Module, Spec]:
+    """The randomized model at its full size, or shrunk (the RGB specs to 32 x 32, a
+    multiple of their four 2x2 poolings)."""
+    if name in FULL_SIZE:
+        return randomized(name)
+    return small(name, 32 if name in RGB_SPECS else 12)
 
 
 @pytest.mark.parametrize("name", MNIST_SPECS)
 def test_onnx_export_verifies(name: str, tmp_path: Path) -> None:
     full = name in FULL_SIZE
-    model, spec = randomized(name) if full else small(name)
+    model, spec = reduced(name)
     report = export_model((model, spec), "onnx", tmp_path / f"{name}.onnx", real_images=3)
     assert report.passed and report.max_abs <= 1e-4 and report.agreement == 1.0
     expected = {("random", 1), ("random", 7)}
@@ -130,13 +142,30 @@ def test_onnx_export_verifies(name: str, tmp_path: Path) -> None:
         assert report.rotation_max_rel is not None and report.rotation_max_rel < 1e-4
     else:
         assert report.rotation_max_rel is None
-    onnx.checker.check_model(onnx.load(str(tmp_path / f"{name}.onnx")))
+    proto = onnx.load(str(tmp_path / f"{name}.onnx"))
+    onnx.checker.check_model(proto, full_check=True)  # with shape inference, at its opset
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", report.opset)]
+    assert _domains(proto.graph) == {""}  # standard operators only, Loop bodies included
+    loops = [n for n in proto.graph.node if n.op_type == "Loop"]
+    neural = sum(isinstance(m, NeuralEPDO) for m in model.modules())
+    assert len(loops) == neural  # one per-image loop per Neural ePDO product
     assert [p.name for p in tmp_path.iterdir()] == [f"{name}.onnx"]  # no temporary left
+
+
+def _domains(graph: onnx.GraphProto) -> set[str]:
+    """The operator domains of a graph and of every subgraph inside it."""
+    found = set()
+    for node in graph.node:
+        found.add(node.domain)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                found |= _domains(attribute.g)
+    return found
 
 
 @pytest.mark.parametrize("name", MNIST_SPECS)
 def test_torchscript_export_verifies(name: str, tmp_path: Path) -> None:
-    model, spec = randomized(name) if name in FULL_SIZE else small(name)
+    model, spec = reduced(name)
     path = tmp_path / f"{name}.ts"
     report = export_model((model, spec), "torchscript", path, real_images=3)
     assert report.passed and report.max_abs <= 1e-4 and report.opset is None

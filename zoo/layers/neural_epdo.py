@@ -39,7 +39,7 @@ from .conv import Conv1x1
 from .native import stencil_kernels
 from .norms import FieldNorm
 from .plain import plain_conv
-from .stencil_product import export_product, generated_product
+from .stencil_product import export_product, exporting_graph, generated_product, onnx_product
 from .typed import TypedModule
 
 L1_EPS = 0.01
@@ -161,9 +161,10 @@ class NeuralEPDO(TypedModule):
         self.check_input(x)
         h = self.generator_input(x)
         weight = self.generator_weight()
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if exporting_graph():
             raw = F.conv2d(h, weight, groups=self.s)
-            y = export_product(raw, x, self.g, self.kernel_size, L1_EPS)
+            product = onnx_product if torch.onnx.is_in_onnx_export() else export_product
+            y = product(raw, x, self.g, self.kernel_size, L1_EPS)
         else:
             y = generated_product(h, x, weight, self.s, self.g, self.kernel_size, L1_EPS)
         return self.out(y)
@@ -244,8 +245,9 @@ class NeuralEPDOInference(nn.Module):
         h = self.reduce(x)
         h = F.relu(F.group_norm(h, self.norm_groups, self.norm_weight, self.norm_bias,
                                 self.norm_eps))
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            y = export_product(self.generator(h), x, self.g, self.k, L1_EPS)
+        if exporting_graph():
+            product = onnx_product if torch.onnx.is_in_onnx_export() else export_product
+            y = product(self.generator(h), x, self.g, self.k, L1_EPS)
         else:
             y = generated_product(h, x, self.generator.weight, self.generator.groups, self.g,
                                   self.k, L1_EPS)

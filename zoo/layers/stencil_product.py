@@ -19,7 +19,9 @@ to the k * k-term sum once instead of to every coefficient.
   over the pixels (:mod:`.native`, compiled on first use); without a compiler the same
   chunks go through k * k shifted multiply-adds in PyTorch ops.
 - :func:`shifted_products` is the same product in plain out-of-place ops (Pad, Slice, Mul, Add)
-  for ``torch.jit.trace`` and ``torch.onnx.export``.
+  for ``torch.jit.trace`` and ``torch.export``; :func:`onnx_product` records it in an ONNX
+  export as one placeholder node, which :mod:`epdo.exporters.onnx_product` expands into
+  standard operators that run one image at a time.
 - :func:`stencil_product_reference` goes through the k * k-fold unfolded input: the test oracle.
 """
 
@@ -108,6 +110,50 @@ def export_product(raw: torch.Tensor, x: torch.Tensor, g: int, k: int,
     taps = raw.reshape(B, g, kk, d, H, W).transpose(1, 2).reshape(B, kk, 1, g * d, H, W)
     y = shifted_products(x.reshape(B, C // (g * d), g * d, H, W), taps)
     return (y.reshape(B, C // (g * d), g, d, H, W) / norm.unsqueeze(1)).reshape(B, C, H, W)
+
+
+ONNX_DOMAIN = "epdo"
+"""The domain of the placeholder node :func:`onnx_product` leaves in a freshly exported
+graph; :func:`epdo.exporters.onnx_product.expand_stencil_products` replaces every one by
+standard ONNX operators before anything is written."""
+
+
+class _OnnxProduct(torch.autograd.Function):
+    """:func:`export_product` that ``torch.onnx.export`` writes as one ``epdo::StencilProduct``
+    node (inputs ``raw``, ``x``; attributes g, k, d, eps and the static C, H, W). Its values
+    are computed with the tracer paused, so the traced graph holds the node alone."""
+
+    @staticmethod
+    def forward(ctx, raw, x, g, k, eps, d, channels, height, width):  # type: ignore[override]
+        state = torch._C._get_tracing_state()
+        torch._C._set_tracing_state(None)
+        try:
+            return export_product(raw, x, g, k, eps)
+        finally:
+            torch._C._set_tracing_state(state)
+
+    @staticmethod
+    def symbolic(graph, raw, x, g, k, eps, d, channels, height, width):  # type: ignore[no-untyped-def]
+        out = graph.op(f"{ONNX_DOMAIN}::StencilProduct", raw, x, g_i=g, k_i=k, d_i=d,
+                       eps_f=eps, channels_i=channels, height_i=height, width_i=width)
+        out.setType(x.type())
+        return out
+
+
+def onnx_product(raw: torch.Tensor, x: torch.Tensor, g: int, k: int,
+                 eps: float) -> torch.Tensor:
+    """:func:`export_product` for ``torch.onnx.export``: the same values, recorded as one
+    placeholder node that the exporter expands (see :data:`ONNX_DOMAIN`)."""
+    _, C, H, W = (int(n) for n in x.shape)
+    d = int(raw.shape[1]) // (g * k * k)
+    return _OnnxProduct.apply(raw, x, g, k, eps, d, C, H, W)
+
+
+def exporting_graph() -> bool:
+    """Whether a tracer or exporter (``torch.jit.trace``, ``torch.onnx.export``,
+    ``torch.export``) is recording the forward: then the product runs in plain ops."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_exporting())
 
 
 def chunk_size(batch: int, coefficients_per_image: int, device: torch.device) -> int:
