@@ -7,9 +7,11 @@ executor optimises on its second call; then the median of ``iters``):
 
 - TorchScript: ``torch.jit.trace`` of the inference graph, on the device of ``x``, under
   ``torch.no_grad``;
-- ONNX Runtime: ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``, opset 17,
-  dynamic batch) to a temporary file, run by onnxruntime's CPUExecutionProvider with
-  ``intra_op_num_threads = threads`` (always on the CPU, whatever the device of ``x``).
+- ONNX Runtime: the graph ``epdo export`` writes (:func:`~epdo.exporters.export.write_onnx`,
+  opset 17, dynamic batch, the Neural ePDO products as per-image loops) in a temporary
+  file, run by onnxruntime's CPUExecutionProvider with epdo's session options
+  (:mod:`.ort_options`) and ``threads`` intra-op threads (always on the CPU, whatever the
+  device of ``x``).
 
 The figures are not verified here; ``epdo export`` verifies the same graphs.
 """
@@ -28,7 +30,9 @@ import torch
 from epdo.zoo.benchmark import time_calls
 from epdo.zoo.spec import Spec
 
+from .export import write_onnx
 from .inference import inference_model
+from .ort_options import session_options
 
 OPSET = 17
 
@@ -57,19 +61,9 @@ def onnxruntime_throughput(graph: torch.nn.Module, x: torch.Tensor, iters: int,
     x_cpu = x.detach().cpu()
     with tempfile.TemporaryDirectory(prefix="epdo-bench-onnx-") as tmp:
         path = os.path.join(tmp, "model.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph.cpu(), (x_cpu,), path, dynamo=False, input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=OPSET, do_constant_folding=True,
-            )
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        write_onnx(graph.cpu(), x_cpu, path, OPSET)  # the graph `epdo export` writes
+        session = ort.InferenceSession(path, session_options(threads),
+                                       providers=["CPUExecutionProvider"])
     feed = {"images": x_cpu.numpy().astype(np.float32)}
     # onnxruntime grows its memory arena over the first runs at a new batch size: warm up more
     t = time_calls(lambda: session.run(["logits"], feed), iters, torch.device("cpu"), warmup=3)

@@ -184,7 +184,10 @@ def real_test_images(spec: Spec, n: int,
 # --------------------------------------------------------------------------- writers
 
 
-def _write_onnx(module: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+def write_onnx(module: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+    """``module`` as an ONNX graph at ``path``: the TorchScript exporter (dynamic batch,
+    input ``images``, output ``logits``), then every Neural ePDO product placeholder
+    expanded into standard operators (:mod:`.onnx_product`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -211,9 +214,9 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: str, opset: int)
 def _onnx_runner(path: str) -> Runner:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    from .ort_options import session_options
+
+    session = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:
         (out,) = session.run(["logits"], {"images": x.numpy().astype(np.float32)})
@@ -405,7 +408,7 @@ def export_model(
         example = inputs["random"][:2]
         loaded: torch.jit.ScriptModule | None = None
         if format == ONNX:
-            _write_onnx(inf, example, tmp, opset)
+            write_onnx(inf, example, tmp, opset)
         else:
             _write_torchscript(inf, example, tmp)
         report.export_seconds = time.perf_counter() - t0

@@ -559,8 +559,9 @@ class OnnxClassifier(Classifier):
         del proto
         import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # errors only: no provider-fallback chatter
+        from .ort_options import session_options
+
+        options = session_options()  # epdo's serving options; errors only in the log
         try:
             self.session = onnxruntime.InferenceSession(data, sess_options=options,
                                                         providers=requested)
