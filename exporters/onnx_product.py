@@ -55,6 +55,17 @@ def _attributes(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+WIDE = True
+SUM = False
+
+
+def _chain(op: Any, terms: list[str]) -> str:
+    acc = terms[0]
+    for term in terms[1:]:
+        acc = op("Add", [acc, term], "acc")
+    return acc
+
+
 def _body(node: Any, raw: str, x: str, name: _Names, consts: list[Any]) -> Any:
     """The Loop body: image ``i`` of ``raw`` and ``x`` -> its product (1, C, H, W)."""
     from onnx import TensorProto, helper
@@ -98,16 +109,43 @@ def _body(node: Any, raw: str, x: str, name: _Names, consts: list[Any]) -> Any:
     d = int(a["d"])
     K = g * d
     P = C // K
-    xr = op("Reshape", [x_i, const([1, P, K, H, W], "x5_shape")], "x5")
-    xp = op("Pad", [xr, const([0, 0, 0, r, r, 0, 0, 0, r, r], "pads")], "xp", mode="constant")
-    axes = const([3, 4], "hw_axes")
-    acc = None
-    for q in range(kk):
-        dy, dx = divmod(q, k)
-        window = op("Slice", [xp, const([dy, dx], "begin"), const([dy + H, dx + W], "end"), axes],
-                    "window")
-        term = op("Mul", [window, pieces[q]], "term")
-        acc = term if acc is None else op("Add", [acc, term], "acc")
+    if WIDE:
+        # rows of W + 2r: a shift by (dy, dx) is one contiguous range of the flattened,
+        # padded image, and the coefficients are padded to the same wide rows
+        Wp = W + 2 * r
+        xr = op("Reshape", [x_i, const([1, P, K, H, W], "x5_shape")], "x5")
+        xp = op("Pad", [xr, const([0, 0, 0, r, r, 0, 0, 0, r + 1, r], "pads")], "xp",
+                mode="constant")  # one extra row: the last shifts stay inside
+        xf = op("Reshape", [xp, const([1, P, K, (H + 2 * r + 1) * Wp], "xf_shape")], "xf")
+        L = H * Wp
+        axes = const([3], "l_axis")
+        terms = []
+        for q in range(kk):
+            dy, dx = divmod(q, k)
+            begin = dy * Wp + dx
+            window = op("Slice", [xf, const([begin], "begin"), const([begin + L], "end"), axes],
+                        "window")
+            tap = op("Reshape", [op("Pad", [pieces[q], const([0, 0, 0, 0, 0, 0, 0, 0, 0, 2 * r],
+                                                                "tap_pads")], "tap_wide",
+                                        mode="constant"),
+                                 const([1, 1, K, L], "tap_shape")], "tap_flat")
+            terms.append(op("Mul", [window, tap], "term"))
+        wide = op("Sum", terms, "acc") if SUM else _chain(op, terms)
+        wide = op("Reshape", [wide, const([1, P, K, H, Wp], "wide_shape")], "wide5")
+        acc = op("Slice", [wide, const([0], "c0"), const([W], "cW"), const([4], "w_axis")],
+                 "acc")
+    else:
+        xr = op("Reshape", [x_i, const([1, P, K, H, W], "x5_shape")], "x5")
+        xp = op("Pad", [xr, const([0, 0, 0, r, r, 0, 0, 0, r, r], "pads")], "xp",
+                mode="constant")
+        axes = const([3, 4], "hw_axes")
+        terms = []
+        for q in range(kk):
+            dy, dx = divmod(q, k)
+            window = op("Slice", [xp, const([dy, dx], "begin"), const([dy + H, dx + W], "end"),
+                                  axes], "window")
+            terms.append(op("Mul", [window, pieces[q]], "term"))
+        acc = op("Sum", terms, "acc") if SUM else _chain(op, terms)
     y6 = op("Reshape", [acc, const([1, P, g, d, H, W], "y6_shape")], "y6")
     n6 = op("Reshape", [norm, const([1, 1, g, 1, H, W], "n6_shape")], "n6")
     y6 = op("Div", [y6, n6], "y6n")
