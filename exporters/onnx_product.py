@@ -45,35 +45,43 @@ class _Names:
         return f"{self.prefix}/{what}_{self.count}"
 
 
-def _ints(helper: Any, name: str, values: list[int]) -> Any:
-    return helper.make_tensor(name, 7, [len(values)], values)  # 7: INT64
-
-
 def _attributes(node: Any) -> dict[str, Any]:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-WIDE = True
-SUM = False
+CHUNK_BYTES = 2 << 20
+"""Feature-map bytes of the images one loop iteration takes: the k*k products of a chunk
+(about 4 times its feature map alive at once) stay in cache, and the loop's per-operator
+overhead is paid once per chunk, not once per image."""
+MAX_CHUNK = 16
 
 
-def _chain(op: Any, terms: list[str]) -> str:
-    acc = terms[0]
-    for term in terms[1:]:
-        acc = op("Add", [acc, term], "acc")
-    return acc
+def chunk_images(channels: int, height: int, width: int) -> int:
+    """Images per iteration: as many as fit :data:`CHUNK_BYTES` (1 to :data:`MAX_CHUNK`)."""
+    return max(1, min(MAX_CHUNK, CHUNK_BYTES // (4 * channels * height * width)))
 
 
-def _body(node: Any, raw: str, x: str, name: _Names, consts: list[Any]) -> Any:
-    """The Loop body: image ``i`` of ``raw`` and ``x`` -> its product (1, C, H, W)."""
+def _body(node: Any, raw: str, x: str, offset: str, chunk: int, name: _Names,
+          consts: list[Any]) -> Any:
+    """The Loop body: images ``offset + i*chunk ...`` (``chunk`` of them) of ``raw`` and
+    ``x`` -> their product (chunk, C, H, W).
+
+    The padded input is flattened with rows of W + 2r pixels (and one extra padded row), so
+    the shift by (dy, dx) is the contiguous range ``dy*(W+2r) + dx ... + H*(W+2r)`` of it
+    (one long copy per channel instead of H short ones); the coefficients are padded to the
+    same rows, the r*2 extra columns of each row are computed and dropped."""
     from onnx import TensorProto, helper
 
     a = _attributes(node)
-    g, k, eps = int(a["g"]), int(a["k"]), float(a["eps"])
+    g, k, d, eps = int(a["g"]), int(a["k"]), int(a["d"]), float(a["eps"])
     C, H, W = int(a["channels"]), int(a["height"]), int(a["width"])
-    kk, r = k * k, k // 2
+    kk, r, c = k * k, k // 2, chunk
+    K = g * d
+    P = C // K
+    Wp = W + 2 * r
+    L = H * Wp
     nodes: list[Any] = []
 
     def const(values: list[int] | np.ndarray, what: str, dtype: int = TensorProto.INT64) -> str:
@@ -88,68 +96,47 @@ def _body(node: Any, raw: str, x: str, name: _Names, consts: list[Any]) -> Any:
         return out
 
     i_name, cond_in, cond_out, y_out = name("i"), name("cond_in"), name("cond_out"), name("y")
-    zero, one = const([0], "axis0"), const([1], "one")
-    start = op("Unsqueeze", [i_name, zero], "start")
-    stop = op("Add", [start, one], "stop")
-    raw_i = op("Slice", [raw, start, stop, zero], "raw_i")
-    x_i = op("Slice", [x, start, stop, zero], "x_i")
-    # the L1 norm of each field's k*k*d coefficients, plus eps: (1, g, 1, H, W)
-    fields = op("Reshape", [raw_i, const([1, g, -1, H, W], "fields_shape")], "fields")
+    axis0 = const([0], "axis0")
+    start = op("Add", [op("Mul", [op("Unsqueeze", [i_name, axis0], "i1"),
+                                  const([c], "chunk")], "ic"), offset], "start")
+    stop = op("Add", [start, const([c], "chunk")], "stop")
+    raw_c = op("Slice", [raw, start, stop, axis0], "raw_c")
+    x_c = op("Slice", [x, start, stop, axis0], "x_c")
+    # the L1 norm of each field's k*k*d coefficients, plus eps: (c, g, 1, H, W)
+    fields = op("Reshape", [raw_c, const([c, g, kk * d, H, W], "fields_shape")], "fields")
     norm = op("ReduceSum", [op("Abs", [fields], "abs"), const([2], "axis2")], "l1", keepdims=1)
     norm = op("Add", [norm, const(np.array([eps], np.float32), "eps", TensorProto.FLOAT)],
               "norm")
-    # the coefficients offset by offset: kk pieces of (1, 1, g*d, H, W)
-    taps = op("Reshape", [raw_i, const([1, g, kk, -1, H, W], "taps6_shape")], "taps6")
+    # the coefficients, offset-major and padded to wide rows: kk pieces of (c, 1, K, L)
+    taps = op("Reshape", [raw_c, const([c, g, kk, d, H, W], "taps6_shape")], "taps6")
     taps = op("Transpose", [taps], "taps_t", perm=[0, 2, 1, 3, 4, 5])
-    taps = op("Reshape", [taps, const([1, kk, -1, H, W], "taps_shape")], "taps")
+    taps = op("Reshape", [taps, const([c, kk, K, H, W], "taps_shape")], "taps")
+    taps = op("Pad", [taps, const([0, 0, 0, 0, 0, 0, 0, 0, 0, 2 * r], "tap_pads")], "taps_w",
+              mode="constant")
+    taps = op("Reshape", [taps, const([c, kk, K, L], "tapsf_shape")], "taps_f")
     pieces = [name("tap") for _ in range(kk)]
     nodes.append(helper.make_node("Split", [taps, const([1] * kk, "split")], pieces,
                                   name=name("Split"), axis=1))
-    # the input as P partitions of the K = g*d operator channels, zero-padded by r
-    d = int(a["d"])
-    K = g * d
-    P = C // K
-    if WIDE:
-        # rows of W + 2r: a shift by (dy, dx) is one contiguous range of the flattened,
-        # padded image, and the coefficients are padded to the same wide rows
-        Wp = W + 2 * r
-        xr = op("Reshape", [x_i, const([1, P, K, H, W], "x5_shape")], "x5")
-        xp = op("Pad", [xr, const([0, 0, 0, r, r, 0, 0, 0, r + 1, r], "pads")], "xp",
-                mode="constant")  # one extra row: the last shifts stay inside
-        xf = op("Reshape", [xp, const([1, P, K, (H + 2 * r + 1) * Wp], "xf_shape")], "xf")
-        L = H * Wp
-        axes = const([3], "l_axis")
-        terms = []
-        for q in range(kk):
-            dy, dx = divmod(q, k)
-            begin = dy * Wp + dx
-            window = op("Slice", [xf, const([begin], "begin"), const([begin + L], "end"), axes],
-                        "window")
-            tap = op("Reshape", [op("Pad", [pieces[q], const([0, 0, 0, 0, 0, 0, 0, 0, 0, 2 * r],
-                                                                "tap_pads")], "tap_wide",
-                                        mode="constant"),
-                                 const([1, 1, K, L], "tap_shape")], "tap_flat")
-            terms.append(op("Mul", [window, tap], "term"))
-        wide = op("Sum", terms, "acc") if SUM else _chain(op, terms)
-        wide = op("Reshape", [wide, const([1, P, K, H, Wp], "wide_shape")], "wide5")
-        acc = op("Slice", [wide, const([0], "c0"), const([W], "cW"), const([4], "w_axis")],
-                 "acc")
-    else:
-        xr = op("Reshape", [x_i, const([1, P, K, H, W], "x5_shape")], "x5")
-        xp = op("Pad", [xr, const([0, 0, 0, r, r, 0, 0, 0, r, r], "pads")], "xp",
-                mode="constant")
-        axes = const([3, 4], "hw_axes")
-        terms = []
-        for q in range(kk):
-            dy, dx = divmod(q, k)
-            window = op("Slice", [xp, const([dy, dx], "begin"), const([dy + H, dx + W], "end"),
-                                  axes], "window")
-            terms.append(op("Mul", [window, pieces[q]], "term"))
-        acc = op("Sum", terms, "acc") if SUM else _chain(op, terms)
-    y6 = op("Reshape", [acc, const([1, P, g, d, H, W], "y6_shape")], "y6")
-    n6 = op("Reshape", [norm, const([1, 1, g, 1, H, W], "n6_shape")], "n6")
+    # the input as P partitions of the K = g*d operator channels, padded and flattened
+    xr = op("Reshape", [x_c, const([c, P, K, H, W], "x5_shape")], "x5")
+    xp = op("Pad", [xr, const([0, 0, 0, r, r, 0, 0, 0, r + 1, r], "pads")], "xp",
+            mode="constant")
+    xf = op("Reshape", [xp, const([c, P, K, (H + 2 * r + 1) * Wp], "xf_shape")], "xf")
+    axis3 = const([3], "axis3")
+    acc = None
+    for q in range(kk):
+        dy, dx = divmod(q, k)
+        begin = dy * Wp + dx
+        window = op("Slice", [xf, const([begin], "begin"), const([begin + L], "end"), axis3],
+                    "window")
+        term = op("Mul", [window, pieces[q]], "term")
+        acc = term if acc is None else op("Add", [acc, term], "acc")
+    wide = op("Reshape", [acc, const([c, P, K, H, Wp], "wide_shape")], "wide")
+    y5 = op("Slice", [wide, const([0], "zero"), const([W], "width"), const([4], "axis4")], "y5")
+    y6 = op("Reshape", [y5, const([c, P, g, d, H, W], "y6_shape")], "y6")
+    n6 = op("Reshape", [norm, const([c, 1, g, 1, H, W], "n6_shape")], "n6")
     y6 = op("Div", [y6, n6], "y6n")
-    nodes.append(helper.make_node("Reshape", [y6, const([1, C, H, W], "y_shape")], [y_out],
+    nodes.append(helper.make_node("Reshape", [y6, const([c, C, H, W], "y_shape")], [y_out],
                                   name=name("Reshape")))
     nodes.append(helper.make_node("Identity", [cond_in], [cond_out], name=name("Identity")))
     return helper.make_graph(
@@ -157,13 +144,14 @@ def _body(node: Any, raw: str, x: str, name: _Names, consts: list[Any]) -> Any:
         [helper.make_tensor_value_info(i_name, TensorProto.INT64, []),
          helper.make_tensor_value_info(cond_in, TensorProto.BOOL, [])],
         [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
-         helper.make_tensor_value_info(y_out, TensorProto.FLOAT, [1, C, H, W])],
+         helper.make_tensor_value_info(y_out, TensorProto.FLOAT, [c, C, H, W])],
     )
 
 
 def _expansion(node: Any, index: int, consts: list[Any]) -> list[Any]:
-    """The outer nodes that replace placeholder ``node``: the batch size, the Loop, and the
-    reshape of its stacked outputs (B, 1, C, H, W) to y (B, C, H, W)."""
+    """The outer nodes that replace placeholder ``node``: with B images and a chunk of c,
+    one Loop over the B // c whole chunks, one over the B mod c images left, and y (B, C,
+    H, W) as their stacked outputs one after the other."""
     from onnx import TensorProto, helper
 
     name = _Names(f"stencil_product_{index}")
@@ -171,19 +159,43 @@ def _expansion(node: Any, index: int, consts: list[Any]) -> list[Any]:
     (y,) = node.output
     a = _attributes(node)
     C, H, W = int(a["channels"]), int(a["height"]), int(a["width"])
-    shape, batch, true, stacked = name("shape"), name("batch"), name("true"), name("stacked")
-    zero = name("zero")
-    consts.append(helper.make_tensor(zero, TensorProto.INT64, [], [0]))
-    consts.append(helper.make_tensor(true, TensorProto.BOOL, [], [True]))
-    y_shape = name("y_shape")
-    consts.append(helper.make_tensor(y_shape, TensorProto.INT64, [4], [-1, C, H, W]))
-    body = _body(node, raw, x, name, consts)
-    return [
-        helper.make_node("Shape", [x], [shape], name=name("Shape")),
-        helper.make_node("Gather", [shape, zero], [batch], name=name("Gather"), axis=0),
-        helper.make_node("Loop", [batch, true], [stacked], name=name("Loop"), body=body),
-        helper.make_node("Reshape", [stacked, y_shape], [y], name=name("Reshape")),
-    ]
+    chunk = chunk_images(C, H, W)
+
+    def const(values: list[Any], what: str, dtype: int = TensorProto.INT64,
+              dims: list[int] | None = None) -> str:
+        cname = name(what)
+        consts.append(helper.make_tensor(cname, dtype, [len(values)] if dims is None else dims,
+                                         values))
+        return cname
+
+    nodes: list[Any] = []
+
+    def op(op_type: str, inputs: list[str], what: str, **attrs: Any) -> str:
+        out = name(what)
+        nodes.append(helper.make_node(op_type, inputs, [out], name=name(op_type), **attrs))
+        return out
+
+    true = const([True], "true", TensorProto.BOOL, [])
+    batch = op("Gather", [op("Shape", [x], "shape"), const([0], "zero", dims=[])], "batch",
+               axis=0)
+    loops = [(batch, const([0], "offset0"), 1)]
+    if chunk > 1:  # whole chunks, then the images left one by one
+        whole = op("Div", [batch, const([chunk], "chunk", dims=[])], "whole")
+        done = op("Mul", [whole, const([chunk], "chunk_again", dims=[])], "done")
+        left = op("Sub", [batch, done], "left")
+        loops = [(whole, loops[0][1], chunk),
+                 (left, op("Unsqueeze", [done, const([0], "axis0")], "offset1"), 1)]
+    y_shape = const([-1, C, H, W], "y_shape")
+    parts = []
+    for trips, offset, size in loops:
+        body = _body(node, raw, x, offset, size, name, consts)
+        stacked = op("Loop", [trips, true], "stacked", body=body)
+        parts.append(op("Reshape", [stacked, y_shape], "part"))
+    if len(parts) == 1:
+        nodes.append(helper.make_node("Identity", parts, [y], name=name("Identity")))
+    else:
+        nodes.append(helper.make_node("Concat", parts, [y], name=name("Concat"), axis=0))
+    return nodes
 
 
 def expand_stencil_products(model: Any) -> int:

@@ -46,7 +46,7 @@ def test_expansion_equals_the_definition(C: int, H: int, W: int, g: int, d: int,
     session = ort.InferenceSession(model.SerializeToString(), session_options(2),
                                    providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(C + H)
-    for batch in (1, 3):
+    for batch in (1, 3, 17, 32):  # chunks of up to 16 images: none whole, 1 + 1 left, 2
         raw = torch.randn(batch, g * k * k * d, H, W, generator=gen)
         x = torch.randn(batch, C, H, W, generator=gen)
         (y,) = session.run(None, {"raw": raw.numpy(), "x": x.numpy()})
