@@ -1,8 +1,10 @@
-"""`epdo export`: a verified ONNX or TorchScript artifact of a trained checkpoint (a thin
-layer over :func:`epdo.exporters.export.export_model`).
+"""`epdo export`: a verified ONNX, TorchScript or torch.export (``.pt2`` program,
+``.aoti.pt2`` AOTInductor package) artifact of a trained checkpoint (a thin layer over
+:func:`epdo.exporters.export.export_model`).
 
 Exit codes: 0 written; 1 the artifact did not verify (nothing written); 2 an input problem
-(checkpoint, existing target, flags) reported on one line.
+(checkpoint, existing target, flags, ``--format aoti`` without a C++ compiler) reported on
+one line.
 """
 
 from __future__ import annotations
@@ -49,10 +51,14 @@ def export_command(
     checkpoint: str = typer.Argument(
         None, help="Checkpoint file or run directory; default: the best checkpoint of the "
         "most recent run under runs/."),
-    format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    format: str = typer.Option(
+        "onnx", "--format", "-f", help="onnx (onnxruntime), torchscript, pt2 (the torch.export "
+        "program: runs with torch alone) or aoti (its AOTInductor package: compiled code, "
+        "needs a C++ compiler and minutes to build; runs with the same torch on the same kind "
+        "of CPU)."),
     output: str = typer.Option(None, "--output", "-o",
-                               help="Artifact path; default <spec_name>.onnx|.ts beside the "
-                               "checkpoint."),
+                               help="Artifact path; default <spec_name>.onnx|.ts|.pt2|"
+                               ".aoti.pt2 beside the checkpoint."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest accepted abs error of the logits "
                                "(a finite number >= 0)."),
@@ -60,13 +66,14 @@ def export_command(
     runs: str = typer.Option("runs", "--runs", help="Where to look for the latest run."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
-    """Export a trained model to ONNX or TorchScript, verified against PyTorch."""
+    """Export a trained model to ONNX, TorchScript, a torch.export program or an
+    AOTInductor package, verified against PyTorch."""
     from epdo.exporters.export import VerificationError, export_model
     from epdo.exporters.formats import FORMATS
     from epdo.zoo.checkpoint import latest_checkpoint
 
     if format not in FORMATS:
-        fail(f"--format {format!r}: use {' or '.join(FORMATS)}")
+        fail(f"--format {format!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
     if not math.isfinite(atol) or atol < 0:
         fail(f"--atol {atol:g}: the tolerance must be a finite number >= 0")
     if checkpoint is None:

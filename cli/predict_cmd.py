@@ -1,5 +1,5 @@
-"""`epdo predict`: classify image and ``.npy`` files with an exported ONNX or TorchScript
-model (a thin layer over :mod:`epdo.exporters.runtime`)."""
+"""`epdo predict`: classify image and ``.npy`` files with an exported ONNX, TorchScript,
+``.pt2`` or ``.aoti.pt2`` model (a thin layer over :mod:`epdo.exporters.runtime`)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ SOME_INPUTS_FAILED = 1
 
 def predict_command(
     model: Annotated[Path, typer.Argument(
-        metavar="MODEL", help="An exported model: .onnx (onnxruntime) or .ts (TorchScript).")],
+        metavar="MODEL", help="An exported model: .onnx (onnxruntime), .ts (TorchScript), "
+        ".pt2 (torch.export program, run by torch) or .aoti.pt2 (AOTInductor package: "
+        "compiled code, CPU only; load only packages you built or trust).")],
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUTS", help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM) or .npy "
         "arrays (uint8, or float in [0, 1]; HxW, CxHxW or HxWxC).")],
     provider: Annotated[str, typer.Option(
-        "--provider", help="auto (CUDA when onnxruntime-gpu and a GPU are present), cuda "
-        "or cpu.")] = "auto",
+        "--provider", help="auto (CUDA when onnxruntime-gpu, or for .ts/.pt2 torch, and a "
+        "GPU are present), cuda or cpu.")] = "auto",
     top_k: Annotated[int, typer.Option(
         "--top-k", "-k", min=1, help="Classes to show per input.")] = 3,
     batch_size: Annotated[int, typer.Option(

@@ -58,13 +58,14 @@ def list_command(
 def info_command(
     spec: str = typer.Argument(
         ..., help="A spec (a YAML file or a shipped spec name) or an exported artifact "
-        "(.onnx / .ts)."),
+        "(.onnx / .ts / .pt2 / .aoti.pt2)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     trust: bool = typer.Option(False, "--trust", help="Show an artifact that carries no "
                                "digest (unverified) instead of refusing it."),
 ) -> None:
     """Layer table, total parameters and forward FLOPs per image of a spec; for an exported
-    artifact (.onnx / .ts), its metadata, once its digest and metadata are checked."""
+    artifact (.onnx / .ts / .pt2 / .aoti.pt2), its metadata, once its digest and metadata
+    are checked."""
     from epdo.exporters.formats import format_of
 
     if format_of(spec) is not None:
@@ -122,6 +123,7 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
         ("group", str(meta["epdo.spec"].get("group", "?"))),
         ("format", f"{ver.get('format')}" + (f", opset {ver['opset']}" if ver.get("opset")
                                             else "")),
+        *_runtime_rows(ver),
         ("epdo version", meta["epdo.version"]),
         ("input", f"images (batch, {c}, {h}, {w}) float32 in [0, 1], "
                   f"{meta['epdo.preprocess'].get('color')}; files are fitted by "
@@ -142,6 +144,21 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     for key, value in rows:
         table.add_row(literal(key), literal(value))
     console.print(table)
+
+
+def _runtime_rows(ver: dict) -> list[tuple[str, str]]:
+    """What a torch.export artifact needs to run (none for ONNX and TorchScript)."""
+    torch_version = ver.get("torch_version")
+    if ver.get("format") == "pt2":
+        return [("runs with", f"torch (written by {torch_version}; a release that reads its "
+                              "torch.export format), CPU or CUDA; no compiler")]
+    if ver.get("format") == "aoti":
+        target = ver.get("compiled_for") or {}
+        cpu = " ".join(str(target[k]) for k in ("platform", "machine", "cpu_isa") if k in target)
+        return [("runs with", f"torch {torch_version} (the release that compiled it), on "
+                              f"{cpu or 'the CPU it was compiled for'}; no compiler"),
+                ("contains", "compiled native code: load only packages you built or trust")]
+    return []
 
 
 def check_command(

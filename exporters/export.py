@@ -1,14 +1,17 @@
-"""Export a zoo model to ONNX or TorchScript, verified before it is declared good.
+"""Export a zoo model to ONNX, TorchScript or torch.export (``.pt2`` program, ``.aoti.pt2``
+AOTInductor package), verified before it is declared good.
 
 ``export_model`` builds the inference graph (:mod:`epdo.exporters.inference`), writes it
 to a temporary file beside the target, runs that file (ONNX in onnxruntime on the CPU,
-TorchScript through ``torch.jit.load``) on random and real test images at batch sizes 1
+TorchScript through ``torch.jit.load``, ``.pt2`` / ``.aoti.pt2`` loaded as serving loads
+them, :mod:`epdo.exporters.pt2`) on random and real test images at batch sizes 1
 and 7 (one artifact, dynamic batch; fewer real images when fewer are asked for),
 compares its logits with the PyTorch model's, checks invariance under 90 degree rotations
 when the group contains them, writes the metadata
 (:mod:`epdo.exporters.metadata`) with the verification figures and the artifact's SHA-256
-digest (``epdo.verification.graph_sha256``: of the ONNX graph, or of the TorchScript
-archive's entries, which every reader checks), reads it back through the same checks, and
+digest (``epdo.verification.graph_sha256``: of the ONNX graph, or of the TorchScript,
+``.pt2`` or ``.aoti.pt2`` archive's entries, which every reader checks), reads it back
+through the same checks, and
 only then renames the file onto the target. A failed verification raises
 :class:`VerificationError` and leaves nothing at the target.
 
@@ -36,7 +39,7 @@ from torch import nn
 from epdo.zoo.fileio import atomic_path
 from epdo.zoo.spec import Spec
 
-from .formats import FORMATS, ONNX, suffix_of
+from .formats import AOTI, FORMATS, ONNX, PT2, suffix_of
 from .inference import inference_model
 from .metadata import (
     ArtifactError,
@@ -88,6 +91,7 @@ class ExportReport:
     export_seconds: float = 0.0
     verify_seconds: float = 0.0
     graph_sha256: str | None = None
+    torch_version: str | None = None
 
     @property
     def max_abs(self) -> float:
@@ -122,6 +126,8 @@ class ExportReport:
         }
         if self.graph_sha256 is not None:
             out["graph_sha256"] = self.graph_sha256
+        if self.torch_version is not None:  # .pt2 / .aoti.pt2: the torch that wrote it
+            out["torch_version"] = self.torch_version
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -334,9 +340,10 @@ def export_model(
 
     Args:
         source: a checkpoint file or run directory, or a ``(model, spec)`` pair.
-        format: ``onnx`` or ``torchscript``.
-        path: the target file; default ``<spec_name>.onnx|.ts`` next to the checkpoint
-            (required for a ``(model, spec)`` source).
+        format: ``onnx``, ``torchscript``, ``pt2`` or ``aoti`` (compiles: needs a C++
+            compiler and minutes).
+        path: the target file; default ``<spec_name>.onnx|.ts|.pt2|.aoti.pt2`` next to the
+            checkpoint (required for a ``(model, spec)`` source).
         opset: ONNX opset (>= 17); ignored for TorchScript.
         atol: the largest accepted absolute error of the logits.
         force: overwrite an existing target.
@@ -350,11 +357,17 @@ def export_model(
         The :class:`ExportReport` (``report.path`` is the written artifact).
 
     Raises:
-        ExportError: bad arguments, unusable checkpoint, existing target without ``force``.
+        ExportError: bad arguments, unusable checkpoint, existing target without ``force``,
+            ``aoti`` without a C++ compiler.
         VerificationError: the artifact is out of tolerance; nothing is written.
     """
     if format not in FORMATS:
-        raise ExportError(f"unknown format {format!r}; use onnx or torchscript")
+        raise ExportError(f"unknown format {format!r}; use {', '.join(FORMATS[:-1])} or "
+                          f"{FORMATS[-1]}")
+    if format == AOTI:
+        from .pt2 import require_compiler
+
+        require_compiler()  # before the checkpoint is read: one line, exit code 2
     if format == ONNX and opset < MIN_OPSET:
         raise ExportError(f"--opset {opset}: the exporter needs ONNX opset {MIN_OPSET} or newer")
     if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0):
@@ -402,19 +415,30 @@ def export_model(
     report = ExportReport(format=format, path=str(target), spec_name=spec.name,
                           source=str(checkpoint) if checkpoint else None,
                           opset=opset if format == ONNX else None, atol=atol,
-                          real_images=real_desc)
+                          real_images=real_desc,
+                          torch_version=torch.__version__ if format in (PT2, AOTI) else None)
     with atomic_path(target, suffix=f".tmp{suffix_of(format)}") as tmp_path:
         tmp = str(tmp_path)
         example = inputs["random"][:2]
         loaded: torch.jit.ScriptModule | None = None
+        writer: Any = None
         if format == ONNX:
             write_onnx(inf, example, tmp, opset)
+        elif format in (PT2, AOTI):
+            from .pt2 import ProgramWriter
+
+            writer = ProgramWriter(inf, example, compiled=format == AOTI)
+            writer.write(tmp, None)
         else:
             _write_torchscript(inf, example, tmp)
         report.export_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         if format == ONNX:
             run = _onnx_runner(tmp)
+        elif format in (PT2, AOTI):
+            from .pt2 import program_runner
+
+            run = program_runner(tmp, compiled=format == AOTI)
         else:
             run, loaded = _ts_runner(tmp)
         verify(run, model, spec, inputs, report)
@@ -425,13 +449,14 @@ def export_model(
                 f"top-1 agreement {100 * report.agreement:.1f}%; nothing written to {target}",
                 report,
             )
-        _write_metadata(tmp, format, spec, classes, report, loaded)
+        _write_metadata(tmp, format, spec, classes, report, loaded, writer)
         read_metadata(tmp)  # the file as written must read back
     return report
 
 
 def _write_metadata(tmp: str, format: str, spec: Spec, classes: list[str],
-                    report: ExportReport, loaded: torch.jit.ScriptModule | None) -> None:
+                    report: ExportReport, loaded: torch.jit.ScriptModule | None,
+                    writer: Any = None) -> None:
     if format == ONNX:
         import onnx
 
@@ -445,6 +470,9 @@ def _write_metadata(tmp: str, format: str, spec: Spec, classes: list[str],
         proto.producer_name = "epdo"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
+    elif writer is not None:  # .pt2 / .aoti.pt2: packed again, with metadata and digest
+        meta = build_metadata(spec, classes, report.verification())
+        report.graph_sha256 = writer.write(tmp, meta)
     else:
         assert loaded is not None
         meta = build_metadata(spec, classes, report.verification())

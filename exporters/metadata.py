@@ -1,17 +1,20 @@
 """Artifact metadata: what an exported model carries about itself, reading it back, and
 checking that the artifact is what was exported.
 
-Both formats carry the same dict (keys in :data:`METADATA_KEYS`):
+Every format carries the same dict (keys in :data:`METADATA_KEYS`):
 
 - ONNX: ``model.metadata_props``, one entry per key, every value a JSON-encoded string
   (``json.loads`` each value to get the dict back);
-- TorchScript: the extra file ``epdo.json`` holding the JSON object of the dict.
+- TorchScript, ``.pt2`` and ``.aoti.pt2``: the extra file ``epdo.json`` (``extra/epdo.json``
+  in the zip) holding the JSON object of the dict.
 
 The trust model. ``epdo.verification.graph_sha256`` is a SHA-256 digest written at export
 time: for ONNX, of the graph's deterministic serialization (weights included, metadata
 excluded); for TorchScript, of every entry of the archive but ``extra/epdo.json`` and the
 random ``.data/serialization_id``, and of the declared input shape, which a TorchScript
-graph does not fix (:func:`torchscript_digest`). Reading an artifact
+graph does not fix (:func:`torchscript_digest`); for ``.pt2`` and ``.aoti.pt2`` the same
+digest of their zip (:mod:`epdo.exporters.pt2`, which also says what a ``.pt2`` must be
+before torch loads it). Reading an artifact
 (``epdo info``, ``epdo predict``, the classifiers) checks, before anything is run:
 
 - the digest: a mismatch (a flipped byte, weights set to NaN) is always refused; a missing
@@ -47,7 +50,7 @@ from epdo.zoo.data.images import FITS
 from epdo.zoo.errors import EpdoError
 from epdo.zoo.spec import Spec
 
-from .formats import ONNX, TS_EXTRA_FILE, format_of
+from .formats import AOTI, ONNX, PT2, TS_EXTRA_FILE, format_of
 from .limits import MAX_ARCHIVE_INFLATION, MODEL_PIXELS
 
 METADATA_KEYS = (
@@ -120,12 +123,14 @@ def encode_onnx_props(metadata: dict[str, Any]) -> dict[str, str]:
 
 
 def artifact_format(path: str | os.PathLike[str]) -> str:
-    """``onnx`` or ``torchscript`` from the file suffix; ArtifactError otherwise."""
+    """``onnx``, ``torchscript``, ``pt2`` or ``aoti`` from the file suffix
+    (:func:`~epdo.exporters.formats.format_of`); ArtifactError otherwise."""
     format = format_of(path)
     if format is None:
         suffix = Path(path).suffix.lower()
         raise ArtifactError(
-            f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected .onnx or .ts"
+            f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected .onnx, .ts, "
+            ".pt2 or .aoti.pt2"
         )
     return format
 
@@ -287,6 +292,10 @@ _VERIFICATION_TYPES: dict[str, tuple[str, Any]] = {
                lambda v: isinstance(v, list) and all(isinstance(c, dict)
                                                     and _is_int(c.get("batch")) for c in v)),
     "passed": ("true", lambda v: v is True),
+    "torch_version": ("a string", lambda v: isinstance(v, str)),
+    "compiled_for": ("an object of strings",
+                     lambda v: isinstance(v, dict) and all(isinstance(x, str)
+                                                           for x in v.values())),
     DIGEST_KEY: ("64 hexadecimal digits",
                  lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
 }
@@ -502,26 +511,26 @@ def read_onnx_metadata(path: str | os.PathLike[str], trust: bool = False) -> dic
 # --------------------------------------------------------------------------- TorchScript
 
 
-def _archive_root(zf: zipfile.ZipFile, size: int, where: Any) -> str:
-    """The one top folder of a TorchScript archive; ArtifactError for an archive torch
-    would not have written (entries outside one folder, a name twice, overlapping entries,
-    compression other than deflate, or deflated entries that inflate by more than
-    :data:`~epdo.exporters.limits.MAX_ARCHIVE_INFLATION`)."""
+def _archive_root(zf: zipfile.ZipFile, size: int, where: Any,
+                  kind: str = "TorchScript archive") -> str:
+    """The one top folder of a torch zip archive (``kind`` names it in messages: a
+    TorchScript archive, a torch.export program, an AOTInductor package); ArtifactError for
+    an archive torch would not have written (entries outside one folder, a name twice,
+    overlapping entries, compression other than deflate, or deflated entries that inflate by
+    more than :data:`~epdo.exporters.limits.MAX_ARCHIVE_INFLATION`)."""
     infos = zf.infolist()
     roots = {info.filename.split("/", 1)[0] for info in infos}
     if not infos or len(roots) != 1 or any("/" not in info.filename for info in infos):
-        raise ArtifactError(f"{where}: not a TorchScript archive (its entries are not in one "
-                            "folder)")
+        raise ArtifactError(f"{where}: not a {kind} (its entries are not in one folder)")
     names = [info.filename for info in infos]
     if len(set(names)) != len(names):
-        raise ArtifactError(f"{where}: corrupted TorchScript archive (an entry name appears "
-                            "twice)")
+        raise ArtifactError(f"{where}: corrupted {kind} (an entry name appears twice)")
     if any(info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
            for info in infos):
-        raise ArtifactError(f"{where}: not a TorchScript archive as torch writes it (entries "
-                            "compressed other than by deflate)")
+        raise ArtifactError(f"{where}: not a {kind} as torch writes it (entries compressed "
+                            "other than by deflate)")
     if sum(info.compress_size for info in infos) > size:
-        raise ArtifactError(f"{where}: corrupted TorchScript archive (overlapping entries)")
+        raise ArtifactError(f"{where}: corrupted {kind} (overlapping entries)")
     inflated = sum(max(0, info.file_size - info.compress_size) for info in infos)
     if inflated > MAX_ARCHIVE_INFLATION:
         raise ArtifactError(f"{where}: its compressed entries would inflate by {inflated:,} "
@@ -642,8 +651,9 @@ def save_torchscript(module: Any, path: str | os.PathLike[str],
 
 
 def read_metadata(path: str | os.PathLike[str], trust: bool = False) -> dict[str, Any]:
-    """The metadata dict of an artifact (``.onnx`` or ``.ts``), values decoded, after every
-    check of the module docstring (nothing is run).
+    """The metadata dict of an artifact (``.onnx``, ``.ts``, ``.pt2`` or ``.aoti.pt2``),
+    values decoded, after every check of the module docstring (nothing is run; a ``.pt2``
+    is checked as :mod:`epdo.exporters.pt2` says).
 
     Args:
         path: the artifact.
@@ -656,8 +666,13 @@ def read_metadata(path: str | os.PathLike[str], trust: bool = False) -> dict[str
             graph; UnverifiedArtifactError (an ArtifactError) for a missing digest. The
             message is one line.
     """
-    if artifact_format(path) == ONNX:
+    format = artifact_format(path)
+    if format == ONNX:
         return read_onnx_metadata(path, trust)
+    if format in (PT2, AOTI):
+        from .pt2 import read_pt2_metadata
+
+        return read_pt2_metadata(path, trust, compiled=format == AOTI)
     return read_torchscript_metadata(path, trust)
 
 

@@ -12,7 +12,8 @@ An exported artifact carries everything needed to serve it (see ``epdo export``)
   "normalized_in_graph": true}``.
 
 :class:`OnnxClassifier` runs an ``.onnx`` file in onnxruntime, :class:`TorchScriptClassifier`
-a ``.ts`` file in PyTorch; both share the interface of :class:`Classifier`:
+a ``.ts`` file in PyTorch, :class:`PT2Classifier` a ``.pt2`` program or ``.aoti.pt2``
+AOTInductor package in PyTorch; all share the interface of :class:`Classifier`:
 ``predict`` (logits), ``predict_proba`` (softmax), ``predict_top_k`` and ``preprocess``
 (an image file, a ``.npy`` file or an array -> ``(C, H, W)`` float32 in [0, 1]).
 :func:`predict_files` classifies many files at once, keeping one error per bad file.
@@ -44,7 +45,7 @@ from epdo.zoo.data.images import ImageError, decode_image, model_pixels
 from epdo.zoo.errors import EpdoError
 
 from .files import open_regular
-from .formats import TORCHSCRIPT, format_of
+from .formats import AOTI, PT2, TORCHSCRIPT, format_of
 from .limits import MAX_BATCH_BYTES
 from .metadata import (
     DIGEST_KEY,
@@ -62,6 +63,7 @@ __all__ = [
     "FilePrediction",
     "InputError",
     "OnnxClassifier",
+    "PT2Classifier",
     "Prediction",
     "Preprocessing",
     "ServingError",
@@ -627,13 +629,80 @@ class TorchScriptClassifier(Classifier):
         return out.float().cpu().numpy()
 
 
+class PT2Classifier(Classifier):
+    """An exported ``torch.export`` classifier run by PyTorch: a ``.pt2`` program, or a
+    ``.aoti.pt2`` AOTInductor package (compiled code); metadata in ``extra/epdo.json``.
+
+    What it needs (:mod:`epdo.exporters.pt2`): a ``.pt2`` runs with a torch that reads its
+    program format (the releases of the writer's series; the file records the writer), on
+    the CPU or CUDA, without a compiler or epdo's model code. A ``.aoti.pt2`` runs with the
+    torch release that compiled it, on the CPU only, of the platform, architecture and vector
+    instruction set it was compiled for (checked before loading), without a compiler or
+    Python model code. Loading a ``.pt2`` runs no code of the file's (it is checked first);
+    loading a ``.aoti.pt2`` runs its compiled library: load packages you built or trust.
+
+    Args:
+        path: the ``.pt2`` or ``.aoti.pt2`` file (the suffix says which).
+        provider: ``auto`` (CUDA when torch sees a GPU, for a ``.pt2``; a package runs on
+            the CPU), ``cpu`` or ``cuda`` (a ``.pt2`` only).
+        batch_size: default inputs per run in :meth:`predict`.
+        trust: accept an artifact without a digest (as :class:`OnnxClassifier`).
+
+    Attributes:
+        compiled: whether it is an AOTInductor package.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
+                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
+        import torch
+
+        from .pt2 import check_pt2_archive, load_package, load_program
+
+        if provider not in PROVIDERS:
+            raise ServingError(f"unknown provider {provider!r}: choose auto, cpu or cuda")
+        self.path = Path(path)
+        self.batch_size = int(batch_size)
+        self.compiled = format_of(self.path) == AOTI
+        if self.compiled and provider == "cuda":
+            raise ServingError(f"{self.path}: an AOTInductor package compiled for the CPU runs "
+                               "on the CPU only; use --provider cpu, or the .pt2 program")
+        if provider == "cuda" and not torch.cuda.is_available():
+            raise ServingError("provider 'cuda': torch sees no CUDA GPU")
+        use_cuda = not self.compiled and (provider == "cuda" or (
+            provider == "auto" and torch.cuda.is_available()))
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        data = _read_model(self.path)
+        try:
+            metadata, contents = check_pt2_archive(data, self.path, compiled=self.compiled,
+                                                   trust=trust, complete=not trust)
+            self.module = (load_package(data, self.path) if self.compiled
+                           else load_program(data, self.path, self.device))
+        except ArtifactError as exc:
+            raise ServingError(str(exc)) from exc
+        del data
+        self.providers = [str(self.device)]
+        dims = contents.input_dims
+        self._setup(metadata, list(dims) if dims and None not in dims else None)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(batch).to(self.device))
+        return out.float().cpu().numpy()
+
+
 def load_classifier(path: str | os.PathLike[str], provider: str = "auto",
                     batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> Classifier:
-    """The classifier for an artifact: TorchScript for ``.ts``/``.pt``/``.torchscript``
+    """The classifier for an artifact: TorchScript for ``.ts``/``.pt``/``.torchscript``,
+    :class:`PT2Classifier` for ``.pt2``/``.aoti.pt2``
     (:data:`epdo.exporters.formats.SUFFIXES`), ONNX otherwise. ``trust`` accepts an
     artifact without a digest (see :class:`OnnxClassifier`)."""
-    if format_of(path) == TORCHSCRIPT:
+    format = format_of(path)
+    if format == TORCHSCRIPT:
         return TorchScriptClassifier(path, provider, batch_size, trust=trust)
+    if format in (PT2, AOTI):
+        return PT2Classifier(path, provider, batch_size, trust=trust)
     return OnnxClassifier(path, provider, batch_size, trust=trust)
 
 

@@ -136,15 +136,17 @@ def test_check_takes_the_angles_of_eval() -> None:
 
 
 def test_export_metadata_and_serving_share_the_suffixes() -> None:
-    assert FORMATS == ("onnx", "torchscript")
+    assert FORMATS == ("onnx", "torchscript", "pt2", "aoti")
     assert suffix_of("onnx") == ".onnx" and suffix_of("torchscript") == ".ts"
+    assert suffix_of("pt2") == ".pt2" and suffix_of("aoti") == ".aoti.pt2"
     for format, suffixes in SUFFIXES.items():
         for suffix in suffixes:
             assert format_of(f"model{suffix.upper()}") == format
             assert artifact_format(f"model{suffix}") == format
     assert format_of("model.torchscript") == "torchscript"
-    assert format_of("model.yaml") is None
-    with pytest.raises(ArtifactError, match="expected .onnx or .ts"):
+    assert format_of("runs/v1.2/model.pt2") == "pt2" and format_of("m.AOTI.pt2") == "aoti"
+    assert format_of("model.yaml") is None and format_of(".pt2") is None
+    with pytest.raises(ArtifactError, match=r"expected .onnx, .ts, .pt2 or .aoti.pt2"):
         artifact_format("model.yaml")
 
 
