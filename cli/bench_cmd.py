@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from epdo.cli.app import console, print_json
+from epdo.cli.app import console, fail, print_json
 from epdo.cli.text import literal
 
 # (key, label, unit, format)
@@ -22,6 +22,8 @@ ROWS = (
     ("infer_eager_images_per_s", "inference, PyTorch eager", "images/s", "{:.1f}"),
     ("infer_torchscript_images_per_s", "inference, TorchScript", "images/s", "{:.1f}"),
     ("infer_onnxruntime_images_per_s", "inference, ONNX Runtime (CPU)", "images/s", "{:.1f}"),
+    ("infer_pt2_images_per_s", "inference, torch.export program (.pt2)", "images/s", "{:.1f}"),
+    ("infer_aoti_images_per_s", "inference, AOTInductor package (CPU)", "images/s", "{:.1f}"),
     ("train_peak_memory_mb", "peak memory of a training step", "MB", "{:.1f}"),
     ("flops_forward_per_image", "FLOPs per image, forward", "MFLOP", None),
     ("flops_forward_per_image_batch1", "FLOPs per image, forward at batch 1", "MFLOP", None),
@@ -63,16 +65,30 @@ def bench_command(
                                 "threads; default: torch's current setting."),
     iters: int = typer.Option(3, "--iters", help="Timed iterations (median) after a warm-up."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object with every figure."),
-    no_export: bool = typer.Option(False, "--no-export", help="Skip TorchScript and ONNX."),
+    no_export: bool = typer.Option(False, "--no-export",
+                                   help="Skip TorchScript, ONNX and torch.export."),
+    aoti: bool = typer.Option(False, "--aoti", help="Also time the AOTInductor package "
+                              "(compiles C++: needs a compiler, takes minutes)."),
 ) -> None:
     """Measure build time, training and inference throughput, peak memory and FLOP rates."""
     from epdo.zoo.benchmark import run_benchmark
 
     hook = None
+    if aoti and no_export:
+        fail("--aoti times an exported form; drop --no-export")
     if not no_export:
         from epdo.exporters.bench import exported_throughputs
 
         hook = exported_throughputs
+    if aoti:
+        from functools import partial
+
+        from epdo.exporters.pt2 import find_compiler
+
+        if find_compiler() is None:
+            fail("--aoti compiles C++ code but no C++ compiler was found ($CXX, g++ or c++); "
+                 "install one or drop --aoti")
+        hook = partial(exported_throughputs, aoti=True)
     report = run_benchmark(spec, batch_size=batch_size, device=device, threads=threads,
                            iters=iters, exported=hook)
     data = report.to_dict()

@@ -23,7 +23,8 @@ ALWAYS = (
     "train_gflops", "infer_gflops", "matmul_gflops", "train_ratio", "infer_ratio",
     "threads", "batch_size",
 )
-EXPORTED = ("infer_torchscript_images_per_s", "infer_onnxruntime_images_per_s")
+EXPORTED = ("infer_torchscript_images_per_s", "infer_onnxruntime_images_per_s",
+            "infer_pt2_images_per_s")
 
 TINY = """\
 name: tiny_fd

@@ -9,7 +9,8 @@
   step) on random images and labels, one warm-up step, then the median of ``iters`` steps;
 - eager inference throughput: eval mode under ``torch.no_grad``, one warm-up call (it
   expands and caches the kernels), the median of ``iters`` calls;
-- TorchScript / ONNX Runtime inference throughput through an optional ``exported`` hook
+- TorchScript / ONNX Runtime / torch.export (``.pt2``, and on request AOTInductor)
+  inference throughput through an optional ``exported`` hook
   (:func:`epdo.exporters.bench.exported_throughputs`; the zoo never imports the exporters);
 - peak memory of one training step. CPU: the step runs in a fresh Python subprocess
   (``sys.executable``) that builds the model and creates the batch and the optimizer. On
@@ -106,6 +107,8 @@ class BenchReport:
     infer_ratio: float
     infer_torchscript_images_per_s: float | None = None
     infer_onnxruntime_images_per_s: float | None = None
+    infer_pt2_images_per_s: float | None = None
+    infer_aoti_images_per_s: float | None = None
     onnxruntime_device: str | None = None
     stencil_product: str | None = None
     params: int = 0
