@@ -77,7 +77,7 @@ def quickstart_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.
 
 @pytest.mark.parametrize("name", MNIST_SPECS)
 def test_inference_graph_equals_eval_model(name: str) -> None:
-    model, spec = small(name)
+    model, spec = small(name, 32 if name in RGB_SPECS else 12)
     inf = inference_model(model, spec)
     kinds = {type(m) for m in inf.modules()}
     assert not kinds & {NeuralEPDO, nn.Dropout, nn.Dropout2d, nn.BatchNorm1d, nn.BatchNorm3d}
@@ -148,7 +148,9 @@ def test_onnx_export_verifies(name: str, tmp_path: Path) -> None:
     assert _domains(proto.graph) == {""}  # standard operators only, Loop bodies included
     loops = [n for n in proto.graph.node if n.op_type == "Loop"]
     neural = sum(isinstance(m, NeuralEPDO) for m in model.modules())
-    assert len(loops) == neural  # one per-image loop per Neural ePDO product
+    # per Neural ePDO product: a loop over whole chunks of images, and one over the rest
+    # when a chunk holds more than one image
+    assert neural <= len(loops) <= 2 * neural
     assert [p.name for p in tmp_path.iterdir()] == [f"{name}.onnx"]  # no temporary left
 
 
