@@ -503,10 +503,11 @@ def _check_payloads(config: Any, folder: str, prefix: str, names: set[str],
 
 
 def _check_example_inputs(raw: bytes, where: Any) -> None:
-    """The example inputs load as plain tensors (``weights_only=True``)."""
+    """The example inputs load as plain tensors: ``torch.load(weights_only=True)``, the very
+    call ``torch.export.load`` tries first (so it never falls back to ``weights_only=False``)."""
     try:
         with _quiet_torch():
-            value = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+            value = torch.load(io.BytesIO(raw), weights_only=True)
     except Exception as exc:  # the restricted unpickler refused something, or bad bytes
         raise _bad(where, False, "its example inputs are not plain tensors "
                    f"({_first_line(exc)[:80]})") from exc
