@@ -208,15 +208,10 @@ def load_folder(
             (listed, unless ``skip_bad``), a split left empty.
     """
     budget = memory_budget() if budget is None else budget
-    if record is None:
-        layout = index_folder(root, seed=seed, test_fraction=test_fraction,
-                              progress=progress)
-    else:
-        layout = _layout_from_record(record, root)
+    layout = _layout(root, record, seed, test_fraction, progress)
     base = layout.root
     if workers is None:
-        total = sum(len(v) for v in layout.splits.values())
-        workers = min(4, os.cpu_count() or 1) if total >= MANY_FILES else 0
+        workers = decode_workers(sum(len(v) for v in layout.splits.values()))
     sizes = {split: len(layout.splits[split]) * settings.image_bytes for split in ("train", "test")}
     keep = {"train": sizes["train"] <= budget}
     keep["test"] = sizes["test"] + (sizes["train"] if keep["train"] else 0) <= budget
@@ -297,22 +292,30 @@ def load_folder_split(
     :func:`load_folder` does; ``limit`` keeps the first files only. Every file must decode.
     """
     budget = memory_budget() if budget is None else budget
-    if record is None:
-        layout = index_folder(root, seed=seed, test_fraction=test_fraction,
-                              progress=progress)
-    else:
-        layout = _layout_from_record(record, root)
+    layout = _layout(root, record, seed, test_fraction, progress)
     if limit is not None:
         layout.splits[split] = layout.splits[split][:limit]
     if workers is None:
-        many = len(layout.splits[split]) >= MANY_FILES
-        workers = min(4, os.cpu_count() or 1) if many else 0
+        workers = decode_workers(len(layout.splits[split]))
     keep = len(layout.splits[split]) * settings.image_bytes <= budget
     result = _decode_files(layout, split, settings, keep=keep, workers=workers,
                            progress=progress)
     if result.bad:
         raise _bad_files_error(result.bad, layout.root)
     return _split_dataset(layout, split, settings, result)
+
+
+def decode_workers(files: int) -> int:
+    """Decoding processes by default: up to 4 from :data:`MANY_FILES` files on, else none."""
+    return min(4, os.cpu_count() or 1) if files >= MANY_FILES else 0
+
+
+def _layout(root: str | os.PathLike[str], record: dict[str, Any] | None, seed: int,
+            test_fraction: float, progress: Progress | None) -> FolderLayout:
+    """The run's recorded layout when ``record`` is given, else the folder indexed."""
+    if record is None:
+        return index_folder(root, seed=seed, test_fraction=test_fraction, progress=progress)
+    return _layout_from_record(record, root)
 
 
 def _mib(n: int) -> str:

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from .folder import index_folder
-from .folder_dataset import MANY_FILES, Progress
+from .folder_dataset import Progress, decode_workers
 from .folder_images import DecodeResult, PixelSettings, decode_files
 
 __all__ = ["folder_info"]
@@ -59,8 +59,7 @@ def folder_info(root: str | os.PathLike[str], *, seed: int = 0, test_fraction: f
     layout = index_folder(root, seed=seed, test_fraction=test_fraction,
                               progress=progress)
     if workers is None:
-        total = sum(len(v) for v in layout.splits.values())
-        workers = min(4, os.cpu_count() or 1) if total >= MANY_FILES else 0
+        workers = decode_workers(sum(len(v) for v in layout.splits.values()))
     results, bad = [], []
     for split in ("train", "test"):
         pairs = layout.splits[split]
