@@ -1,25 +1,30 @@
-"""The Neural ePDO's spatially varying product in standard ONNX operators, one image at a time.
+"""The Neural ePDO's generated product in standard ONNX operators, a chunk of images at a time.
 
-``torch.onnx.export`` records each product as one placeholder node,
-``epdo::StencilProduct(raw, x)`` (:func:`epdo.zoo.layers.stencil_product.onnx_product`);
-:func:`expand_stencil_products` replaces every such node, before anything is written, by an
-ONNX ``Loop`` over the images of the batch whose body computes, for one image,
+``torch.onnx.export`` records each product, the generator's 1x1 convolution included, as one
+placeholder node ``epdo::StencilProduct(h, x, weight)``
+(:func:`epdo.zoo.layers.stencil_product.onnx_product`); :func:`expand_stencil_products`
+replaces every such node, before anything is written, by ONNX ``Loop`` nodes over chunks of the
+batch whose body computes, for its images,
 
+    raw = Conv1x1(h, weight)                                  (groups as the layer's)
     y[n, f, c](p) = sum_o raw[f, o, c](p) x[n, f, c](p + o)
                     / (sum_{o', c'} |raw[f, o', c'](p)| + eps)
 
-with ``Pad``, one ``Slice`` of the padded input per offset o of the k x k stencil, ``Mul`` by
-that offset's coefficients (one ``Split`` makes them) and ``Add``, then the per-field L1
-normalisation (``Abs``, ``ReduceSum``, ``Div``). Shapes: raw (B, g*k*k*d, H, W), channels
-ordered (field, offset, component); x and y (B, C, H, W), C = P * g * d.
+with ``Conv``, one ``Split`` of the coefficients by offset o of the k x k stencil, one
+``Slice`` of the padded input per offset, ``Mul`` and ``Add``, then the per-field L1
+normalisation (``Abs``, ``ReduceSum``, ``Div``). Shapes: h (B, M, H, W); weight
+(g*k*k*d, M/groups, 1, 1), output channels ordered (field, offset, component); x and y
+(B, C, H, W), C = P * g * d.
 
-Why a loop: the k*k shifted copies and products of a whole batch are k*k = 25 times the
-size of the feature map (1.3 GB for the first Neural ePDO layer of ``mnist_regular_gauss``
-at batch 64), so onnxruntime streamed them through memory; one image's fit in cache. The
-same arithmetic as the plain-op product PyTorch traces (:func:`export_product`), so the
-values agree to float rounding; only standard-domain operators of opset 13 and later are
-used (Loop, Shape, Gather, Unsqueeze, Slice, Reshape, Transpose, Split, Pad, Mul, Add, Abs,
-ReduceSum, Div, Identity).
+Why chunks: the coefficients are g*k*k*d numbers per pixel, 6 to 25 times the feature map
+(320 MB for the first Neural ePDO layer of ``mnist_regular_gauss`` at batch 64). Made for the
+whole batch, onnxruntime wrote them to memory and read them back; made per chunk of about
+:data:`COEFFICIENT_BYTES` inside the loop, they are used while in cache, as the eager fused
+path does. The arithmetic is that of the plain-op product PyTorch traces
+(:func:`~epdo.zoo.layers.stencil_product.export_product`), so the values agree to float
+rounding; only standard-domain operators of opset 13 and later are used (Loop, Shape,
+Gather, Unsqueeze, Slice, Reshape, Split, Pad, Conv, Mul, Add, Abs, ReduceSum, Div, Sub,
+Concat, Identity).
 """
 
 from __future__ import annotations
@@ -51,31 +56,36 @@ def _attributes(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-CHUNK_BYTES = 2 << 20
-"""Feature-map bytes of the images one loop iteration takes: the k*k products of a chunk
-(about 4 times its feature map alive at once) stay in cache, and the loop's per-operator
-overhead is paid once per chunk, not once per image."""
+COEFFICIENT_BYTES = 4 << 20
+"""Coefficient bytes one loop iteration generates: the chunk's g*k*k*d coefficients per
+pixel are made by the generator's 1x1 ``Conv`` inside the loop body and used while they
+are still in cache, never stored for the whole batch."""
 MAX_CHUNK = 16
 
 
-def chunk_images(channels: int, height: int, width: int) -> int:
-    """Images per iteration: as many as fit :data:`CHUNK_BYTES` (1 to :data:`MAX_CHUNK`)."""
-    return max(1, min(MAX_CHUNK, CHUNK_BYTES // (4 * channels * height * width)))
+def chunk_images(coefficients: int, height: int, width: int) -> int:
+    """Images per iteration: as many as keep their ``coefficients`` per pixel (on the
+    ``height`` x ``width`` map, rows widened by the padding) within
+    :data:`COEFFICIENT_BYTES` (1 to :data:`MAX_CHUNK`)."""
+    return max(1, min(MAX_CHUNK, COEFFICIENT_BYTES // (4 * coefficients * height * width)))
 
 
-def _body(node: Any, raw: str, x: str, offset: str, chunk: int, name: _Names,
+def _body(node: Any, h: str, x: str, weight: str, offset: str, chunk: int, name: _Names,
           consts: list[Any]) -> Any:
-    """The Loop body: images ``offset + i*chunk ...`` (``chunk`` of them) of ``raw`` and
-    ``x`` -> their product (chunk, C, H, W).
+    """The Loop body: images ``offset + i*chunk ...`` (``chunk`` of them) of the generator
+    input ``h`` (already padded to wide rows) and of ``x`` -> their product (chunk, C, H, W).
 
-    The padded input is flattened with rows of W + 2r pixels (and one extra padded row), so
-    the shift by (dy, dx) is the contiguous range ``dy*(W+2r) + dx ... + H*(W+2r)`` of it
-    (one long copy per channel instead of H short ones); the coefficients are padded to the
-    same rows, the r*2 extra columns of each row are computed and dropped."""
+    Rows are W + 2r pixels wide throughout. The generator's 1x1 ``Conv`` of the wide h gives
+    the coefficients already in that layout (zero in the extra columns: the convolution has
+    no bias). The padded input is flattened with rows of W + 2r pixels (and one extra padded
+    row), so the shift by (dy, dx) is the contiguous range ``dy*(W+2r) + dx ... + H*(W+2r)``
+    of it: one long copy per channel instead of H short ones. The r*2 extra columns of each
+    row are computed and dropped at the end."""
     from onnx import TensorProto, helper
 
     a = _attributes(node)
     g, k, d, eps = int(a["g"]), int(a["k"]), int(a["d"]), float(a["eps"])
+    groups = int(a["groups"])
     C, H, W = int(a["channels"]), int(a["height"]), int(a["width"])
     kk, r, c = k * k, k // 2, chunk
     K = g * d
@@ -100,23 +110,21 @@ def _body(node: Any, raw: str, x: str, offset: str, chunk: int, name: _Names,
     start = op("Add", [op("Mul", [op("Unsqueeze", [i_name, axis0], "i1"),
                                   const([c], "chunk")], "ic"), offset], "start")
     stop = op("Add", [start, const([c], "chunk")], "stop")
-    raw_c = op("Slice", [raw, start, stop, axis0], "raw_c")
+    h_c = op("Slice", [h, start, stop, axis0], "h_c")
     x_c = op("Slice", [x, start, stop, axis0], "x_c")
-    # the L1 norm of each field's k*k*d coefficients, plus eps: (c, g, 1, H, W)
-    fields = op("Reshape", [raw_c, const([c, g, kk * d, H, W], "fields_shape")], "fields")
-    norm = op("ReduceSum", [op("Abs", [fields], "abs"), const([2], "axis2")], "l1", keepdims=1)
+    # the chunk's coefficients, (c, g, k*k, d, L), channels ordered (field, offset, component)
+    raw = op("Conv", [h_c, weight], "raw", group=groups, kernel_shape=[1, 1])
+    raw = op("Reshape", [raw, const([c, g, kk, d, L], "raw_shape")], "raw5")
+    # the L1 norm of each field's k*k*d coefficients, plus eps: (c, 1, g, 1, L)
+    norm = op("ReduceSum", [op("Abs", [raw], "abs"), const([2, 3], "axes")], "l1", keepdims=1)
     norm = op("Add", [norm, const(np.array([eps], np.float32), "eps", TensorProto.FLOAT)],
               "norm")
-    # the coefficients, offset-major and padded to wide rows: kk pieces of (c, 1, K, L)
-    taps = op("Reshape", [raw_c, const([c, g, kk, d, H, W], "taps6_shape")], "taps6")
-    taps = op("Transpose", [taps], "taps_t", perm=[0, 2, 1, 3, 4, 5])
-    taps = op("Reshape", [taps, const([c, kk, K, H, W], "taps_shape")], "taps")
-    taps = op("Pad", [taps, const([0, 0, 0, 0, 0, 0, 0, 0, 0, 2 * r], "tap_pads")], "taps_w",
-              mode="constant")
-    taps = op("Reshape", [taps, const([c, kk, K, L], "tapsf_shape")], "taps_f")
+    norm = op("Reshape", [norm, const([c, 1, g, 1, L], "norm_shape")], "norm5")
+    # one (c, 1, K, L) piece of coefficients per offset
     pieces = [name("tap") for _ in range(kk)]
-    nodes.append(helper.make_node("Split", [taps, const([1] * kk, "split")], pieces,
-                                  name=name("Split"), axis=1))
+    nodes.append(helper.make_node("Split", [raw, const([1] * kk, "split")], pieces,
+                                  name=name("Split"), axis=2))
+    tap_shape = const([c, 1, K, L], "tap_shape")
     # the input as P partitions of the K = g*d operator channels, padded and flattened
     xr = op("Reshape", [x_c, const([c, P, K, H, W], "x5_shape")], "x5")
     xp = op("Pad", [xr, const([0, 0, 0, r, r, 0, 0, 0, r + 1, r], "pads")], "xp",
@@ -129,14 +137,14 @@ def _body(node: Any, raw: str, x: str, offset: str, chunk: int, name: _Names,
         begin = dy * Wp + dx
         window = op("Slice", [xf, const([begin], "begin"), const([begin + L], "end"), axis3],
                     "window")
-        term = op("Mul", [window, pieces[q]], "term")
+        tap = op("Reshape", [pieces[q], tap_shape], "tap_q")
+        term = op("Mul", [window, tap], "term")
         acc = term if acc is None else op("Add", [acc, term], "acc")
-    wide = op("Reshape", [acc, const([c, P, K, H, Wp], "wide_shape")], "wide")
-    y5 = op("Slice", [wide, const([0], "zero"), const([W], "width"), const([4], "axis4")], "y5")
-    y6 = op("Reshape", [y5, const([c, P, g, d, H, W], "y6_shape")], "y6")
-    n6 = op("Reshape", [norm, const([c, 1, g, 1, H, W], "n6_shape")], "n6")
-    y6 = op("Div", [y6, n6], "y6n")
-    nodes.append(helper.make_node("Reshape", [y6, const([c, C, H, W], "y_shape")], [y_out],
+    y5 = op("Div", [op("Reshape", [acc, const([c, P, g, d, L], "acc5_shape")], "acc5"), norm],
+            "y5")
+    wide = op("Reshape", [y5, const([c, P, K, H, Wp], "wide_shape")], "wide")
+    y = op("Slice", [wide, const([0], "zero"), const([W], "width"), const([4], "axis4")], "y")
+    nodes.append(helper.make_node("Reshape", [y, const([c, C, H, W], "y_shape")], [y_out],
                                   name=name("Reshape")))
     nodes.append(helper.make_node("Identity", [cond_in], [cond_out], name=name("Identity")))
     return helper.make_graph(
@@ -149,17 +157,19 @@ def _body(node: Any, raw: str, x: str, offset: str, chunk: int, name: _Names,
 
 
 def _expansion(node: Any, index: int, consts: list[Any]) -> list[Any]:
-    """The outer nodes that replace placeholder ``node``: with B images and a chunk of c,
-    one Loop over the B // c whole chunks, one over the B mod c images left, and y (B, C,
-    H, W) as their stacked outputs one after the other."""
+    """The outer nodes that replace placeholder ``node``: h padded to wide rows, then with
+    B images and a chunk of c, one Loop over the B // c whole chunks, one over the B mod c
+    images left, and y (B, C, H, W) as their stacked outputs one after the other."""
     from onnx import TensorProto, helper
 
     name = _Names(f"stencil_product_{index}")
-    raw, x = node.input
+    h, x, weight = node.input
     (y,) = node.output
     a = _attributes(node)
+    g, k, d = int(a["g"]), int(a["k"]), int(a["d"])
     C, H, W = int(a["channels"]), int(a["height"]), int(a["width"])
-    chunk = chunk_images(C, H, W)
+    r = k // 2
+    chunk = chunk_images(g * k * k * d, H, W + 2 * r)
 
     def const(values: list[Any], what: str, dtype: int = TensorProto.INT64,
               dims: list[int] | None = None) -> str:
@@ -175,6 +185,8 @@ def _expansion(node: Any, index: int, consts: list[Any]) -> list[Any]:
         nodes.append(helper.make_node(op_type, inputs, [out], name=name(op_type), **attrs))
         return out
 
+    wide_h = op("Pad", [h, const([0, 0, 0, 0, 0, 0, 0, 2 * r], "h_pads")], "h_wide",
+                mode="constant")
     true = const([True], "true", TensorProto.BOOL, [])
     batch = op("Gather", [op("Shape", [x], "shape"), const([0], "zero", dims=[])], "batch",
                axis=0)
@@ -188,7 +200,7 @@ def _expansion(node: Any, index: int, consts: list[Any]) -> list[Any]:
     y_shape = const([-1, C, H, W], "y_shape")
     parts = []
     for trips, offset, size in loops:
-        body = _body(node, raw, x, offset, size, name, consts)
+        body = _body(node, wide_h, x, weight, offset, size, name, consts)
         stacked = op("Loop", [trips, true], "stacked", body=body)
         parts.append(op("Reshape", [stacked, y_shape], "part"))
     if len(parts) == 1:

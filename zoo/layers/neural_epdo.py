@@ -161,10 +161,11 @@ class NeuralEPDO(TypedModule):
         self.check_input(x)
         h = self.generator_input(x)
         weight = self.generator_weight()
-        if exporting_graph():
+        if torch.onnx.is_in_onnx_export():
+            y = onnx_product(h, x, weight, self.s, self.g, self.kernel_size, L1_EPS)
+        elif exporting_graph():
             raw = F.conv2d(h, weight, groups=self.s)
-            product = onnx_product if torch.onnx.is_in_onnx_export() else export_product
-            y = product(raw, x, self.g, self.kernel_size, L1_EPS)
+            y = export_product(raw, x, self.g, self.kernel_size, L1_EPS)
         else:
             y = generated_product(h, x, weight, self.s, self.g, self.kernel_size, L1_EPS)
         return self.out(y)
@@ -245,9 +246,11 @@ class NeuralEPDOInference(nn.Module):
         h = self.reduce(x)
         h = F.relu(F.group_norm(h, self.norm_groups, self.norm_weight, self.norm_bias,
                                 self.norm_eps))
-        if exporting_graph():
-            product = onnx_product if torch.onnx.is_in_onnx_export() else export_product
-            y = product(self.generator(h), x, self.g, self.k, L1_EPS)
+        if torch.onnx.is_in_onnx_export():
+            y = onnx_product(h, x, self.generator.weight, self.generator.groups, self.g,
+                             self.k, L1_EPS)
+        elif exporting_graph():
+            y = export_product(self.generator(h), x, self.g, self.k, L1_EPS)
         else:
             y = generated_product(h, x, self.generator.weight, self.generator.groups, self.g,
                                   self.k, L1_EPS)

@@ -19,9 +19,10 @@ to the k * k-term sum once instead of to every coefficient.
   over the pixels (:mod:`.native`, compiled on first use); without a compiler the same
   chunks go through k * k shifted multiply-adds in PyTorch ops.
 - :func:`shifted_products` is the same product in plain out-of-place ops (Pad, Slice, Mul, Add)
-  for ``torch.jit.trace`` and ``torch.export``; :func:`onnx_product` records it in an ONNX
-  export as one placeholder node, which :mod:`epdo.exporters.onnx_product` expands into
-  standard operators that run one image at a time.
+  for ``torch.jit.trace`` and ``torch.export``; :func:`onnx_product` records the generator's
+  convolution and the product in an ONNX export as one placeholder node, which
+  :mod:`epdo.exporters.onnx_product` expands into standard operators that run a
+  cache-sized chunk of images at a time.
 - :func:`stencil_product_reference` goes through the k * k-fold unfolded input: the test oracle.
 """
 
@@ -119,34 +120,37 @@ standard ONNX operators before anything is written."""
 
 
 class _OnnxProduct(torch.autograd.Function):
-    """:func:`export_product` that ``torch.onnx.export`` writes as one ``epdo::StencilProduct``
-    node (inputs ``raw``, ``x``; attributes g, k, d, eps and the static C, H, W). Its values
-    are computed with the tracer paused, so the traced graph holds the node alone."""
+    """The generated product (the generator's 1x1 convolution, then :func:`export_product`)
+    that ``torch.onnx.export`` writes as one ``epdo::StencilProduct`` node with inputs
+    ``h``, ``x``, ``weight`` and attributes g, k, d, groups, eps and the static C, H, W. Its
+    values are computed with the tracer paused, so the traced graph holds the node alone."""
 
     @staticmethod
-    def forward(ctx, raw, x, g, k, eps, d, channels, height, width):  # type: ignore[override]
+    def forward(ctx, h, x, weight, groups, g, k, eps, d, channels, height, width):  # type: ignore[override]
         state = torch._C._get_tracing_state()
         torch._C._set_tracing_state(None)
         try:
-            return export_product(raw, x, g, k, eps)
+            return export_product(F.conv2d(h, weight, groups=groups), x, g, k, eps)
         finally:
             torch._C._set_tracing_state(state)
 
     @staticmethod
-    def symbolic(graph, raw, x, g, k, eps, d, channels, height, width):  # type: ignore[no-untyped-def]
-        out = graph.op(f"{ONNX_DOMAIN}::StencilProduct", raw, x, g_i=g, k_i=k, d_i=d,
-                       eps_f=eps, channels_i=channels, height_i=height, width_i=width)
+    def symbolic(graph, h, x, weight, groups, g, k, eps, d, channels, height, width):  # type: ignore[no-untyped-def]
+        out = graph.op(f"{ONNX_DOMAIN}::StencilProduct", h, x, weight, g_i=g, k_i=k, d_i=d,
+                       groups_i=groups, eps_f=eps, channels_i=channels, height_i=height,
+                       width_i=width)
         out.setType(x.type())
         return out
 
 
-def onnx_product(raw: torch.Tensor, x: torch.Tensor, g: int, k: int,
-                 eps: float) -> torch.Tensor:
-    """:func:`export_product` for ``torch.onnx.export``: the same values, recorded as one
-    placeholder node that the exporter expands (see :data:`ONNX_DOMAIN`)."""
+def onnx_product(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups: int, g: int,
+                 k: int, eps: float) -> torch.Tensor:
+    """:func:`generated_product` for ``torch.onnx.export``: the same values, recorded as one
+    placeholder node that the exporter expands (see :data:`ONNX_DOMAIN`). Shapes as in
+    :func:`generated_product`."""
     _, C, H, W = (int(n) for n in x.shape)
-    d = int(raw.shape[1]) // (g * k * k)
-    return _OnnxProduct.apply(raw, x, g, k, eps, d, C, H, W)
+    d = int(weight.shape[0]) // (g * k * k)
+    return _OnnxProduct.apply(h, x, weight, groups, g, k, eps, d, C, H, W)
 
 
 def exporting_graph() -> bool:
