@@ -100,5 +100,8 @@ def bench_command(
                  f"{data['infer_ratio']:.3f} of the fp32 matmul rate "
                  f"({data['matmul_gflops']:.1f} GFLOP/s) of {data['device']}",
                  f"peak memory: {data['train_peak_memory_method']}",
+                 *([f"training figures at batch {data['train_batch_size']} (BatchNorm cannot "
+                    "train on one image)"]
+                   if data["train_batch_size"] != data["batch_size"] else []),
                  f"stencil product: {data['stencil_product']}"):
         console.print(literal(line), highlight=False)

@@ -25,6 +25,10 @@ COLUMNS = [
     ("eager img/s", "infer_eager_images_per_s", "{:.1f}"),
     ("TorchScript img/s", "infer_torchscript_images_per_s", "{:.1f}"),
     ("ORT img/s", "infer_onnxruntime_images_per_s", "{:.1f}"),
+    ("pt2 img/s", "infer_pt2_images_per_s", "{:.1f}"),
+    ("ORT / eager", ("infer_onnxruntime_images_per_s", "/", "infer_eager_images_per_s"),
+     "{:.2f}"),
+    ("pt2 / eager", ("infer_pt2_images_per_s", "/", "infer_eager_images_per_s"), "{:.2f}"),
     ("train peak MB", "train_peak_memory_mb", "{:.0f}"),
     ("GFLOP fwd / step", ("flops_forward_per_image", "flops_train_step_per_image"), None),
     ("matmul GFLOP/s", "matmul_gflops", "{:.0f}"),
@@ -36,6 +40,9 @@ COLUMNS = [
 def cell(report: dict, key, fmt) -> str:
     if key == ("flops_forward_per_image", "flops_train_step_per_image"):
         return "{:.3g} / {:.3g}".format(*(report[k] / 1e9 for k in key))
+    if isinstance(key, tuple) and key[1] == "/":  # a ratio of two figures of the same run
+        top, bottom = report.get(key[0]), report.get(key[2])
+        return "n/a" if top is None or not bottom else fmt.format(top / bottom)
     values = [report.get(k) for k in (key if isinstance(key, tuple) else (key,))]
     if any(v is None for v in values):
         return "n/a"

@@ -113,3 +113,23 @@ def test_bench_input_errors(tmp_path: Path) -> None:
         result = runner.invoke(app, ["bench", "quickstart", "--device", "cuda"])
         assert result.exit_code == 2
         assert "CUDA" in one_line_error(result)
+
+
+def test_bench_at_batch_one_trains_at_two(tmp_path: Path) -> None:
+    # a head with a hidden BatchNorm layer cannot train on one image: inference is timed at
+    # the batch asked for, training at 2, and the report says so
+    spec = tmp_path / "tiny_bn.yaml"
+    spec.write_text(TINY.replace("{op: head, classes: 3}", "{op: head, classes: 3, hidden: [4]}"))
+    threads = torch.get_num_threads()
+    result = runner.invoke(app, ["bench", str(spec), "--batch-size", "1", "--iters", "1",
+                                 "--threads", "1", "--no-export"])
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert "training figures at batch 2" in result.output
+    result = runner.invoke(app, ["bench", str(spec), "--batch-size", "1", "--iters", "1",
+                                 "--threads", "1", "--no-export", "--json"])
+    torch.set_num_threads(threads)
+    data = json.loads(result.stdout)
+    assert data["batch_size"] == 1 and data["train_batch_size"] == 2
+    _check_positive(data, ALWAYS)
+    assert data["flops_forward_per_image"] == data["flops_forward_per_image_batch1"]

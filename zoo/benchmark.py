@@ -116,6 +116,9 @@ class BenchReport:
     onnxruntime_version: str | None = None
     python_version: str = platform.python_version()
     machine: str = platform.machine()
+    train_batch_size: int = 0
+    """Images per training step: ``batch_size``, or 2 when that is 1 (BatchNorm cannot
+    train on one image)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,6 +378,11 @@ def train_peak_memory_mb(spec: Spec, batch_size: int, device: torch.device,
 # --------------------------------------------------------------------------- the run
 
 
+MIN_TRAIN_BATCH = 2
+"""The smallest training batch: BatchNorm needs two values per channel in training mode, so
+``--batch-size 1`` times inference at 1 and training at 2."""
+
+
 def run_benchmark(
     spec: Spec | dict[str, Any] | str | os.PathLike[str],
     batch_size: int = 64,
@@ -388,7 +396,8 @@ def run_benchmark(
 
     Args:
         spec: a Spec, spec dict, YAML path or shipped spec name.
-        batch_size: images per step / call.
+        batch_size: images per inference call and training step (training takes at least
+            :data:`MIN_TRAIN_BATCH`).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         threads: ``torch.set_num_threads`` (and the hook's intra-op threads); default: torch's
             current setting.
@@ -421,12 +430,16 @@ def run_benchmark(
         torch.manual_seed(0)
         model, cold, warm = time_build(spec)
         model = model.to(dev)
-        x, y = _batch(model, batch_size, dev, _classes(model, dev))
-        flops_fwd, flops_train, flops_one = count_flops(model, x, y)
-        train_ips = train_throughput(model, x, y, iters)
+        train_batch = max(batch_size, MIN_TRAIN_BATCH)
+        xt, yt = _batch(model, train_batch, dev, _classes(model, dev))
+        x = xt[:batch_size]
+        flops_fwd, flops_train, flops_one = count_flops(model, xt, yt)
+        if batch_size == 1:
+            flops_fwd = flops_one
+        train_ips = train_throughput(model, xt, yt, iters)
         infer_ips = infer_throughput(model, x, iters)
         n, mm = matmul_gflops(dev, matmul_n)
-        peak, method = train_peak_memory_mb(spec, batch_size, dev, threads)
+        peak, method = train_peak_memory_mb(spec, train_batch, dev, threads)
         extra = (exported(model, spec, x, iters=iters, threads=threads)
                  if exported is not None else {})
 
@@ -441,7 +454,7 @@ def run_benchmark(
         train_gflops=train_gf, infer_gflops=infer_gf,
         matmul_n=n, matmul_gflops=mm, train_ratio=train_gf / mm, infer_ratio=infer_gf / mm,
         params=sum(p.numel() for p in model.parameters()),
-        stencil_product=stencil_product_path(dev),
+        stencil_product=stencil_product_path(dev), train_batch_size=train_batch,
     )
     for key, value in extra.items():
         if hasattr(report, key) and key != "extra":
