@@ -19,7 +19,7 @@ def predict_command(
     model: Annotated[Path, typer.Argument(
         metavar="MODEL", help="An exported model: .onnx (onnxruntime), .ts (TorchScript), "
         ".pt2 (torch.export program, run by torch) or .aoti.pt2 (AOTInductor package: "
-        "compiled code, CPU only; load only packages you built or trust).")],
+        "compiled native code, CPU only; run only with --trust).")],
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUTS", help="Image files (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM) or .npy "
         "arrays (uint8, or float in [0, 1]; HxW, CxHxW or HxWxC).")],
@@ -31,9 +31,9 @@ def predict_command(
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Inputs per run.")] = 64,
     trust: Annotated[bool, typer.Option(
-        "--trust", help="Use an artifact that carries no digest (not written by epdo export, "
-        "or edited since): you vouch for the file. A digest that does not match is refused "
-        "all the same.")] = False,
+        "--trust", help="You vouch for the file: use an artifact that carries no digest (not "
+        "written by epdo export, or edited since), and run an .aoti.pt2 package's native "
+        "code. A digest that does not match is refused all the same.")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print a JSON list, one object per input in order: {input, top_k, "
         "logits}, and an error (top_k and logits empty) for an input that failed.")] = False,

@@ -639,14 +639,17 @@ class PT2Classifier(Classifier):
     torch release that compiled it, on the CPU only, of the platform, architecture and vector
     instruction set it was compiled for (checked before loading), without a compiler or
     Python model code. Loading a ``.pt2`` runs no code of the file's (it is checked first);
-    loading a ``.aoti.pt2`` runs its compiled library: load packages you built or trust.
+    loading a ``.aoti.pt2`` runs its compiled library, which no check can make safe (its
+    digest shows it is intact, not who made it), so a package is loaded only with
+    ``trust=True`` (``--trust``): for packages you built or whose source you trust.
 
     Args:
         path: the ``.pt2`` or ``.aoti.pt2`` file (the suffix says which).
         provider: ``auto`` (CUDA when torch sees a GPU, for a ``.pt2``; a package runs on
             the CPU), ``cpu`` or ``cuda`` (a ``.pt2`` only).
         batch_size: default inputs per run in :meth:`predict`.
-        trust: accept an artifact without a digest (as :class:`OnnxClassifier`).
+        trust: you vouch for the file: accept an artifact without a digest (as
+            :class:`OnnxClassifier`), and run an AOTInductor package's native code at all.
 
     Attributes:
         compiled: whether it is an AOTInductor package.
@@ -675,6 +678,12 @@ class PT2Classifier(Classifier):
         try:
             metadata, contents = check_pt2_archive(data, self.path, compiled=self.compiled,
                                                    trust=trust, complete=not trust)
+            if self.compiled and not trust:
+                raise ServingError(
+                    f"{self.path}: an AOTInductor package is native code that runs when it is "
+                    "loaded; pass --trust (trust=True) if you built it or trust its source, "
+                    "or serve the .pt2 program or the .onnx graph, which run no code of the "
+                    "file's")
             self.module = (load_package(data, self.path) if self.compiled
                            else load_program(data, self.path, self.device))
         except ArtifactError as exc:

@@ -500,14 +500,18 @@ def test_aoti_quickstart_verifies_and_serves(aoti: tuple[Path, ExportReport],
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
     assert any(n.endswith(".so") for n in names) and not any("models/" in n for n in names)
-    clf = load_classifier(path)
+    # its native code runs only when the user vouches for the file
+    with pytest.raises(ServingError, match="native code that runs when it is loaded"):
+        load_classifier(path)
+    refused(cli("predict", path, *quick.pngs), 2, "pass --trust")
+    clf = load_classifier(path, trust=True)
     assert isinstance(clf, PT2Classifier) and clf.compiled and clf.providers == ["cpu"]
     x = np.random.default_rng(1).random((9, 1, 28, 28), dtype=np.float32)
     with torch.no_grad():
         want = quick.model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(clf.predict(x, batch_size=9), want, atol=1e-4, rtol=1e-4)
     onnx = cli("predict", quick.onnx, *quick.pngs, "--json", "--provider", "cpu")
-    got = cli("predict", path, *quick.pngs, "--json")
+    got = cli("predict", path, *quick.pngs, "--json", "--trust")
     assert got.exit_code == 0 and got.stderr == "", got.stderr
     for a, b in zip(json.loads(onnx.stdout), json.loads(got.stdout), strict=True):
         assert a["top_k"][0]["index"] == b["top_k"][0]["index"]
