@@ -594,12 +594,11 @@ def torchscript_digest(path: str | os.PathLike[str]) -> str:
     return _ts_digest(entries, shape)
 
 
-def check_torchscript_archive(data: bytes, where: str | os.PathLike[str], *,
-                              trust: bool = False, complete: bool = True) -> dict[str, Any]:
-    """The decoded and checked metadata (``extra/epdo.json``) of a TorchScript artifact's
-    bytes: archive structure and CRCs, types and sizes, the digest (see
-    :func:`check_digest` for ``trust``). Nothing is run. ArtifactError otherwise."""
-    entries, text = _read_archive(data, len(data), where)
+def decode_extra_metadata(text: str | None, where: str | os.PathLike[str], *,
+                          complete: bool = True) -> dict[str, Any]:
+    """The checked metadata of a zip artifact (TorchScript, ``.pt2``) from the text of its
+    ``extra/epdo.json`` (None: the entry is missing, an error when ``complete``): valid JSON,
+    an object, and every known key's type (:func:`validate_metadata`); unknown keys dropped."""
     if text is None:
         if complete:
             raise ArtifactError(f"{where}: not an epdo artifact (no extra/{TS_EXTRA_FILE})")
@@ -611,8 +610,17 @@ def check_torchscript_archive(data: bytes, where: str | os.PathLike[str], *,
             raise ArtifactError(f"{where}: {TS_EXTRA_FILE} is not valid JSON") from exc
     if not isinstance(raw, dict):
         raise ArtifactError(f"{where}: {TS_EXTRA_FILE} is not a JSON object")
-    meta = validate_metadata({k: raw[k] for k in METADATA_KEYS if k in raw}, where,
+    return validate_metadata({k: raw[k] for k in METADATA_KEYS if k in raw}, where,
                              complete=complete)
+
+
+def check_torchscript_archive(data: bytes, where: str | os.PathLike[str], *,
+                              trust: bool = False, complete: bool = True) -> dict[str, Any]:
+    """The decoded and checked metadata (``extra/epdo.json``) of a TorchScript artifact's
+    bytes: archive structure and CRCs, types and sizes, the digest (see
+    :func:`check_digest` for ``trust``). Nothing is run. ArtifactError otherwise."""
+    entries, text = _read_archive(data, len(data), where)
+    meta = decode_extra_metadata(text, where, complete=complete)
     check_digest(meta, _ts_digest(entries, meta.get("epdo.input_shape")), where, trust=trust)
     return meta
 

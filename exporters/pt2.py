@@ -98,7 +98,6 @@ from torch import nn
 from .formats import TS_EXTRA_FILE
 from .metadata import (
     DIGEST_KEY,
-    METADATA_KEYS,
     ArtifactError,
     ExportError,
     _archive_root,
@@ -107,8 +106,8 @@ from .metadata import (
     _ts_digest,
     check_digest,
     check_graph_agreement,
+    decode_extra_metadata,
     read_artifact_bytes,
-    validate_metadata,
 )
 
 __all__ = [
@@ -678,19 +677,7 @@ def check_pt2_archive(data: bytes, where: str | os.PathLike[str], *, compiled: b
             digest without ``trust``.
     """
     contents = inspect_archive(data, where, compiled=compiled)
-    if contents.metadata_text is None:
-        if complete:
-            raise ArtifactError(f"{where}: not an epdo artifact (no extra/{TS_EXTRA_FILE})")
-        raw: Any = {}
-    else:
-        try:
-            raw = json.loads(contents.metadata_text)
-        except (ValueError, RecursionError) as exc:
-            raise ArtifactError(f"{where}: {TS_EXTRA_FILE} is not valid JSON") from exc
-    if not isinstance(raw, dict):
-        raise ArtifactError(f"{where}: {TS_EXTRA_FILE} is not a JSON object")
-    meta = validate_metadata({k: raw[k] for k in METADATA_KEYS if k in raw}, where,
-                             complete=complete)
+    meta = decode_extra_metadata(contents.metadata_text, where, complete=complete)
     check_digest(meta, archive_digest(contents.entries, meta.get("epdo.input_shape")), where,
                  trust=trust)
     if compiled:

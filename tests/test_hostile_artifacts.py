@@ -32,11 +32,10 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from cli_checks import cli, refused
 from onnx import TensorProto, helper
 from PIL import Image
-from typer.testing import CliRunner
 
-from epdo.cli.main import app
 from epdo.exporters.export import export_model
 from epdo.exporters.metadata import (
     ArtifactError,
@@ -64,7 +63,6 @@ TINY = {
     "input": {"channels": 1, "size": 12, "mean": 0.2, "std": 0.4},
     "layers": [{"op": "pdo_conv", "fields": 2, "order": 2}, {"op": "head", "classes": 3}],
 }
-runner = CliRunner()
 
 
 @dataclass
@@ -96,25 +94,6 @@ def art(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def cli(*args: object, env: dict[str, str] | None = None) -> Any:
-    """``epdo ARGS`` in-process; a Python exception other than the exit is a failure."""
-    result = runner.invoke(app, [str(a) for a in args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"traceback: {result.exception!r}") from result.exception
-    assert "Traceback" not in result.stdout + result.stderr
-    return result
-
-
-def refused(result: Any, code: int, *needles: str) -> str:
-    """The one ``error:`` line of a refused command, checked for its exit code and text."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -24,18 +24,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_checks import cli, refused
 from PIL import Image
 from test_export import FULL_SIZE, MNIST_SPECS, randomized, reduced
-from typer.testing import CliRunner
 
-from epdo.cli.main import app
 from epdo.exporters import PT2Classifier, ServingError, load_classifier
 from epdo.exporters.export import ExportReport, export_model
 from epdo.exporters.metadata import ArtifactError, UnverifiedArtifactError, read_metadata
 from epdo.exporters.pt2 import PT2_OPS, find_compiler, torch_release
 from epdo.zoo import build_model, load_spec
 
-runner = CliRunner()
 CLASSES = ["cat", "dog", "eel"]
 TINY = {
     "name": "pt2_tiny",
@@ -44,25 +42,6 @@ TINY = {
     "input": {"channels": 1, "size": 12, "mean": 0.2, "std": 0.4},
     "layers": [{"op": "pdo_conv", "fields": 2, "order": 2}, {"op": "head", "classes": 3}],
 }
-
-
-def cli(*args: object, env: dict[str, str] | None = None) -> Any:
-    """``epdo ARGS`` in-process; a Python exception other than the exit is a failure."""
-    result = runner.invoke(app, [str(a) for a in args], env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"traceback: {result.exception!r}") from result.exception
-    assert "Traceback" not in result.stdout + result.stderr
-    return result
-
-
-def refused(result: Any, code: int, *needles: str) -> str:
-    """The one ``error:`` line of a refused command, checked for its exit code and text."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def check_report(report: ExportReport, spec: Any, full: bool) -> None:
@@ -446,6 +425,20 @@ def test_a_pt2_zip_bomb_is_refused_before_reading(tiny: Tiny, tmp_path: Path) ->
     struct.pack_into("<I", data, at + 24, 0xFFFF0000)  # declares 4 GiB inflated
     (tmp_path / "bomb.pt2").write_bytes(bytes(data))
     refused(cli("info", tmp_path / "bomb.pt2"), 2, "bomb.pt2", "zip bomb")
+
+
+def test_a_pt2_with_an_unknown_compression_method_is_one_line(tiny: Tiny,
+                                                              tmp_path: Path) -> None:
+    # refused on the entry headers, before zipfile (which would raise NotImplementedError)
+    # tries to inflate them
+    data = bytearray(tiny.pt2.read_bytes())
+    for signature, field in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = data.find(signature)
+        while at != -1:
+            struct.pack_into("<H", data, at + field, 99)  # an undefined method
+            at = data.find(signature, at + 4)
+    (tmp_path / "odd.pt2").write_bytes(bytes(data))
+    refused(cli("info", tmp_path / "odd.pt2"), 2, "odd.pt2", "compressed other than by deflate")
 
 
 def test_program_ops_are_pure_tensor_functions() -> None:
