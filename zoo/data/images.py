@@ -31,6 +31,7 @@ import numpy as np
 
 from ..envlimits import IMAGE_PIXELS
 from ..errors import EpdoError
+from ..values import first_line
 
 __all__ = [
     "FITS",
@@ -159,11 +160,6 @@ def model_pixels(image: Any, channels: int, size: tuple[int, int], fit: str = "r
     return pixels if pixels.flags.writeable else pixels.copy()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
                  size: tuple[int, int], fit: str = "resize") -> tuple[np.ndarray, ImageInfo]:
     """Read one image file (a path or an open binary file) -> ``(pixels, info)``: the model's
@@ -196,11 +192,11 @@ def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"the image is over Pillow's decompression-bomb limit "
-                         f"({_first_line(exc)})") from exc
+                         f"({first_line(exc)})") from exc
     except UnidentifiedImageError as exc:
         raise ImageError("not an image file Pillow can read (accepted: "
                          f"{', '.join(IMAGE_FORMATS)})") from exc
     except FileNotFoundError as exc:
         raise ImageError("no such file (it was moved or deleted)") from exc
     except Exception as exc:  # a corrupt image: OSError, ValueError, SyntaxError, ...
-        raise ImageError(f"cannot decode the image ({_first_line(exc)})") from exc
+        raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc
