@@ -25,10 +25,11 @@ import yaml
 from typer.testing import CliRunner
 
 from epdo.cli.main import app
-from epdo.zoo.checkpoint import BEST, LAST, CheckpointError, load_optimizer_state, read_checkpoint
+from epdo.zoo.checkpoint import BEST, LAST, CheckpointError, read_checkpoint
 from epdo.zoo.spec import SpecError
 from epdo.zoo.training import TrainError, train
 from epdo.zoo.training.config import MAX_EPOCHS, check_overrides
+from epdo.zoo.training.optimizer_state import load_optimizer_state
 from epdo.zoo.training.rundir import LOCK, SPEC_HEADER, RunDir
 
 TINY = {

@@ -7,6 +7,10 @@ A checkpoint is a ``torch.save`` dict that loads with ``torch.load(..., weights_
      "model": state_dict, "optimizer": state_dict | None, "epoch": int (epochs completed),
      "rng": {name: tensor | list} | None, "metrics": dict, "extra": dict}
 
+``rng`` and ``extra`` are what a resumed run continues from; their schema is written, checked
+and read in one place, :mod:`epdo.zoo.training.resume_state` (``extra["classes"]``, the class
+names, is also read here by :func:`checkpoint_classes`).
+
 Format 1 (epdo 0.1) predates the papers' kernel parameterisation and stencils: its specs are
 read as ``kernel_basis: raw`` with the wide finite differences (``fd`` -> ``fd_wide``), which
 rebuilds exactly the trained model; a format-1 ``rbffd`` model used stencils this version no
@@ -19,24 +23,21 @@ checkpoint at the target path.
 Nothing read is trusted before it is checked: :func:`read_checkpoint` refuses a file that
 needs anything but plain data to unpickle (naming the forbidden global) and checks the
 dict's structure and types; :func:`load_weights` names the missing, unexpected and
-misshapen weights; :func:`check_training_state` and :func:`load_optimizer_state` check what
-a resumed run takes from it (the epoch, the step, the optimizer, the random states). Each
-problem is one :class:`CheckpointError` line.
+misshapen weights; what only a resumed run takes from it is checked by
+:mod:`epdo.zoo.training.resume_state` (the step, the clock, the random and scaler states)
+and :mod:`epdo.zoo.training.optimizer_state`. Each problem is one :class:`CheckpointError`
+line.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
-import random
 import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,50 +47,18 @@ from .builder import build_model
 from .errors import EpdoError
 from .fileio import atomic_path
 from .spec import Spec, SpecError, load_spec
+from .values import is_int, shape_text, type_name
 
 CHECKPOINT_FORMAT = "epdo-checkpoint/2"
 #: Older formats that :func:`read_checkpoint` upgrades (see the module docstring).
 LEGACY_FORMATS = ("epdo-checkpoint/1",)
 BEST, LAST = "checkpoint-best.pt", "checkpoint-last.pt"
+#: The end of every message about an unusable checkpoint: what to use instead.
+USE_ANOTHER = "use a checkpoint written by epdo train (checkpoint-best.pt or checkpoint-last.pt)"
 
 
 class CheckpointError(EpdoError, ValueError):
     """A checkpoint that cannot be used: missing, truncated, corrupted or not epdo's."""
-
-
-def rng_state() -> dict[str, Any]:
-    """The states of torch (CPU, CUDA), numpy and Python's ``random``, as safe types."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": list(_listify(random.getstate())),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _listify(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_listify(v) for v in value]
-    return value
-
-
-def _tuplify(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuplify(v) for v in value)
-    return value
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(_tuplify(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -185,7 +154,6 @@ def read_checkpoint(source: str | os.PathLike[str], map_location: str = "cpu") -
 
 
 _GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
-_USE_ANOTHER = "use a checkpoint written by epdo train (checkpoint-best.pt or checkpoint-last.pt)"
 
 
 def _unreadable(path: Path, exc: Exception) -> CheckpointError:
@@ -202,7 +170,7 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
             what = lines[0] if lines and "WeightsUnpickler error:" in text else "a pickle opcode"
         return CheckpointError(
             f"{path}: contains code or objects that epdo does not load ({what}); epdo reads "
-            f"checkpoints as plain data only (tensors, numbers, strings): {_USE_ANOTHER}"
+            f"checkpoints as plain data only (tensors, numbers, strings): {USE_ANOTHER}"
         )
     if isinstance(exc, EOFError) or (path.is_file() and path.stat().st_size == 0):
         reason = "the file ends early (empty or cut off)"
@@ -211,40 +179,28 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
         reason = lines[0] if lines else type(exc).__name__
         if len(reason) > 160:  # torch's long explanations: keep the first sentence
             reason = reason.split(". ")[0]
-    return CheckpointError(f"{path}: not a readable checkpoint file ({reason}); {_USE_ANOTHER}")
-
-
-def _kind(value: Any) -> str:
-    return type(value).__name__
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return CheckpointError(f"{path}: not a readable checkpoint file ({reason}); {USE_ANOTHER}")
 
 
 def _check_structure(data: dict[str, Any], path: Path) -> None:
     """The entries every checkpoint needs, with the types epdo relies on."""
 
     def bad(message: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {message}; {_USE_ANOTHER}")
+        return CheckpointError(f"{path}: {message}; {USE_ANOTHER}")
 
     for key in ("spec", "model", "epoch"):
         if key not in data:
             raise bad(f"checkpoint has no {key!r} entry")
     if not isinstance(data["spec"], Mapping):
-        raise bad(f"its 'spec' entry is a {_kind(data['spec'])}, not a mapping")
+        raise bad(f"its 'spec' entry is a {type_name(data['spec'])}, not a mapping")
     model = data["model"]
     if not isinstance(model, Mapping):
-        raise bad(f"its 'model' entry is a {_kind(model)}, not a state dict of tensors")
+        raise bad(f"its 'model' entry is a {type_name(model)}, not a state dict of tensors")
     for key, value in model.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise bad(f"its 'model' entry {key!r} is a {_kind(value)}, not a tensor")
+            raise bad(f"its 'model' entry {key!r} is a {type_name(value)}, not a tensor")
     epoch = data["epoch"]
-    if not _is_int(epoch) or epoch < 0:
+    if not is_int(epoch) or epoch < 0:
         raise bad(f"its 'epoch' entry is {epoch!r}, not a count of epochs (a whole number "
                   "of 0 or more)")
     optimizer = data.get("optimizer")
@@ -256,7 +212,7 @@ def _check_structure(data: dict[str, Any], path: Path) -> None:
                   "and 'param_groups')")
     for key in ("rng", "metrics", "extra"):
         if data.get(key) is not None and not isinstance(data[key], Mapping):
-            raise bad(f"its {key!r} entry is a {_kind(data[key])}, not a mapping")
+            raise bad(f"its {key!r} entry is a {type_name(data[key])}, not a mapping")
     data["metrics"] = dict(data.get("metrics") or {})
     data["extra"] = dict(data.get("extra") or {})
     if not isinstance(data.get("epdo_version", ""), str):
@@ -304,10 +260,10 @@ def checkpoint_classes(data: dict[str, Any], spec: Spec) -> list[str] | None:
     count = spec.plan.num_classes
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise CheckpointError(f"{path}: its recorded class names are not a list of names; "
-                              f"{_USE_ANOTHER}")
+                              f"{USE_ANOTHER}")
     if count is not None and len(names) != count:
         raise CheckpointError(f"{path}: it records {len(names)} class names for a model with "
-                              f"{count} classes; {_USE_ANOTHER}")
+                              f"{count} classes; {USE_ANOTHER}")
     return list(names)
 
 
@@ -316,17 +272,13 @@ def check_epoch(data: dict[str, Any], spec: Spec) -> None:
     if data["epoch"] > spec.train.epochs:
         raise CheckpointError(
             f"{data.get('path')}: says {data['epoch']} epochs were completed but its spec "
-            f"trains {spec.train.epochs}; {_USE_ANOTHER}"
+            f"trains {spec.train.epochs}; {USE_ANOTHER}"
         )
 
 
 def _names(keys: list[str], shown: int = 3) -> str:
     more = len(keys) - shown
     return ", ".join(keys[:shown]) + (f" and {more} more" if more > 0 else "")
-
-
-def _size(shape: torch.Size | tuple[int, ...]) -> str:
-    return "x".join(str(n) for n in shape) or "scalar"
 
 
 def load_weights(model: nn.Module, state: Mapping[str, Any], path: Any) -> None:
@@ -347,7 +299,7 @@ def load_weights(model: nn.Module, state: Mapping[str, Any], path: Any) -> None:
         if not isinstance(got, torch.Tensor):
             continue
         if got.shape != want.shape:
-            shapes.append(f"{key} is {_size(got.shape)}, the model's {_size(want.shape)}")
+            shapes.append(f"{key} is {shape_text(got.shape)}, the model's {shape_text(want.shape)}")
         elif got.is_complex() or got.is_floating_point() != want.is_floating_point():
             kinds.append(f"{key} is {got.dtype}, the model's {want.dtype}")
         elif got.is_floating_point() and not bool(torch.isfinite(got).all()):
@@ -366,160 +318,6 @@ def load_weights(model: nn.Module, state: Mapping[str, Any], path: Any) -> None:
     except (RuntimeError, TypeError, ValueError) as exc:
         detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise CheckpointError(f"{path}: weights do not fit the spec inside: {detail}") from None
-
-
-def check_training_state(data: dict[str, Any]) -> None:
-    """What a resumed run takes from a checkpoint besides the weights (the step within an
-    epoch, the partial sums, the best epoch, the clock, the random and scaler states) has
-    the types the trainer relies on; :class:`CheckpointError` otherwise."""
-    path = data.get("path")
-    extra = data["extra"]
-
-    def bad(what: str, value: Any) -> CheckpointError:
-        shown = repr(value)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        return CheckpointError(
-            f"{path}: its {what} is {shown}, which no epdo run writes; {_USE_ANOTHER}"
-        )
-
-    step = extra.get("step", 0)
-    if not _is_int(step) or step < 0:
-        raise bad("'extra.step' (steps done in the next epoch)", step)
-    partial = extra.get("partial")
-    if partial is not None and not (
-        isinstance(partial, (list, tuple)) and len(partial) == 3
-        and all(_is_number(v) and math.isfinite(v) and v >= 0 for v in partial)
-    ):
-        raise bad("'extra.partial' (three sums)", partial)
-    wall = extra.get("wall_seconds", 0.0)
-    if not _is_number(wall) or not math.isfinite(wall) or wall < 0:
-        raise bad("'extra.wall_seconds'", wall)
-    best = extra.get("best")
-    if best is not None and not (
-        isinstance(best, Mapping) and _is_int(best.get("epoch"))
-        and 1 <= best["epoch"] <= max(data["epoch"], 1)
-        and all(_is_number(best.get(k)) and math.isfinite(best[k])
-                for k in ("test_acc", "test_loss"))
-    ):
-        raise bad("'extra.best' (the best epoch)", best)
-    scaler = extra.get("scaler")
-    if scaler is not None and not (
-        isinstance(scaler, Mapping)
-        and all(isinstance(k, str) and _is_number(v) and math.isfinite(v) and v >= 0
-                for k, v in scaler.items())
-    ):
-        raise bad("'extra.scaler' (the gradient scaler state)", scaler)
-    rng = data.get("rng")
-    if rng is not None:
-        reference = torch.get_rng_state()
-        state = rng.get("torch")
-        if not (isinstance(state, torch.Tensor) and state.dtype == reference.dtype
-                and state.shape == reference.shape):
-            raise bad("'rng.torch' (the random state)", state)
-        cuda = rng.get("cuda", [])
-        if not (isinstance(cuda, (list, tuple)) and all(
-            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1 for t in cuda
-        )):
-            raise bad("'rng.cuda' (the CUDA random states)", cuda)
-
-
-def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, saved: Mapping[str, Any], path: Any
-) -> None:
-    """Load a saved optimizer state after checking it against ``optimizer`` (a fresh one
-    for the same parameters): the same groups and parameter counts, hyperparameters of the
-    same kinds, and per parameter the state entries this optimizer keeps, shaped like the
-    parameter and finite; :class:`CheckpointError` otherwise."""
-
-    def bad(message: str) -> CheckpointError:
-        return CheckpointError(f"{path}: optimizer state does not fit: {message}; "
-                               f"{_USE_ANOTHER}")
-
-    groups, state = saved["param_groups"], saved["state"]
-    fresh = optimizer.state_dict()["param_groups"]
-    if len(groups) != len(fresh):
-        raise bad(f"{len(groups)} parameter groups, the model's optimizer has {len(fresh)}")
-    owner: dict[Any, torch.Tensor] = {}
-    for g, (group, want) in enumerate(zip(groups, fresh, strict=True)):
-        if not isinstance(group, Mapping):
-            raise bad(f"parameter group {g} is a {_kind(group)}, not a mapping")
-        ids = group.get("params")
-        if not isinstance(ids, list) or not all(_is_int(i) for i in ids):
-            raise bad(f"parameter group {g} has no list of parameter ids")
-        if len(ids) != len(want["params"]):
-            raise bad(f"parameter group {g} has {len(ids)} parameters, the model "
-                      f"{len(want['params'])}")
-        for key, value in group.items():
-            if key != "params" and key in want and not _same_kind(value, want[key]):
-                raise bad(f"parameter group {g}: {key} is {value!r}, expected a value like "
-                          f"{want[key]!r}")
-        owner.update(zip(ids, optimizer.param_groups[g]["params"], strict=True))
-    if len(owner) != sum(len(w["params"]) for w in fresh):
-        raise bad("parameter ids repeat")
-    keys = _state_keys(optimizer)
-    for pid, entry in state.items():
-        if pid not in owner:
-            raise bad(f"state for parameter {pid!r}, which no group lists")
-        if not isinstance(entry, Mapping):
-            raise bad(f"state of parameter {pid} is a {_kind(entry)}, not a mapping")
-        lacking = sorted(keys - set(entry))
-        foreign = sorted(str(k) for k, v in entry.items() if k not in keys and v is not None)
-        if entry and (lacking or foreign):
-            raise bad(f"state of parameter {pid} has {sorted(map(str, entry))}, this optimizer "
-                      f"keeps {sorted(keys)}")
-        for key, value in entry.items():
-            problem = _state_value_problem(key, value, owner[pid])
-            if problem:
-                raise bad(f"state {key!r} of parameter {pid} {problem}")
-    try:
-        optimizer.load_state_dict(dict(saved))
-    except Exception as exc:  # torch's own checks, on data already found well-formed
-        detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise bad(detail or type(exc).__name__) from None
-
-
-def _same_kind(value: Any, want: Any) -> bool:
-    """Whether a saved hyperparameter has the kind of the fresh optimizer's (numbers
-    finite; ``None`` where the fresh one has None or a flag)."""
-    if want is None or isinstance(want, bool):
-        return value is None or isinstance(value, bool)
-    if _is_number(want):
-        return _is_number(value) and math.isfinite(value)
-    if isinstance(want, (tuple, list)):
-        return isinstance(value, (tuple, list)) and len(value) == len(want) and all(
-            _same_kind(v, w) for v, w in zip(value, want, strict=True)
-        )
-    if isinstance(want, torch.Tensor):
-        return isinstance(value, torch.Tensor) and value.shape == want.shape
-    return isinstance(value, type(want))
-
-
-def _state_keys(optimizer: torch.optim.Optimizer) -> set[str]:
-    """The state entries ``optimizer``'s class keeps per parameter, learnt from one step
-    of the same kind of optimizer on a throwaway parameter."""
-    accepted = inspect.signature(type(optimizer)).parameters
-    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
-    probe = torch.zeros(1, requires_grad=True)
-    probe.grad = torch.zeros(1)
-    twin = type(optimizer)([probe], **defaults)
-    twin.step()
-    return set(twin.state[probe])
-
-
-def _state_value_problem(key: str, value: Any, param: torch.Tensor) -> str | None:
-    if value is None:
-        return None  # SGD's momentum buffer before its first step
-    if key == "step":
-        number = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        ok = _is_number(number) and math.isfinite(number) and number >= 0
-        return None if ok else f"is {_kind(value)} {value!r:.40}, not a step count"
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        return f"is a {_kind(value)}, not a floating-point tensor"
-    if value.shape != param.shape:
-        return f"is {_size(value.shape)}, the parameter {_size(param.shape)}"
-    if not bool(torch.isfinite(value).all()):
-        return "has NaN or infinite values"
-    return None
 
 
 def load_model(

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..spec import Spec, SpecError, TrainSpec, load_spec
 from ..spec.loader import validate_section
+from ..values import is_number
 from .errors import TrainError
 
 __all__ = [
@@ -86,10 +87,6 @@ def check_workers(workers: Any) -> int:
     return workers
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
@@ -100,7 +97,7 @@ def _check_value(key: str, value: Any, where: str) -> None:
         not math.isfinite(value)
     ):
         raise TrainError(f"{where} must be a finite number, got {value}")
-    if key == "lr" and _is_number(value) and value <= 0:
+    if key == "lr" and is_number(value) and value <= 0:
         raise TrainError(f"{where} must be a number greater than 0, got {value}")
     if isinstance(value, bool) or not isinstance(value, int):
         return

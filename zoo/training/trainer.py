@@ -9,97 +9,62 @@ unbiased estimate. ``checkpoint-last.pt`` is the state to resume from.
 Randomness is derived from ``(seed, epoch)`` (see :mod:`.seeding`), and checkpoints hold
 the model, optimizer and gradient-scaler states, so ``resume=RUN_DIR`` continues exactly: on
 the CPU, 2 epochs in one go and 1 + 1 resumed end with identical weights. A run interrupted
-with Ctrl-C saves the state at the last finished step and resumes from that step (exactly
-in a single process; under torchrun the other ranks' dropout streams restart from a seed).
+with Ctrl-C saves the state at the last finished step, with the global torch generators
+(dropout), and resumes from that step (exactly in a single process; under torchrun the other
+ranks' dropout streams restart from a seed). :mod:`.resume_state` says which random states
+are saved and why those are all.
 
-The run directory is held (locked) by one trainer from before its first file is written to
-the end, and is resumable whatever instant a run was killed at (see :mod:`.rundir`).
-Everything a resumed run takes from its checkpoint is checked first
-(:func:`~epdo.zoo.checkpoint.check_training_state` and its neighbours).
+This module runs the epochs; the other jobs of a run have their own modules: the run folder
+is claimed (locked) by :mod:`.claim` and :mod:`.rundir`, the data is loaded and the spec
+fitted to it by :mod:`.data_setup`, what a resumed run continues from is written, checked
+and read by :mod:`.resume_state` (the optimizer's state by :mod:`.optimizer_state`), and
+what a run reports by :mod:`.run_summary`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
-from epdo import __version__
-
 from ..builder import build_model
-from ..checkpoint import (
-    BEST,
-    LAST,
-    CheckpointError,
-    check_epoch,
-    check_training_state,
-    load_optimizer_state,
-    load_weights,
-    read_checkpoint,
-    rng_state,
-    save_checkpoint,
-)
-from ..spec import Spec, SpecError, load_spec
+from ..checkpoint import BEST, LAST, load_weights, save_checkpoint
+from ..spec import Spec, load_spec
 from .augment import AugmentDraws
+from .claim import RunClaim
 from .config import (
     check_overrides,
     check_train_limits,
     check_workers,
-    fitted_to_data,
     resume_spec,
     with_input,
     with_overrides,
 )
+from .data_setup import LabeledImages, TrainingData, prepare_data
 from .device import Precision, resolve_device, resolve_precision
 from .distributed import DistEnv
 from .errors import NonFiniteLossError, TrainError, TrainingInterrupted
 from .interrupts import StopRequest
 from .loop import Engine, NonFiniteStep
+from .optimizer_state import load_optimizer_state
 from .progress import NullProgress, Progress
-from .rundir import SPEC, RunDir
+from .resume_state import (
+    BestEpoch,
+    RandomState,
+    ResumeState,
+    check_start_step,
+    resume_source,
+)
+from .run_summary import RunFacts, RunResult
+from .rundir import RunDir
 from .sampling import train_batches
 from .schedule import lr_at, make_optimizer, set_lr
 from .seeding import epoch_generator, seed_global
 
-__all__ = ["LabeledImages", "RunResult", "train"]
-
-
-class LabeledImages(Protocol):
-    """What training needs of a dataset (:class:`epdo.zoo.data.ImageDataset` has it)."""
-
-    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
-    labels: torch.Tensor  # (N,) int64
-    classes: list[str]
-    name: str
-
-
-@dataclass
-class RunResult:
-    """What a finished run produced."""
-
-    run_dir: Path
-    spec: Spec
-    epochs: int
-    """Epochs completed."""
-    best_epoch: int | None
-    best_test_acc: float | None
-    final: dict[str, Any] | None
-    """The last epoch's ``metrics.jsonl`` record."""
-    history: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.run_dir / BEST
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.run_dir / LAST
+__all__ = ["train"]
 
 
 def train(
@@ -128,7 +93,8 @@ def train(
 
     The spec's ``train`` section sets the recipe; ``epochs``, ``batch_size`` (per process),
     ``lr``, ``dataset``, ``data_dir`` and ``seed`` override it; ``amp`` True/False overrides its
-    ``precision`` (mixed precision on CUDA / float32). ``resume`` continues the run
+    ``precision`` (mixed precision: on CUDA bf16, or fp16 with a gradient scaler; on the CPU
+    bf16 / float32; see :func:`~.device.resolve_precision`). ``resume`` continues the run
     in that directory from its ``checkpoint-last.pt`` (the spec comes from the checkpoint;
     ``epochs`` may extend it; a run killed before that file was first written continues
     from ``checkpoint-best.pt`` or starts again from its ``spec.yaml``). ``out`` must be a
@@ -164,14 +130,12 @@ def train(
                                 "crop_padding": 0, "resized_crop": None}
     if resume is None and spec_source is None:
         raise TrainError("give a spec to train, or --resume RUN_DIR to continue a run")
-    claim = _Claim(env)
+    claim = RunClaim(env)
     try:
-        checkpoint = None
+        checkpoint = state = None
         if resume is not None:
             claim.take(lambda: RunDir.reopen(resume))
-            checkpoint, base = _resume_source(RunDir.reopen(resume, lock=False))
-            if checkpoint is not None:
-                check_epoch(checkpoint, base)
+            checkpoint, state, base = resume_source(RunDir.reopen(resume, lock=False))
             spec = resume_spec(base, spec_source, **overrides)
             _check_fixed_input(spec, input_size, channels)
             check_train_limits(spec.train)
@@ -184,25 +148,17 @@ def train(
         precision = resolve_precision(amp, dev, spec.train.precision)
         precision.configure()
         report = progress if progress is not None and env.is_main else NullProgress()
-        folder = None
-        if data is not None:
-            train_set, test_set = data
-        elif spec.train.dataset == "folder":
-            record = _data_record(resume)
-            folder = _load_folder(spec, record, skip_bad, memory_budget, workers, report)
-            train_set, test_set = folder.train, folder.test
-        else:
-            train_set, test_set = _load_data(spec)
-        spec = _fit_spec(spec, train_set, folder, report)
+        spec, prepared = prepare_data(spec, data=data, resume=resume, skip_bad=skip_bad,
+                                      memory_budget=memory_budget, workers=workers,
+                                      report=report)
         if workers is None:
-            workers = 0 if folder is None or folder.in_memory else min(4, os.cpu_count() or 1)
-        run = _Run(spec, env=env, device=dev, precision=precision, workers=workers,
+            workers = prepared.default_workers()
+        run = _Run(spec, prepared, env=env, device=dev, precision=precision, workers=workers,
                    progress=report)
-        run.folder = folder
-        run.set_data(train_set, test_set)
         env.init(dev)
         try:
-            result = run.execute(claim=claim, resumed=resume is not None, checkpoint=checkpoint)
+            result = run.execute(claim=claim, resumed=resume is not None,
+                                 checkpoint=checkpoint, state=state)
         except BaseException:
             report.close()
             env.shutdown(barrier=False)
@@ -214,53 +170,6 @@ def train(
         claim.release()
 
 
-class _Claim:
-    """The run directory as rank 0 holds it (locked, see :mod:`.rundir`), or the error that
-    stopped rank 0 from taking it: under torchrun that error is raised on every rank once
-    they can hear of it (:meth:`_Run._open_run_dir`), so no process waits for a failed one;
-    in a single process it is raised at once."""
-
-    def __init__(self, env: DistEnv) -> None:
-        self.env = env
-        self.run_dir: RunDir | None = None
-        self.error: str | None = None
-
-    def take(self, open_run_dir: Any) -> None:
-        if not self.env.is_main:
-            return
-        try:
-            self.run_dir = open_run_dir()
-        except TrainError as exc:
-            if not self.env.enabled:
-                raise
-            self.error = str(exc)
-
-    def release(self) -> None:
-        if self.run_dir is not None:
-            self.run_dir.release()
-
-
-def _resume_source(run_dir: RunDir) -> tuple[dict[str, Any] | None, Spec]:
-    """What a resumed run starts from: its checkpoint and the checkpoint's spec, or, for a
-    run killed before its first checkpoint, no checkpoint and the run's ``spec.yaml`` (the
-    run starts again at epoch 0)."""
-    path = run_dir.resume_checkpoint()
-    if path is not None:
-        checkpoint = read_checkpoint(path)
-        check_training_state(checkpoint)
-        try:
-            spec = load_spec(checkpoint["spec"])
-        except SpecError as exc:
-            raise CheckpointError(f"{path}: the spec inside is invalid: {exc}") from exc
-        return checkpoint, spec
-    if run_dir.holds_run_spec():
-        return None, load_spec(run_dir.spec)
-    raise CheckpointError(
-        f"{run_dir.path}: nothing to resume (no {LAST}, {BEST} or run {SPEC}); start the run "
-        f"again with: epdo train SPEC --out {run_dir.path}"
-    )
-
-
 def _check_fixed_input(spec: Spec, size: Any, channels: int | None) -> None:
     """A resumed run keeps its input (the network depends on it)."""
     given = [f for f, v in (("--input-size", size), ("--channels", channels)) if v is not None]
@@ -270,126 +179,26 @@ def _check_fixed_input(spec: Spec, size: Any, channels: int | None) -> None:
                          "start a new run to change it")
 
 
-def _data_record(resume: str | os.PathLike[str] | None) -> dict[str, Any] | None:
-    """The ``data.json`` of the run being resumed, if it has one."""
-    if resume is None:
-        return None
-    from ..data.folder_dataset import read_record
-
-    path = RunDir(resume).data
-    return read_record(path) if path.is_file() else None
-
-
-def _load_folder(spec: Spec, record: dict[str, Any] | None, skip_bad: bool,
-                 budget: str | int | None, workers: int | None, report: Progress) -> Any:
-    """The spec's folder dataset, decoded as the spec's input says, its notes reported."""
-    from ..data import DataError
-    from ..data.folder_dataset import load_folder, memory_budget
-    from ..data.folder_images import PixelSettings
-
-    t, inp = spec.train, spec.input
-    if not t.data_dir:
-        raise DataError(f"spec {spec.name!r} trains on a folder of images: give it with "
-                        "--dataset folder:PATH (one subfolder per class)")
-    if inp.channels not in (1, 3):
-        raise TrainError(f"a folder dataset is read as 1 (grayscale) or 3 (RGB) channels, "
-                         f"but spec {spec.name!r} has {inp.channels}; use --channels 1 or 3")
-    if record is not None and record["classes"] and record.get("input") != {
-            "channels": inp.channels, "size": list(inp.size), "fit": inp.fit}:
-        raise TrainError("the run's data.json was decoded for another input than its spec's; "
-                         "start a new run")
-    settings = PixelSettings(inp.channels, (inp.height, inp.width), inp.fit)
-    folder = load_folder(t.data_dir, settings, seed=t.seed, test_fraction=t.test_fraction,
-                         skip_bad=skip_bad, budget=memory_budget(budget), workers=workers,
-                         record=record, progress=report.data_progress)
-    for line in folder.notes:
-        report.note(line)
-    return folder
-
-
-def _fit_spec(spec: Spec, train_set: LabeledImages, folder: Any, report: Progress) -> Spec:
-    """The spec fitted to its data: a folder's number of classes in the head, and ``auto``
-    statistics computed on the training split."""
-    classes = None
-    if folder is not None:
-        classes = len(folder.classes)
-        if spec.plan.num_classes != classes:
-            report.note(f"the head predicts the folder's {classes} classes (spec "
-                        f"{spec.name!r} says {spec.plan.num_classes})")
-    mean = std = None
-    if not spec.input.statistics_known:
-        if folder is not None:
-            mean, std = folder.mean, folder.std
-        else:
-            from ..data.statistics import channel_statistics
-
-            mean, std = channel_statistics(train_set.images)
-        report.note("input statistics of the training split: mean "
-                    + ", ".join(f"{m:.4f}" for m in mean) + "; std "
-                    + ", ".join(f"{v:.4f}" for v in std))
-    return fitted_to_data(spec, classes=classes, mean=mean, std=std)
-
-
-def _load_data(spec: Spec) -> tuple[LabeledImages, LabeledImages]:
-    from ..data import load_dataset
-
-    t = spec.train
-    return load_dataset(t.dataset, "train", t.data_dir), load_dataset(t.dataset, "test", t.data_dir)
-
-
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
 class _Run:
     """The state of one training run (one process)."""
 
     def __init__(
-        self, spec: Spec, *, env: DistEnv, device: torch.device, precision: Precision,
-        workers: int, progress: Progress,
+        self, spec: Spec, data: TrainingData, *, env: DistEnv, device: torch.device,
+        precision: Precision, workers: int, progress: Progress,
     ) -> None:
-        self.spec, self.env, self.device, self.precision = spec, env, device, precision
-        self.workers, self.progress = workers, progress
+        self.spec, self.data, self.env, self.device = spec, data, env, device
+        self.precision, self.workers, self.progress = precision, workers, progress
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
+        self.best: BestEpoch | None = None
         self.completed = 0
         self.wall_before = 0.0
         self.started = time.perf_counter()
-        self.folder: Any = None  # a folder dataset's FolderData (its record goes to data.json)
 
     # ------------------------------------------------------------------ setup
 
-    def set_data(self, train_set: LabeledImages, test_set: LabeledImages) -> None:
-        """Check the datasets against the spec's input and classes; keep their tensors."""
-        inp, name = self.spec.input, self.spec.name
-        expected = (inp.channels, inp.height, inp.width)
-        classes = _num_classes(self.spec)
-        for split, ds in (("train", train_set), ("test", test_set)):
-            shape = tuple(ds.images.shape[1:])
-            if len(ds.images.shape) != 4 or shape != expected:
-                raise TrainError(
-                    f"dataset {ds.name!r} ({split}) has images of shape {_shape(shape)} but spec "
-                    f"{name!r} expects {_shape(expected)}; choose a matching --dataset or spec"
-                )
-            if len(ds.labels) != len(ds.images) or len(ds.images) == 0:
-                raise TrainError(
-                    f"dataset {ds.name!r} ({split}) has no images or mismatched labels"
-                )
-            top = int(ds.labels.max())
-            if top >= classes or int(ds.labels.min()) < 0:
-                raise TrainError(
-                    f"dataset {ds.name!r} ({split}) has label {top} but spec {name!r} has "
-                    f"{classes} classes; choose a matching --dataset or spec"
-                )
-        self.train_set, self.test_set = train_set, test_set
-        self.train_images = _as_inputs(train_set.images)
-        self.train_labels = train_set.labels.long().contiguous()
-        self.test_images = _as_inputs(test_set.images)
-        self.test_labels = test_set.labels.long().contiguous()
-
-    def _build(self, checkpoint: dict[str, Any] | None) -> None:
+    def _build(self, checkpoint: dict[str, Any] | None, state: ResumeState | None) -> None:
+        """The model (initial or checkpoint weights, on the device), its optimizer and the
+        engine, with the checkpoint's optimizer and gradient-scaler states."""
         t = self.spec.train
         torch.manual_seed(t.seed)  # the initial weights
         model: nn.Module = build_model(self.spec)
@@ -417,56 +226,44 @@ class _Run:
             model, optimizer, device=self.device, precision=self.precision, dist=self.env,
             workers=self.workers,
         )
-        scaler = (checkpoint.get("extra") or {}).get("scaler") if checkpoint else None
-        if scaler and self.engine.scaler.is_enabled():
-            try:
-                self.engine.scaler.load_state_dict(dict(scaler))
-            except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"{checkpoint['path']}: gradient scaler state does not fit: {exc}"
-                ) from None
+        if state is not None:
+            state.load_scaler(self.engine.scaler)
 
-    def _open_run_dir(self, claim: _Claim, resumed: bool) -> None:
-        """Every rank learns the run directory that rank 0 holds, or the error that stopped
-        rank 0 from taking it (so no process waits for one that has failed); rank 0 writes
-        the spec and cuts the metrics back to the checkpoint's epochs."""
-        path = str(claim.run_dir.path) if claim.run_dir is not None else None
-        path, error = self.env.broadcast((path, claim.error))
-        if error is not None:
-            raise TrainError(error)
-        self.run_dir = claim.run_dir if claim.run_dir is not None else RunDir(path)
+    def _open_run_dir(self, claim: RunClaim, resumed: bool) -> None:
+        """Every rank learns the run directory that rank 0 holds (:meth:`RunClaim.share`);
+        rank 0 writes the spec and cuts the metrics back to the checkpoint's epochs."""
+        self.run_dir = claim.share()
         if self.env.is_main:
             self.run_dir.write_spec(self.spec.resolved())
-            if self.folder is not None:
-                self.run_dir.write_data(self.folder.record())
+            if self.data.folder is not None:
+                self.run_dir.write_data(self.data.folder.record())
             self.history = self.run_dir.truncate_metrics(self.completed) if resumed else []
 
     # ------------------------------------------------------------------ the run
 
     def execute(
-        self, *, claim: _Claim, resumed: bool, checkpoint: dict[str, Any] | None
+        self, *, claim: RunClaim, resumed: bool, checkpoint: dict[str, Any] | None,
+        state: ResumeState | None,
     ) -> RunResult:
         start_step, partial = 0, (0.0, 0.0, 0.0)
-        if checkpoint is not None:
-            extra = checkpoint.get("extra") or {}
-            self.completed = int(checkpoint["epoch"])
-            self.best = extra.get("best")
-            self.wall_before = float(extra.get("wall_seconds", 0.0))
-            start_step = int(extra.get("step", 0))
-            partial = tuple(float(v) for v in extra.get("partial") or partial)
+        if state is not None:
+            self.completed, self.best = state.epoch, state.best
+            self.wall_before, start_step = state.wall_seconds, state.step
+            partial = state.partial or partial
             if self.env.enabled and not self.env.is_main:
                 partial = (0.0, 0.0, 0.0)
         if start_step:
-            self._check_start_step(start_step, checkpoint)
-        self._build(checkpoint)
+            check_start_step(state, self.spec, len(self.data.train_images), self.env)
+        self._build(checkpoint, state)
         self._open_run_dir(claim, resumed)
-        self.progress.run_started(self._info(checkpoint is not None, start_step))
-        t = self.spec.train
+        self.facts = RunFacts(self.spec, self.run_dir, self.data, self.device, self.precision,
+                              self.env.world_size, self.parameters)
+        self.progress.run_started(self.facts.started(
+            resumed=checkpoint is not None, start_epoch=self.completed, start_step=start_step))
         with StopRequest() as stop:
             try:
-                for epoch in range(self.completed, t.epochs):
-                    resumed_rng = checkpoint.get("rng") if start_step and checkpoint else None
-                    self._epoch(epoch, start_step, partial, resumed_rng, stop)
+                for epoch in range(self.completed, self.spec.train.epochs):
+                    self._epoch(epoch, start_step, partial, state, stop)
                     start_step, partial = 0, (0.0, 0.0, 0.0)
                     if self._stop_agreed(stop):
                         raise KeyboardInterrupt
@@ -475,73 +272,58 @@ class _Run:
             except KeyboardInterrupt:
                 raise self._interrupted() from None
         summary = self._write_summary("completed")
-        return self._result(summary)
-
-    def _check_start_step(self, start_step: int, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint saved within an epoch holds fewer steps than that epoch has."""
-        t, env = self.spec.train, self.env
-        steps = len(train_batches(len(self.train_images), t.batch_size,
-                                  epoch_generator(t.seed, self.completed, "shuffle"),
-                                  env.rank, env.world_size))
-        if start_step > steps:
-            raise CheckpointError(
-                f"{checkpoint['path']}: says {start_step} steps of epoch {self.completed + 1} "
-                f"were done, but that epoch has {steps} here; resume it with the data and "
-                "number of processes it was trained with"
-            )
+        return self.facts.result(completed=self.completed, best=self.best,
+                                 history=self.history, summary=summary)
 
     def _stop_agreed(self, stop: StopRequest) -> bool:
         """Whether any process has a pending Ctrl-C (all processes get the same answer)."""
         flag = torch.tensor([-int(stop.requested)], device=self.device)
         return bool(self.env.min_(flag).item() < 0)
 
+    def _seed_dropout(self, epoch: int, start_step: int, state: ResumeState | None) -> None:
+        """The global torch generators (dropout) for ``epoch`` from ``start_step`` on: the
+        checkpoint's states when resuming within an epoch on rank 0, else derived seeds."""
+        t, env = self.spec.train, self.env
+        if start_step and state is not None and state.rng is not None and env.is_main:
+            state.restore_rng(self.device)  # the dropout stream where it stopped
+        elif start_step:
+            seed_global(t.seed, epoch, "dropout", env.rank, "step", start_step)
+        else:
+            seed_global(t.seed, epoch, "dropout", env.rank)
+
     def _epoch(
         self, epoch: int, start_step: int, partial: tuple[float, ...],
-        resumed_rng: dict[str, Any] | None, stop: StopRequest,
+        state: ResumeState | None, stop: StopRequest,
     ) -> None:
-        t, env = self.spec.train, self.env
+        t, env, data = self.spec.train, self.env, self.data
         lr = lr_at(epoch, t.lr, t.lr_milestones)
         set_lr(self.optimizer, lr)
         self.lr = lr
-        n = len(self.train_images)
+        n = len(data.train_images)
         batches = train_batches(
             n, t.batch_size, epoch_generator(t.seed, epoch, "shuffle"), env.rank, env.world_size
         )
         self.steps = len(batches)
         draws = AugmentDraws.draw(t.augment, n, epoch_generator(t.seed, epoch, "augment"))
-        if start_step and resumed_rng is not None and env.is_main:
-            try:  # the dropout stream where it stopped (types checked on reading)
-                torch.set_rng_state(resumed_rng["torch"])
-                cuda_states = resumed_rng.get("cuda") or []
-                if self.device.type == "cuda" and self.device.index < len(cuda_states):
-                    torch.cuda.set_rng_state(cuda_states[self.device.index], self.device)
-            except (RuntimeError, ValueError, TypeError) as exc:
-                raise CheckpointError(
-                    f"{self.run_dir.path}: the checkpoint's random state does not fit: "
-                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-                ) from None
-        elif start_step:
-            seed_global(t.seed, epoch, "dropout", env.rank, "step", start_step)
-        else:
-            seed_global(t.seed, epoch, "dropout", env.rank)
+        self._seed_dropout(epoch, start_step, state)
         self.progress.epoch_started(epoch + 1, t.epochs, len(batches), lr)
         began = time.perf_counter()
         stats = self.engine.train_epoch(
-            self.train_images, self.train_labels, batches, draws, start_step=start_step,
+            data.train_images, data.train_labels, batches, draws, start_step=start_step,
             start_sums=partial, progress=self.progress, stop=stop,
         )
         self.progress.evaluating(0)
         test_loss, test_acc = self.engine.evaluate(
-            self.test_images, self.test_labels, max(t.batch_size, 256)
+            data.test_images, data.test_labels, max(t.batch_size, 256)
         )
         record = {
             "epoch": epoch + 1, "lr": lr, "train_loss": stats.loss, "train_acc": stats.accuracy,
             "test_loss": test_loss, "test_acc": test_acc,
             "images_per_s": stats.images_per_s, "seconds": time.perf_counter() - began,
         }
-        is_best = self.best is None or test_acc > self.best["test_acc"]
+        is_best = self.best is None or test_acc > self.best.test_acc
         if is_best:
-            self.best = {"epoch": epoch + 1, "test_acc": test_acc, "test_loss": test_loss}
+            self.best = BestEpoch(epoch + 1, test_acc, test_loss)
         self.history.append(record)
         if env.is_main:
             self._save_epoch(record, is_best)
@@ -551,24 +333,27 @@ class _Run:
 
     # ------------------------------------------------------------------ files
 
-    def _extra(self, **more: Any) -> dict[str, Any]:
-        return {
-            "best": self.best, "step": 0, "partial": None, "interrupted": False,
-            "scaler": self.engine.scaler.state_dict() if self.engine.scaler.is_enabled() else None,
-            "wall_seconds": self._wall(), "world_size": self.env.world_size,
-            "torch_version": str(torch.__version__), "classes": list(self.train_set.classes),
-            **more,
-        }
+    def _state(self, **more: Any) -> ResumeState:
+        """The resume state now (``more``: the step, partial sums and interruption)."""
+        scaler = self.engine.scaler
+        return ResumeState(
+            best=self.best, scaler=scaler.state_dict() if scaler.is_enabled() else None,
+            wall_seconds=self._wall(), world_size=self.env.world_size,
+            classes=tuple(self.data.classes), rng=RandomState.capture(), **more,
+        )
+
+    def _save(self, name: str, epoch: int, metrics: dict[str, Any], state: ResumeState) -> None:
+        save_checkpoint(self.run_dir.checkpoint(name), model=self.model, spec=self.spec,
+                        epoch=epoch, optimizer=self.optimizer, metrics=metrics,
+                        **state.payload())
 
     def _save_epoch(self, record: dict[str, Any], is_best: bool) -> None:
-        rd, epoch = self.run_dir, record["epoch"]
-        rd.append_metrics(record)
-        extra = self._extra()
+        epoch = record["epoch"]
+        self.run_dir.append_metrics(record)
+        state = self._state()
         if is_best:
-            save_checkpoint(rd.checkpoint(BEST), model=self.model, spec=self.spec, epoch=epoch,
-                            optimizer=self.optimizer, rng=rng_state(), metrics=record, extra=extra)
-        save_checkpoint(rd.checkpoint(LAST), model=self.model, spec=self.spec, epoch=epoch,
-                        optimizer=self.optimizer, rng=rng_state(), metrics=record, extra=extra)
+            self._save(BEST, epoch, record, state)
+        self._save(LAST, epoch, record, state)
         self.completed = epoch
         self._write_summary("running" if epoch < self.spec.train.epochs else "completed")
 
@@ -580,13 +365,9 @@ class _Run:
         if bad is not None:
             return self._non_finite(bad)
         if self.env.is_main:
-            sums = engine.sums.tolist() if step else None
-            save_checkpoint(
-                last, model=self.model, spec=self.spec, epoch=self.completed,
-                optimizer=self.optimizer, rng=rng_state(),
-                metrics=self.history[-1] if self.history else {},
-                extra=self._extra(interrupted=True, step=step, partial=sums),
-            )
+            sums = tuple(engine.sums.tolist()) if step else None
+            state = self._state(interrupted=True, step=step, partial=sums)
+            self._save(LAST, self.completed, self.history[-1] if self.history else {}, state)
             self._write_summary("interrupted")
         saved = last if self.env.is_main else None  # other ranks report nothing
         return TrainingInterrupted(self.run_dir.path, saved, self.completed, step)
@@ -604,83 +385,9 @@ class _Run:
     def _wall(self) -> float:
         return self.wall_before + time.perf_counter() - self.started
 
-    def _info(self, resumed: bool, start_step: int) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir.path), "spec": self.spec.name,
-            "parameters": self.parameters, "dataset": self.train_set.name,
-            "train_images": len(self.train_images), "test_images": len(self.test_images),
-            "device": _describe(self.device), "precision": self.precision.name,
-            "batch_size": self.spec.train.batch_size, "world_size": self.env.world_size,
-            "epochs": self.spec.train.epochs, "resumed": resumed,
-            "start_epoch": self.completed, "start_step": start_step,
-        }
-
     def _write_summary(self, status: str) -> dict[str, Any]:
-        t = self.spec.train
-        speeds = [r["images_per_s"] for r in self.history if r["images_per_s"] > 0]
-        summary = {
-            "spec": self.spec.name,
-            "status": status,
-            "run_dir": str(self.run_dir.path),
-            "dataset": {
-                "name": self.train_set.name,
-                "source": str(getattr(self.train_set, "source", "")),
-                "train_images": len(self.train_images),
-                "test_images": len(self.test_images),
-                "classes": list(self.train_set.classes),
-                **self._folder_summary(),
-            },
-            "epochs": t.epochs,
-            "epochs_completed": self.completed,
-            "best_epoch": self.best["epoch"] if self.best else None,
-            "best_test_acc": self.best["test_acc"] if self.best else None,
-            "final": self.history[-1] if self.history else None,
-            "device": _describe(self.device),
-            "precision": self.precision.name,
-            "world_size": self.env.world_size,
-            "batch_size_per_process": t.batch_size,
-            "parameters": self.parameters,
-            "wall_seconds": self._wall(),
-            "mean_images_per_s": sum(speeds) / len(speeds) if speeds else None,
-            "epdo_version": __version__,
-            "torch_version": str(torch.__version__),
-        }
+        summary = self.facts.summary(status=status, completed=self.completed, best=self.best,
+                                     history=self.history, wall_seconds=self._wall())
         if self.env.is_main:
             self.run_dir.write_summary(summary)
         return summary
-
-    def _folder_summary(self) -> dict[str, Any]:
-        f = self.folder
-        if f is None:
-            return {}
-        return {"layout": f.layout, "in_memory": f.in_memory, "skipped": len(f.skipped),
-                "record": str(self.run_dir.data), "files": f.info}
-
-    def _result(self, summary: dict[str, Any]) -> RunResult:
-        return RunResult(
-            run_dir=self.run_dir.path, spec=self.spec, epochs=self.completed,
-            best_epoch=self.best["epoch"] if self.best else None,
-            best_test_acc=self.best["test_acc"] if self.best else None,
-            final=self.history[-1] if self.history else None,
-            history=list(self.history), summary=summary,
-        )
-
-
-def _num_classes(spec: Spec) -> int:
-    """The number of classes of a spec's head (a classifier is needed to train)."""
-    classes = spec.plan.num_classes
-    if classes is None:
-        raise TrainError(f"spec {spec.name!r} has no head layer: training needs a classifier")
-    return classes
-
-
-def _as_inputs(images: Any) -> Any:
-    """A split's images as the loaders take them: uint8 pixels and streamed files as they
-    are (converted on the device), other tensors as contiguous float32."""
-    if isinstance(images, torch.Tensor) and images.dtype != torch.uint8:
-        return images.float().contiguous()
-    return images
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "x".join(str(s) for s in shape)
