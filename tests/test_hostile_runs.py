@@ -9,6 +9,8 @@ kill can leave are built by hand from a finished run.
 
 from __future__ import annotations
 
+import argparse
+import collections
 import json
 import os
 import shutil
@@ -391,6 +393,27 @@ def test_pickle_refusals_name_the_global_and_give_no_unsafe_advice(tmp_path) -> 
         text = str(info.value)
         assert name in text and "does not load" in text and "\n" not in text
         assert "weights_only" not in text and "truncated" not in text
+
+
+class Ordered(collections.OrderedDict):
+    """A mapping subclass: a global that weights_only refuses, though it looks like data."""
+
+
+def test_torch_lists_every_unsafe_global_of_a_checkpoint(tmp_path, monkeypatch) -> None:
+    """Where torch can list a checkpoint's unsafe globals
+    (``get_unsafe_globals_in_checkpoint``), the one line names all of them; without that
+    listing, the first one, from torch.load's refusal."""
+    path = tmp_path / "globals.pt"
+    torch.save({"format": "epdo-checkpoint/2", "model": Ordered(w=torch.zeros(1)),
+                "extra": argparse.Namespace(seed=1)}, path)
+    if hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+        line = refused(["eval", path], names=(str(path), "Ordered", "argparse.Namespace"))
+        assert "the globals " in line and "does not load" in line
+        monkeypatch.delattr(torch.serialization, "get_unsafe_globals_in_checkpoint")
+    line = refused(["eval", path], names=(str(path), "Ordered", "does not load"))
+    assert "argparse" not in line and "weights_only" not in line
+    with pytest.raises(CheckpointError, match="Ordered"):
+        read_checkpoint(path)
 
 
 def test_truncated_and_empty_checkpoints_are_one_line(tmp_path, finished) -> None:

@@ -162,7 +162,11 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
     text = str(exc)
     if "Weights only load failed" in text or "WeightsUnpickler" in text:
         found = _GLOBAL.search(text)
-        if found:
+        listed = _unsafe_globals(path)
+        if listed:
+            what = ("the global " if len(listed) == 1 else "the globals ") + _names(
+                [repr(name) for name in listed])
+        elif found:
             what = f"the global {found.group(1)!r}"
         else:
             after = text.split("WeightsUnpickler error:", 1)[-1]
@@ -180,6 +184,23 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
         if len(reason) > 160:  # torch's long explanations: keep the first sentence
             reason = reason.split(". ")[0]
     return CheckpointError(f"{path}: not a readable checkpoint file ({reason}); {USE_ANOTHER}")
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The globals the pickle in ``path`` needs that ``torch.load(weights_only=True)`` does
+    not allow, as torch itself lists them (``get_unsafe_globals_in_checkpoint``, torch 2.5
+    and later; it reads the pickle's opcodes and runs nothing), in the file's order; [] where
+    this torch has no such listing or cannot list this file."""
+    lister = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if lister is None:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            names = lister(path)
+    except Exception:  # an unreadable archive: the message falls back to torch.load's text
+        return []
+    return [name for name in dict.fromkeys(names) if isinstance(name, str) and name]
 
 
 def _check_structure(data: dict[str, Any], path: Path) -> None:
