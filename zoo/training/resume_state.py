@@ -42,7 +42,7 @@ import torch
 
 from ..checkpoint import BEST, LAST, USE_ANOTHER, CheckpointError, check_epoch, read_checkpoint
 from ..spec import Spec, SpecError, load_spec
-from ..values import is_finite_number, is_int, shown
+from ..values import first_line, is_finite_number, is_int, shown
 from .distributed import DistEnv
 from .rundir import SPEC, RunDir
 from .sampling import train_batches
@@ -60,6 +60,7 @@ class BestEpoch:
     test_loss: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's ``extra["best"]`` entry."""
         return {"epoch": self.epoch, "test_acc": self.test_acc, "test_loss": self.test_loss}
 
 
@@ -198,9 +199,8 @@ class ResumeState:
             if device.type == "cuda" and (device.index or 0) < len(self.rng.cuda):
                 torch.cuda.set_rng_state(self.rng.cuda[device.index or 0], device)
         except (RuntimeError, ValueError, TypeError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise CheckpointError(
-                f"{self.path}: the checkpoint's random state does not fit: {reason}"
+                f"{self.path}: the checkpoint's random state does not fit: {first_line(exc)}"
             ) from None
 
     def load_scaler(self, scaler: torch.amp.GradScaler) -> None:
