@@ -20,10 +20,7 @@ ROWS = (
     ("build_warm_s", "build, warm", "s", "{:.3f}"),
     ("train_images_per_s", "training step (fwd + bwd + Adam)", "images/s", "{:.1f}"),
     ("infer_eager_images_per_s", "inference, PyTorch eager", "images/s", "{:.1f}"),
-    ("infer_torchscript_images_per_s", "inference, TorchScript", "images/s", "{:.1f}"),
-    ("infer_onnxruntime_images_per_s", "inference, ONNX Runtime (CPU)", "images/s", "{:.1f}"),
-    ("infer_pt2_images_per_s", "inference, torch.export program (.pt2)", "images/s", "{:.1f}"),
-    ("infer_aoti_images_per_s", "inference, AOTInductor package (CPU)", "images/s", "{:.1f}"),
+    ("exported", "", "", None),  # one row per exported format timed (_format_rows)
     ("train_peak_memory_mb", "peak memory of a training step", "MB", "{:.1f}"),
     ("flops_forward_per_image", "FLOPs per image, forward", "MFLOP", None),
     ("flops_forward_per_image_batch1", "FLOPs per image, forward at batch 1", "MFLOP", None),
@@ -36,6 +33,15 @@ ROWS = (
 )
 
 
+def _format_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str | None]]:
+    """A row for every exported format the report timed, named by the format registry."""
+    from epdo.exporters.formats import all_formats
+
+    return [(f"infer_{f.bench_key}_images_per_s",
+             f"inference, {f.title} ({data.get(f'{f.bench_key}_device', '?')})", "images/s",
+             "{:.1f}") for f in all_formats() if f"infer_{f.bench_key}_images_per_s" in data]
+
+
 def bench_table(data: dict[str, Any]) -> Table:
     """The figures of a report dict as a (figure, value, unit) Rich table."""
     table = Table(title=literal(f"bench {data['spec']} on {data['device']} ({data['threads']} "
@@ -43,7 +49,9 @@ def bench_table(data: dict[str, Any]) -> Table:
     table.add_column("figure", justify="left", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
     table.add_column("unit", justify="left", no_wrap=True)
-    for key, label, unit, fmt in ROWS:
+    rows = [row for key, *rest in ROWS
+            for row in (_format_rows(data) if key == "exported" else [(key, *rest)])]
+    for key, label, unit, fmt in rows:
         value = data.get(key)
         if value is None:
             text = "-"
@@ -66,29 +74,27 @@ def bench_command(
     iters: int = typer.Option(3, "--iters", help="Timed iterations (median) after a warm-up."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object with every figure."),
     no_export: bool = typer.Option(False, "--no-export",
-                                   help="Skip TorchScript, ONNX and torch.export."),
-    aoti: bool = typer.Option(False, "--aoti", help="Also time the AOTInductor package "
-                              "(compiles C++: needs a compiler, takes minutes)."),
+                                   help="Skip the exported formats (eager PyTorch only)."),
+    slow: bool = typer.Option(False, "--all-formats", "--aoti",
+                              help="Also time the formats that take minutes to build (the "
+                              "AOTInductor package: compiles C++, needs a compiler)."),
 ) -> None:
     """Measure build time, training and inference throughput, peak memory and FLOP rates."""
+    from functools import partial
+
     from epdo.zoo.benchmark import run_benchmark
 
     hook = None
-    if aoti and no_export:
-        fail("--aoti times an exported form; drop --no-export")
+    if slow and no_export:
+        fail("--all-formats times exported forms; drop --no-export")
     if not no_export:
         from epdo.exporters.bench import exported_throughputs
+        from epdo.exporters.formats import all_formats
 
-        hook = exported_throughputs
-    if aoti:
-        from functools import partial
-
-        from epdo.exporters.pt2 import find_compiler
-
-        if find_compiler() is None:
-            fail("--aoti compiles C++ code but no C++ compiler was found ($CXX, g++ or c++); "
-                 "install one or drop --aoti")
-        hook = partial(exported_throughputs, aoti=True)
+        if slow:
+            for fmt in all_formats():
+                fmt.require()  # a missing compiler: one line, before anything is timed
+        hook = partial(exported_throughputs, slow=slow)
     report = run_benchmark(spec, batch_size=batch_size, device=device, threads=threads,
                            iters=iters, exported=hook)
     data = report.to_dict()

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from epdo.cli.app import console, fail, print_json, print_note
 from epdo.cli.text import literal
+from epdo.exporters.formats import FORMATS, all_formats
 
 
 def report_table(report: Any) -> Table:
@@ -52,29 +53,26 @@ def export_command(
         None, help="Checkpoint file or run directory; default: the best checkpoint of the "
         "most recent run under runs/."),
     format: str = typer.Option(
-        "onnx", "--format", "-f", help="onnx (onnxruntime), torchscript, pt2 (the torch.export "
-        "program: runs with torch alone) or aoti (its AOTInductor package: compiled code, "
-        "needs a C++ compiler and minutes to build; runs with the same torch on the same kind "
-        "of CPU)."),
+        "onnx", "--format", "-f", help="; ".join(f.summary for f in all_formats()) + "."),
     output: str = typer.Option(None, "--output", "-o",
-                               help="Artifact path; default <spec_name>.onnx|.ts|.pt2|"
-                               ".aoti.pt2 beside the checkpoint."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (>= 17)."),
-    atol: float = typer.Option(1e-4, "--atol", help="Largest accepted abs error of the logits "
-                               "(a finite number >= 0)."),
+                               help="Artifact path; default <spec_name> and the format's "
+                               "suffix, beside the checkpoint."),
+    opset: int = typer.Option(None, "--opset", help="ONNX opset; default and minimum: the "
+                              "exporter's (17)."),
+    atol: float = typer.Option(None, "--atol", help="Largest accepted abs error of the logits "
+                               "(a finite number >= 0); default: the format's (1e-4)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing artifact."),
     runs: str = typer.Option("runs", "--runs", help="Where to look for the latest run."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
-    """Export a trained model to ONNX, TorchScript, a torch.export program or an
-    AOTInductor package, verified against PyTorch."""
+    """Export a trained model to an artifact format, verified against PyTorch: the artifact
+    is loaded as serving loads it and must agree with the model."""
     from epdo.exporters.export import VerificationError, export_model
-    from epdo.exporters.formats import FORMATS
     from epdo.zoo.checkpoint import latest_checkpoint
 
     if format not in FORMATS:
         fail(f"--format {format!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
-    if not math.isfinite(atol) or atol < 0:
+    if atol is not None and (not math.isfinite(atol) or atol < 0):
         fail(f"--atol {atol:g}: the tolerance must be a finite number >= 0")
     if checkpoint is None:
         source = latest_checkpoint(runs)

@@ -1,6 +1,6 @@
 """`epdo list`, `epdo info` and `epdo check`: the zoo's specs, one spec's layers (or an
 exported artifact's metadata), and a randomly initialised model's equivariance (thin layers
-over :mod:`epdo.zoo.catalog`, :mod:`epdo.zoo.summary`, :mod:`epdo.exporters.metadata` and
+over :mod:`epdo.zoo.catalog`, :mod:`epdo.zoo.summary`, :mod:`epdo.exporters.loading` and
 :mod:`epdo.zoo.equivariance`).
 """
 
@@ -66,9 +66,9 @@ def info_command(
     """Layer table, total parameters and forward FLOPs per image of a spec; for an exported
     artifact (.onnx / .ts / .pt2 / .aoti.pt2), its metadata, once its digest and metadata
     are checked."""
-    from epdo.exporters.formats import format_of
+    from epdo.exporters.formats import find_format
 
-    if format_of(spec) is not None:
+    if find_format(spec) is not None:
         _artifact_info(spec, as_json, trust)
         return
     from epdo.zoo import build_model
@@ -102,8 +102,10 @@ def info_command(
 
 def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     """Print the metadata of an exported artifact (one error line if unreadable, tampered or
-    of the wrong types; see :func:`epdo.exporters.metadata.read_metadata`)."""
-    from epdo.exporters.metadata import DIGEST_KEY, read_metadata
+    of the wrong types; see :func:`epdo.exporters.loading.read_metadata`)."""
+    from epdo.exporters.artifact import DIGEST_KEY
+    from epdo.exporters.formats import format_for
+    from epdo.exporters.loading import read_metadata
 
     meta = read_metadata(path, trust=trust)
     ver = meta["epdo.verification"]
@@ -123,7 +125,7 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
         ("group", str(meta["epdo.spec"].get("group", "?"))),
         ("format", f"{ver.get('format')}" + (f", opset {ver['opset']}" if ver.get("opset")
                                             else "")),
-        *_runtime_rows(ver),
+        *format_for(path).runtime_rows(ver),
         ("epdo version", meta["epdo.version"]),
         ("input", f"images (batch, {c}, {h}, {w}) float32 in [0, 1], "
                   f"{meta['epdo.preprocess'].get('color')}; files are fitted by "
@@ -144,21 +146,6 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     for key, value in rows:
         table.add_row(literal(key), literal(value))
     console.print(table)
-
-
-def _runtime_rows(ver: dict) -> list[tuple[str, str]]:
-    """What a torch.export artifact needs to run (none for ONNX and TorchScript)."""
-    torch_version = ver.get("torch_version")
-    if ver.get("format") == "pt2":
-        return [("runs with", f"torch (written by {torch_version}; a release that reads its "
-                              "torch.export format), CPU or CUDA; no compiler")]
-    if ver.get("format") == "aoti":
-        target = ver.get("compiled_for") or {}
-        cpu = " ".join(str(target[k]) for k in ("platform", "machine", "cpu_isa") if k in target)
-        return [("runs with", f"torch {torch_version} (the release that compiled it), on "
-                              f"{cpu or 'the CPU it was compiled for'}; no compiler"),
-                ("contains", "compiled native code: load only packages you built or trust")]
-    return []
 
 
 def check_command(

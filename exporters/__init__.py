@@ -1,35 +1,38 @@
-"""Exporters: ONNX / TorchScript / torch.export artifacts verified against the PyTorch model,
-and serving.
+"""Exporters: artifacts verified against the PyTorch model, and serving them.
 
-``export_model`` writes a verified artifact (inference graph: kernels expanded, BatchNorm
-folded, dropout gone, normalisation inside); ``read_metadata`` reads what it stores;
-``OnnxClassifier`` / ``TorchScriptClassifier`` / ``PT2Classifier`` serve it. onnxruntime
-is imported only when an ONNX artifact is run or verified (install the ``serve`` or
-``serve-gpu`` extra).
+``export_model`` writes a verified artifact in any registered format
+(:mod:`epdo.exporters.formats`: one module per format); ``read_metadata`` reads what an
+artifact stores, after every check; ``load_classifier`` serves one. The names are imported
+on first use, so ``import epdo.exporters.formats`` stays light (onnxruntime is imported only
+when an ONNX artifact is run: install the ``serve`` or ``serve-gpu`` extra).
 """
 
-from epdo.exporters.export import ExportError, ExportReport, VerificationError, export_model
-from epdo.exporters.inference import inference_model
-from epdo.exporters.metadata import ArtifactError, read_metadata
-from epdo.exporters.runtime import (
-    OnnxClassifier,
-    PT2Classifier,
-    ServingError,
-    TorchScriptClassifier,
-    load_classifier,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ArtifactError",
-    "ExportError",
-    "ExportReport",
-    "OnnxClassifier",
-    "PT2Classifier",
-    "ServingError",
-    "TorchScriptClassifier",
-    "VerificationError",
-    "export_model",
-    "inference_model",
-    "load_classifier",
-    "read_metadata",
-]
+import importlib
+from typing import Any
+
+_NAMES = {
+    "ArtifactError": "artifact",
+    "ExportError": "artifact",
+    "ServingError": "artifact",
+    "ExportReport": "export",
+    "VerificationError": "export",
+    "export_model": "export",
+    "inference_model": "inference",
+    "read_metadata": "loading",
+    "Classifier": "runtime",
+    "OnnxClassifier": "runtime",
+    "PT2Classifier": "runtime",
+    "TorchScriptClassifier": "runtime",
+    "load_classifier": "runtime",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported from their modules on first use."""
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)

@@ -1,19 +1,17 @@
-"""Export a zoo model to ONNX, TorchScript or torch.export (``.pt2`` program, ``.aoti.pt2``
-AOTInductor package), verified before it is declared good.
+"""Export a zoo model to any registered artifact format, verified before it is declared
+good.
 
-``export_model`` builds the inference graph (:mod:`epdo.exporters.inference`), writes it
-to a temporary file beside the target, runs that file (ONNX in onnxruntime on the CPU,
-TorchScript through ``torch.jit.load``, ``.pt2`` / ``.aoti.pt2`` loaded as serving loads
-them, :mod:`epdo.exporters.pt2`) on random and real test images at batch sizes 1
-and 7 (one artifact, dynamic batch; fewer real images when fewer are asked for),
-compares its logits with the PyTorch model's, checks invariance under 90 degree rotations
-when the group contains them, writes the metadata
-(:mod:`epdo.exporters.metadata`) with the verification figures and the artifact's SHA-256
-digest (``epdo.verification.graph_sha256``: of the ONNX graph, or of the TorchScript,
-``.pt2`` or ``.aoti.pt2`` archive's entries, which every reader checks), reads it back
-through the same checks, and
-only then renames the file onto the target. A failed verification raises
-:class:`VerificationError` and leaves nothing at the target.
+``export_model`` builds the inference graph (:mod:`epdo.exporters.inference`), has the
+format build and seal it (:mod:`epdo.exporters.formats`: metadata and digest inside), writes
+it to a temporary file beside the target, and loads that file exactly as serving loads it
+(:func:`epdo.exporters.runtime.load_classifier`: read once, inspected, digest checked, on
+the CPU). It runs the loaded artifact on random and real test images at batch sizes 1 and 7
+(one artifact, dynamic batch; fewer real images when fewer are asked for), compares its
+logits with the PyTorch model's, and checks invariance under 90 degree rotations when the
+group contains them. Then the figures go into the metadata, the artifact is sealed again
+(its digest must not change: the model bytes are the ones that were verified), read back
+through the same checks, and only then renamed onto the target. A failed verification
+raises :class:`VerificationError` and leaves nothing at the target.
 
 Error figures: ``max_abs = max |a - r|`` and ``max_rel = max |a - r| / max |r|`` over the
 logits ``a`` of the artifact and ``r`` of the PyTorch model; ``agreement`` is the fraction
@@ -26,7 +24,6 @@ import functools
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,20 +36,12 @@ from torch import nn
 from epdo.zoo.fileio import atomic_path
 from epdo.zoo.spec import Spec
 
-from .formats import AOTI, FORMATS, ONNX, PT2, suffix_of
+from .artifact import ArtifactError, ExportError, build_metadata
+from .formats import ArtifactFormat, format_named
 from .inference import inference_model
-from .metadata import (
-    ArtifactError,
-    ExportError,
-    build_metadata,
-    encode_onnx_props,
-    graph_digest,
-    read_metadata,
-    save_torchscript,
-)
+from .loading import read_metadata
 
 BATCHES = (1, 7)
-MIN_OPSET = 17
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -83,7 +72,6 @@ class ExportReport:
     path: str
     spec_name: str
     source: str | None
-    opset: int | None
     atol: float
     real_images: str
     checks: list[Check] = field(default_factory=list)
@@ -91,7 +79,17 @@ class ExportReport:
     export_seconds: float = 0.0
     verify_seconds: float = 0.0
     graph_sha256: str | None = None
-    torch_version: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def opset(self) -> int | None:
+        """The ONNX opset (None for the other formats)."""
+        return self.notes.get("opset")
+
+    @property
+    def torch_version(self) -> str | None:
+        """The torch that wrote a ``torch.export`` artifact (None for the others)."""
+        return self.notes.get("torch_version")
 
     @property
     def max_abs(self) -> float:
@@ -122,12 +120,12 @@ class ExportReport:
             "rotation_max_rel": self.rotation_max_rel,
             "real_images": self.real_images,
             "checks": [asdict(c) for c in self.checks],
-            "passed": self.passed,
         }
+        if self.checks:  # not before the artifact ran
+            out["passed"] = self.passed
+        out.update({k: v for k, v in self.notes.items() if k != "opset"})
         if self.graph_sha256 is not None:
             out["graph_sha256"] = self.graph_sha256
-        if self.torch_version is not None:  # .pt2 / .aoti.pt2: the torch that wrote it
-            out["torch_version"] = self.torch_version
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,69 +185,21 @@ def real_test_images(spec: Spec, n: int,
     return images[:n].clone(), desc
 
 
-# --------------------------------------------------------------------------- writers
+# --------------------------------------------------------------------------- the loaded artifact
 
 
-def write_onnx(module: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
-    """``module`` as an ONNX graph at ``path``: the TorchScript exporter (dynamic batch,
-    input ``images``, output ``logits``), then every Neural ePDO product placeholder
-    expanded into standard operators (:mod:`.onnx_product`)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            path,
-            dynamo=False,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-            custom_opsets={"epdo": 1},
-        )
-    import onnx
+def _runner(path: Path, fmt: ArtifactFormat) -> Runner:
+    """Logits of the artifact written at ``path``, loaded exactly as serving loads it
+    (:func:`~epdo.exporters.runtime.load_classifier` on the CPU; a native-code format is
+    trusted: this export built it)."""
+    from .runtime import load_classifier
 
-    from .onnx_product import expand_stencil_products
-
-    proto = onnx.load(path)
-    if expand_stencil_products(proto):
-        onnx.save(proto, path)
-
-
-def _onnx_runner(path: str) -> Runner:
-    import onnxruntime as ort
-
-    from .ort_options import session_options
-
-    session = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
+    classifier = load_classifier(path, provider="cpu", trust=fmt.native_code)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        (out,) = session.run(["logits"], {"images": x.numpy().astype(np.float32)})
-        return torch.from_numpy(out)
+        return torch.from_numpy(np.array(classifier.session.run(x.numpy().astype(np.float32))))
 
     return run
-
-
-def _write_torchscript(module: nn.Module, example: torch.Tensor, path: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module, (example,), check_trace=False)
-        torch.jit.save(traced, path)
-
-
-def _ts_runner(path: str) -> tuple[Runner, torch.jit.ScriptModule]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        loaded = torch.jit.load(path, map_location="cpu")
-    loaded.eval()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        # the profiling executor's warm-up runs would only slow the verification down
-        with torch.no_grad(), torch.jit.optimized_execution(False):
-            return loaded(x)
-
-    return run, loaded
 
 
 # --------------------------------------------------------------------------- verification
@@ -320,16 +270,38 @@ def _resolve_source(source: Any) -> tuple[nn.Module, Spec, Path | None, list[str
 
 
 def default_path(checkpoint: Path, spec: Spec, format: str) -> Path:
-    """``<spec_name>.onnx`` / ``.ts`` next to the checkpoint."""
-    return checkpoint.parent / f"{spec.name}{suffix_of(format)}"
+    """``<spec_name><suffix>`` next to the checkpoint (``.onnx``, ``.ts``, ...)."""
+    return checkpoint.parent / f"{spec.name}{format_named(format).suffix}"
+
+
+def _classes(classes: Any, recorded: list[str] | None, spec: Spec,
+             num_logits: int) -> list[str]:
+    """The class names to record: those given, else the checkpoint's, else the dataset's
+    (numbered for a folder dataset nothing recorded); one name per logit."""
+    if classes is None:
+        classes = recorded
+    if classes is None:
+        from epdo.zoo.data import dataset_classes
+
+        if spec.train.dataset == "folder":
+            classes = [str(i) for i in range(spec.plan.num_classes or 0)]
+        else:
+            classes = dataset_classes(spec.train.dataset)
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise ExportError(f"classes must be a list of class names (strings), got "
+                          f"{type(classes).__name__}")
+    if len(classes) != num_logits:
+        raise ExportError(f"{len(classes)} class names for a model with {num_logits} logits; "
+                          "give one name per logit")
+    return list(classes)
 
 
 def export_model(
     source: str | os.PathLike[str] | tuple[nn.Module, Spec],
     format: str = "onnx",
     path: str | os.PathLike[str] | None = None,
-    opset: int = MIN_OPSET,
-    atol: float = 1e-4,
+    opset: int | None = None,
+    atol: float | None = None,
     force: bool = False,
     *,
     real_images: int = 7,
@@ -340,12 +312,12 @@ def export_model(
 
     Args:
         source: a checkpoint file or run directory, or a ``(model, spec)`` pair.
-        format: ``onnx``, ``torchscript``, ``pt2`` or ``aoti`` (compiles: needs a C++
-            compiler and minutes).
-        path: the target file; default ``<spec_name>.onnx|.ts|.pt2|.aoti.pt2`` next to the
-            checkpoint (required for a ``(model, spec)`` source).
-        opset: ONNX opset (>= 17); ignored for TorchScript.
-        atol: the largest accepted absolute error of the logits.
+        format: a registered format (:data:`epdo.exporters.formats.FORMATS`: ``onnx``,
+            ``torchscript``, ``pt2``, ``aoti``).
+        path: the target file; default ``<spec_name><suffix>`` next to the checkpoint
+            (required for a ``(model, spec)`` source).
+        opset: ONNX opset (default and minimum: the exporter's); other formats ignore it.
+        atol: the largest accepted absolute error of the logits (default: the format's).
         force: overwrite an existing target.
         real_images: how many real test images to verify on (up to 64).
         seed: seed of the random verification inputs.
@@ -358,18 +330,12 @@ def export_model(
 
     Raises:
         ExportError: bad arguments, unusable checkpoint, existing target without ``force``,
-            ``aoti`` without a C++ compiler.
+            a format this machine cannot write (``aoti`` without a C++ compiler).
         VerificationError: the artifact is out of tolerance; nothing is written.
     """
-    if format not in FORMATS:
-        raise ExportError(f"unknown format {format!r}; use {', '.join(FORMATS[:-1])} or "
-                          f"{FORMATS[-1]}")
-    if format == AOTI:
-        from .pt2 import require_compiler
-
-        require_compiler()  # before the checkpoint is read: one line, exit code 2
-    if format == ONNX and opset < MIN_OPSET:
-        raise ExportError(f"--opset {opset}: the exporter needs ONNX opset {MIN_OPSET} or newer")
+    fmt = format_named(format)
+    fmt.require()  # before the checkpoint is read: one line, exit code 2
+    atol = fmt.atol if atol is None else atol
     if not (isinstance(atol, (int, float)) and math.isfinite(atol) and atol >= 0):
         raise ExportError(f"--atol {atol}: the tolerance must be a finite number >= 0")
     model, spec, checkpoint, recorded = _resolve_source(source)
@@ -383,65 +349,29 @@ def export_model(
         raise ExportError(f"{target}: is a directory; give a file path")
     if target.exists() and not force:
         raise ExportError(f"{target}: already exists; pass --force to overwrite it")
-    if classes is None:
-        classes = recorded
-    if classes is None:
-        from epdo.zoo.data import dataset_classes
-
-        if spec.train.dataset == "folder":  # no record of the folder: numbered classes
-            classes = [str(i) for i in range(spec.plan.num_classes or 0)]
-        else:
-            classes = dataset_classes(spec.train.dataset)
 
     model.eval()
     t0 = time.perf_counter()
-    inf = inference_model(model, spec)
     gen = torch.Generator().manual_seed(seed)
     shape = (spec.input.channels, spec.input.height, spec.input.width)
     inputs = {"random": torch.rand((max(BATCHES), *shape), generator=gen)}
     with torch.no_grad():
         num_logits = int(model(inputs["random"][:1]).shape[-1])
-    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
-        raise ExportError(f"classes must be a list of class names (strings), got "
-                          f"{type(classes).__name__}")
-    if len(classes) != num_logits:
-        raise ExportError(f"{len(classes)} class names for a model with {num_logits} logits; "
-                          "give one name per logit")
-    classes = list(classes)
+    classes = _classes(classes, recorded, spec, num_logits)
     real, real_desc = real_test_images(spec, real_images, checkpoint)
     if real is not None:
         inputs["test images"] = real
-
-    report = ExportReport(format=format, path=str(target), spec_name=spec.name,
-                          source=str(checkpoint) if checkpoint else None,
-                          opset=opset if format == ONNX else None, atol=atol,
-                          real_images=real_desc,
-                          torch_version=torch.__version__ if format in (PT2, AOTI) else None)
-    with atomic_path(target, suffix=f".tmp{suffix_of(format)}") as tmp_path:
-        tmp = str(tmp_path)
-        example = inputs["random"][:2]
-        loaded: torch.jit.ScriptModule | None = None
-        writer: Any = None
-        if format == ONNX:
-            write_onnx(inf, example, tmp, opset)
-        elif format in (PT2, AOTI):
-            from .pt2 import ProgramWriter
-
-            writer = ProgramWriter(inf, example, compiled=format == AOTI)
-            writer.write(tmp, None)
-        else:
-            _write_torchscript(inf, example, tmp)
+    built = fmt.build(inference_model(model, spec), inputs["random"][:2], opset=opset)
+    report = ExportReport(format=fmt.name, path=str(target), spec_name=spec.name,
+                          source=str(checkpoint) if checkpoint else None, atol=atol,
+                          real_images=real_desc, notes=fmt.notes(built))
+    with atomic_path(target, suffix=f".tmp{fmt.suffix}") as tmp:
+        data, digest = fmt.seal(built, build_metadata(spec, classes, report.verification()),
+                                target)
+        Path(tmp).write_bytes(data)
         report.export_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
-        if format == ONNX:
-            run = _onnx_runner(tmp)
-        elif format in (PT2, AOTI):
-            from .pt2 import program_runner
-
-            run = program_runner(tmp, compiled=format == AOTI)
-        else:
-            run, loaded = _ts_runner(tmp)
-        verify(run, model, spec, inputs, report)
+        verify(_runner(Path(tmp), fmt), model, spec, inputs, report)
         report.verify_seconds = time.perf_counter() - t1
         if not report.passed:
             raise VerificationError(
@@ -449,34 +379,15 @@ def export_model(
                 f"top-1 agreement {100 * report.agreement:.1f}%; nothing written to {target}",
                 report,
             )
-        _write_metadata(tmp, format, spec, classes, report, loaded, writer)
-        read_metadata(tmp)  # the file as written must read back
+        report.graph_sha256 = digest
+        data, sealed = fmt.seal(built, build_metadata(spec, classes, report.verification()),
+                                target)
+        if sealed != digest:
+            raise ArtifactError(f"{target}: the artifact changed between verification and "
+                                "writing; nothing written")
+        Path(tmp).write_bytes(data)
+        read_metadata(tmp, trust=False)  # the file as written must read back
     return report
-
-
-def _write_metadata(tmp: str, format: str, spec: Spec, classes: list[str],
-                    report: ExportReport, loaded: torch.jit.ScriptModule | None,
-                    writer: Any = None) -> None:
-    if format == ONNX:
-        import onnx
-
-        proto = onnx.load(tmp)
-        report.graph_sha256 = graph_digest(proto)
-        meta = build_metadata(spec, classes, report.verification())
-        del proto.metadata_props[:]
-        for key, value in encode_onnx_props(meta).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "epdo"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
-    elif writer is not None:  # .pt2 / .aoti.pt2: packed again, with metadata and digest
-        meta = build_metadata(spec, classes, report.verification())
-        report.graph_sha256 = writer.write(tmp, meta)
-    else:
-        assert loaded is not None
-        meta = build_metadata(spec, classes, report.verification())
-        report.graph_sha256 = save_torchscript(loaded, tmp, meta)
 
 
 __all__ = [

@@ -1,62 +1,44 @@
-"""Serving exported artifacts: onnxruntime (and TorchScript) classifiers with the artifact's
-own preprocessing.
+"""Serving exported artifacts: one classifier for every format, with the artifact's own
+preprocessing.
 
-An exported artifact carries everything needed to serve it (see ``epdo export``):
+An exported artifact carries everything needed to serve it (see ``epdo export``): the graph
+takes ``images (batch, C, H, W)`` float32 raw pixels in [0, 1] (the normalization is inside
+the graph) and returns ``logits (batch, classes)``; its metadata holds the class names, the
+input shape and the preprocessing (:mod:`epdo.exporters.preprocess`).
 
-- the graph takes ``images`` of shape ``(batch, C, H, W)``, float32 raw pixels in [0, 1]
-  (the normalization ``(x - mean) / std`` is inside the graph) and returns ``logits`` of
-  shape ``(batch, classes)``;
-- its metadata (ONNX ``metadata_props``, each value a JSON string; TorchScript extra file
-  ``epdo.json``) holds ``epdo.classes``, ``epdo.input_shape`` ``[C, H, W]`` and
-  ``epdo.preprocess`` ``{"color": "grayscale"|"rgb", "size": [H, W], "scale": 1/255,
-  "normalized_in_graph": true}``.
-
-:class:`OnnxClassifier` runs an ``.onnx`` file in onnxruntime, :class:`TorchScriptClassifier`
-a ``.ts`` file in PyTorch, :class:`PT2Classifier` a ``.pt2`` program or ``.aoti.pt2``
-AOTInductor package in PyTorch; all share the interface of :class:`Classifier`:
-``predict`` (logits), ``predict_proba`` (softmax), ``predict_top_k`` and ``preprocess``
-(an image file, a ``.npy`` file or an array -> ``(C, H, W)`` float32 in [0, 1]).
+:class:`Classifier` (made by :func:`load_classifier`) reads an artifact the way every reader
+does (:mod:`epdo.exporters.loading`: the file read once, inspected, its digest and fit
+checked) and loads the checked bytes as its format says; then one plain gray input is run,
+whose logits must be finite and as many as the class names. ``predict`` (logits),
+``predict_proba`` (softmax), ``predict_top_k`` and ``preprocess`` serve it;
 :func:`predict_files` classifies many files at once, keeping one error per bad file.
-
-Loading checks the artifact before running anything (see :mod:`epdo.exporters.metadata`):
-its digest (a missing one is refused unless ``trust=True``), the type of every metadata
-value, and that metadata and graph agree; then one plain gray input is run, whose logits must
-be finite and as many as the class names. Inputs are bounded before they are decoded
-(:mod:`epdo.exporters.limits`): an image's pixel count from its header, a ``.npy`` file's
-shape from its header (it must be the model's) and its data against the file's size; only
-regular files are read (a FIFO or a device is an input error, never a hang).
+:class:`OnnxClassifier`, :class:`TorchScriptClassifier` and :class:`PT2Classifier` are the
+same classifier limited to one family of formats.
 """
 
 from __future__ import annotations
 
-import abc
-import io
 import math
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from epdo.zoo.data.images import ImageError, decode_image, model_pixels
-from epdo.zoo.errors import EpdoError
-
-from .files import open_regular
-from .formats import AOTI, PT2, TORCHSCRIPT, format_of
-from .limits import MAX_BATCH_BYTES
-from .metadata import (
+from .artifact import (
     DIGEST_KEY,
     ArtifactError,
-    check_onnx_model,
-    check_torchscript_archive,
-    onnx_io,
-    parse_onnx,
+    InputError,
+    ServingError,
+    first_line,
     read_artifact_bytes,
-    validate_metadata,
 )
+from .formats import all_formats, format_for
+from .limits import MAX_BATCH_BYTES
+from .loading import check_artifact
+from .preprocess import Preprocessing, preprocess_input
 
 __all__ = [
     "Classifier",
@@ -71,222 +53,19 @@ __all__ = [
     "load_classifier",
     "predict_files",
     "preprocess_input",
-    "resolve_onnx_providers",
     "softmax",
 ]
 
-PROVIDERS = ("auto", "cpu", "cuda")
 DEFAULT_BATCH_SIZE = 64
-_CPU = "CPUExecutionProvider"
-_CUDA = "CUDAExecutionProvider"
 
 
-class ServingError(EpdoError):
-    """A model that cannot be loaded or served (bad file, unavailable provider, bad input)."""
+def _safe_formats() -> str:
+    """The formats that run no code of the file's, for a message (``.onnx or .pt2``)."""
+    names = [f.suffix for f in all_formats() if not f.native_code]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
-class InputError(ServingError):
-    """One input (file or array) that cannot be turned into a model input."""
-
-
-# --------------------------------------------------------------------------- preprocessing
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How raw images become model inputs, read from the artifact's metadata.
-
-    Attributes:
-        channels: C of the model input (1 for ``grayscale``, 3 for ``rgb``).
-        size: ``(H, W)`` of the model input; image files are fitted to it as ``fit``
-            says (:mod:`epdo.zoo.data.images`, the conversion training used).
-        color: ``"grayscale"`` or ``"rgb"``: the Pillow mode (``L`` / ``RGB``) images are
-            converted to.
-        scale: factor from 8-bit pixel values to [0, 1] (``1/255``).
-        fit: ``resize`` or ``center_crop`` (artifacts written before it existed: resize).
-        mean, std: per-channel normalization; applied by the runtime only when
-            ``normalized_in_graph`` is false (the exporter puts it inside the graph).
-    """
-
-    channels: int
-    size: tuple[int, int]
-    color: str = "grayscale"
-    scale: float = 1.0 / 255.0
-    fit: str = "resize"
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    normalized_in_graph: bool = True
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one model input."""
-        return (self.channels, *self.size)
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, Any],
-                      input_shape: Sequence[int] | None = None) -> Preprocessing:
-        """The preprocessing of an artifact from its decoded metadata.
-
-        ``input_shape`` (``[C, H, W]`` of the graph) is the fallback when the metadata has
-        no ``epdo.input_shape``. The values are checked as
-        :func:`epdo.exporters.metadata.validate_metadata` does (types, finite numbers, the
-        size limit). Raises ServingError when they are wrong or neither gives a shape.
-        """
-        where = "the model"
-        try:
-            validate_metadata(metadata, where, complete=False)
-            shape = metadata.get("epdo.input_shape", input_shape)
-            if shape is None or len(shape) != 3 or not all(
-                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-                raise ServingError(f"the model does not say its input shape [C, H, W] "
-                                   f"(epdo.input_shape: {shape!r})")
-            if "epdo.input_shape" not in metadata:  # the graph's: the same checks
-                validate_metadata({**metadata, "epdo.input_shape": list(shape)}, where,
-                                  complete=False)
-        except ArtifactError as exc:
-            raise ServingError(str(exc)) from exc
-        channels, height, width = (int(d) for d in shape)
-        pre = metadata.get("epdo.preprocess") or {}
-        color = pre.get("color", "grayscale" if channels == 1 else "rgb")
-        mean = tuple(float(m) for m in metadata.get("epdo.input_mean", [0.0]))
-        std = tuple(float(s) for s in metadata.get("epdo.input_std", [1.0]))
-        return cls(channels=channels, size=(height, width), color=color,
-                   scale=float(pre.get("scale", 1.0 / 255.0)),
-                   fit=str(pre.get("fit", "resize")), mean=mean, std=std,
-                   normalized_in_graph=bool(pre.get("normalized_in_graph", True)))
-
-
-def _scaled(pixels: np.ndarray, scale: float) -> np.ndarray:
-    """uint8 pixels times ``scale`` as float32; the exporter's 1/255 is a division by 255,
-    as in training (:func:`epdo.zoo.transforms.to_unit_range`), so both give the same bits."""
-    divisor = 1.0 / scale
-    values = pixels.astype(np.float32)
-    if abs(divisor - round(divisor)) < 1e-6:
-        return np.ascontiguousarray(values / np.float32(round(divisor)))
-    return np.ascontiguousarray(values * np.float32(scale))
-
-
-def _image_to_array(image: Any, pre: Preprocessing) -> np.ndarray:
-    """A Pillow image -> ``(C, H, W)`` float32: the model's pixels
-    (:func:`~epdo.zoo.data.images.model_pixels`, as in training) times ``pre.scale``."""
-    try:
-        pixels = model_pixels(image, pre.channels, pre.size, pre.fit)
-    except ImageError as exc:
-        raise InputError(str(exc)) from exc
-    return _scaled(pixels, pre.scale)
-
-
-def _array_to_input(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """An array (H, W), (C, H, W) or (H, W, C), uint8 or float in [0, 1] -> ``(C, H, W)``."""
-    array = np.asarray(array)
-    c, h, w = pre.input_shape
-    if array.dtype == np.uint8:
-        values = _scaled(array, pre.scale)
-    elif np.issubdtype(array.dtype, np.floating):
-        values = array.astype(np.float32)
-        if not np.all(np.isfinite(values)):
-            raise InputError("the array holds NaN or infinite values")
-        if values.size and (values.min() < 0.0 or values.max() > 1.0):
-            raise InputError(f"float values must lie in [0, 1], got [{values.min():.3g}, "
-                             f"{values.max():.3g}] (or store uint8 pixels)")
-    else:
-        raise InputError(f"expected uint8 or float pixels, got dtype {array.dtype}")
-    if values.shape == (c, h, w):
-        return np.ascontiguousarray(values)
-    if c == 1 and values.shape == (h, w):
-        return np.ascontiguousarray(values[None])
-    if values.shape == (h, w, c):
-        return np.ascontiguousarray(values.transpose(2, 0, 1))
-    raise _shape_error(values.shape, pre)
-
-
-def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
-                     pre: Preprocessing) -> np.ndarray:
-    """One model input ``(C, H, W)`` float32 in [0, 1] from an image, a file or an array.
-
-    Args:
-        source: a path to an image Pillow reads (PNG, JPEG, ...: converted to grayscale or
-            RGB, resized bilinearly to the model size, scaled by ``pre.scale``), a path to
-            a ``.npy`` file or a numpy array (uint8, or float in [0, 1]; shape (H, W) for
-            one-channel models, (C, H, W) or (H, W, C); not resized), or a Pillow image.
-        pre: the artifact's preprocessing.
-
-    Raises:
-        InputError: unreadable file, not an image, wrong dtype, range or shape.
-    """
-    if isinstance(source, np.ndarray):
-        return _array_to_input(source, pre)
-    if not isinstance(source, (str, os.PathLike)):
-        from PIL import Image
-
-        if isinstance(source, Image.Image):
-            return _image_to_array(source, pre)
-        raise InputError(f"cannot preprocess a {type(source).__name__}")
-    path = Path(source)
-    try:
-        file = open_regular(path)
-    except OSError as exc:
-        raise InputError(exc.strerror or _first_line(exc)) from exc
-    with file:
-        if path.suffix.lower() == ".npy":
-            return _array_to_input(_read_npy(file, pre), pre)
-        return _read_image(file, pre)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _shape_error(shape: tuple[int, ...], pre: Preprocessing) -> InputError:
-    c, h, w = pre.input_shape
-    accepted = f"({h}, {w}), " if c == 1 else ""
-    return InputError(f"expected shape {accepted}({c}, {h}, {w}) or ({h}, {w}, {c}), "
-                      f"got {tuple(shape)}")
-
-
-def _read_npy(file: Any, pre: Preprocessing) -> np.ndarray:
-    """The array of an open ``.npy`` file, its header checked before any data is read: a
-    shape the model takes, uint8 or float, and as many data bytes as the header declares
-    (a crafted header cannot make it allocate more than one model input)."""
-    from numpy.lib import format as npy
-
-    try:
-        version = npy.read_magic(file)
-        if version == (1, 0):
-            shape, fortran, dtype = npy.read_array_header_1_0(file)
-        elif version == (2, 0):
-            shape, fortran, dtype = npy.read_array_header_2_0(file)
-        else:
-            raise InputError(f"not a readable .npy array (format version {version} is not "
-                             "supported; save it with numpy.save)")
-    except InputError:
-        raise
-    except Exception as exc:  # a crafted header: ValueError, SyntaxError, EOFError, ...
-        raise InputError(f"not a readable .npy array ({_first_line(exc)})") from exc
-    if dtype.hasobject or not (dtype == np.uint8 or dtype.kind == "f"):
-        raise InputError(f"expected uint8 or float pixels, got dtype {dtype}")
-    c, h, w = pre.input_shape
-    shape = tuple(shape)
-    if shape not in {(c, h, w), (h, w, c)} | ({(h, w)} if c == 1 else set()):
-        raise _shape_error(shape, pre)
-    nbytes = math.prod(shape) * dtype.itemsize
-    data = file.read(nbytes)
-    if len(data) < nbytes:
-        raise InputError(f"truncated .npy file: its header declares {nbytes:,} bytes of data, "
-                         f"the file holds {len(data):,}")
-    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-
-
-def _read_image(file: Any, pre: Preprocessing) -> np.ndarray:
-    """One model input from an open image file, read exactly as training read its images
-    (:func:`~epdo.zoo.data.images.decode_image`: the header's pixel count checked against
-    :data:`~epdo.exporters.limits.MAX_IMAGE_PIXELS` before anything is decoded)."""
-    try:
-        pixels, _ = decode_image(file, pre.channels, pre.size, pre.fit)
-    except ImageError as exc:
-        raise InputError(str(exc)) from exc
-    return _scaled(pixels, pre.scale)
+# --------------------------------------------------------------------------- predictions
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -343,14 +122,27 @@ def _top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[li
     return rows
 
 
+
 # --------------------------------------------------------------------------- classifiers
 
 
-class Classifier(abc.ABC):
-    """What every served artifact offers; subclasses implement :meth:`_run`.
+class Classifier:
+    """An exported artifact served: checked, loaded and run as its format says.
+
+    Args:
+        path: the artifact file (its suffix gives its format:
+            :data:`epdo.exporters.formats.SUFFIXES`).
+        provider: ``auto`` (a GPU when there is one and the format's runtime can use it),
+            ``cpu`` or ``cuda`` (an error when it is unavailable).
+        batch_size: default inputs per run in :meth:`predict`.
+        trust: you vouch for the file: accept an artifact without a digest (its metadata
+            may then be incomplete: the graph gives the input shape, logit indices the class
+            names), and load a format that runs native code at all (an AOTInductor
+            package). A digest that does not match is refused all the same.
 
     Attributes:
         path: the artifact file.
+        format: its :class:`~epdo.exporters.formats.ArtifactFormat`.
         metadata: its decoded, checked metadata (``epdo.*`` keys; a trusted artifact may
             lack some).
         verified: whether its digest was checked (False only for an artifact without one,
@@ -360,15 +152,54 @@ class Classifier(abc.ABC):
         preprocessing: the :class:`Preprocessing` read from the metadata.
         providers: where it runs (onnxruntime provider names, or the torch device).
         batch_size: default number of inputs per run in :meth:`predict`.
+
+    Raises:
+        ServingError: one line: missing or invalid file, digest missing (without ``trust``)
+            or not matching, metadata of the wrong type or disagreeing with the graph, a
+            native-code format without ``trust``, an unavailable provider, non-finite
+            logits for a plain input.
+
+    Example::
+
+        clf = load_classifier("model.onnx")
+        x = clf.preprocess("digit.png")[None]         # (1, C, H, W) in [0, 1]
+        clf.predict_top_k(x, k=3)[0][0].label         # the most probable class
     """
 
-    path: Path
-    metadata: dict[str, Any]
-    verified: bool
-    classes: list[str]
-    preprocessing: Preprocessing
-    providers: list[str]
-    batch_size: int
+    family: ClassVar[str | None] = None
+    """The formats a subclass serves (their ``family``); None: any."""
+
+    def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
+                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
+        self.path = Path(path)
+        self.batch_size = int(batch_size)
+        try:
+            fmt = format_for(self.path)
+            if self.family is not None and fmt.family != self.family:
+                raise ServingError(f"{self.path}: a {fmt.title}, which "
+                                   f"{type(self).__name__} does not serve; use "
+                                   "load_classifier")
+            fmt.accepts(provider, self.path)
+            data = read_artifact_bytes(self.path, ServingError, "model file")
+            checked = check_artifact(fmt, data, self.path, trust=trust, complete=not trust)
+            if fmt.native_code and not trust:
+                raise ServingError(
+                    f"{self.path}: an {fmt.title} is native code that runs when it is "
+                    "loaded; pass --trust (trust=True) if you built it or trust its source, "
+                    f"or serve {_safe_formats()}, which run no code of the file's")
+            self.session = fmt.load(data, self.path, checked.contents, provider)
+        except ArtifactError as exc:
+            raise ServingError(str(exc)) from exc
+        del data
+        self.format = fmt
+        self.providers = list(self.session.providers)
+        dims = checked.contents.input_dims
+        self._setup(checked.metadata, list(dims) if dims and None not in dims else None)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the artifact is compiled native code (an AOTInductor package)."""
+        return self.format.native_code
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -398,9 +229,9 @@ class Classifier(abc.ABC):
                                f"names but the model returns {num_logits} logits")
         self.classes = list(classes)
 
-    @abc.abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """Logits ``(n, K)`` of one batch ``(n, C, H, W)`` float32 (already preprocessed)."""
+        return self.session.run(batch)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`_run`, its runtime's errors turned into one ServingError line."""
@@ -408,7 +239,7 @@ class Classifier(abc.ABC):
             return np.asarray(self._run(batch))
         except Exception as exc:  # onnxruntime's pybind errors, torch's RuntimeError, ...
             raise ServingError(f"{self.path}: the model failed to run on a batch of shape "
-                               f"{tuple(batch.shape)}: {_first_line(exc)}") from exc
+                               f"{tuple(batch.shape)}: {first_line(exc)}") from exc
 
     def as_batch(self, array: np.ndarray) -> np.ndarray:
         """``(N, C, H, W)`` float32 from ``(N, C, H, W)``, ``(C, H, W)`` or (one channel)
@@ -481,238 +312,35 @@ class Classifier(abc.ABC):
                 f"{len(self.classes)} classes, providers {self.providers})")
 
 
-def _gpu_present() -> bool:
-    """Whether this machine has a CUDA GPU (asked to torch when installed)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency of epdo
-        return os.path.exists("/dev/nvidiactl")
-    return bool(torch.cuda.is_available())
-
-
-def resolve_onnx_providers(provider: str = "auto") -> list[str]:
-    """onnxruntime providers for ``auto``, ``cpu`` or ``cuda``.
-
-    ``auto`` prefers CUDAExecutionProvider when onnxruntime offers it (the
-    ``onnxruntime-gpu`` package) and a GPU exists, with CPU as the fallback; ``cuda``
-    requires it and raises ServingError, saying what to install, when it is missing.
-    """
-    if provider not in PROVIDERS:
-        raise ServingError(f"unknown provider {provider!r}: choose auto, cpu or cuda")
-    if provider == "cpu":
-        return [_CPU]
-    import onnxruntime
-
-    has_cuda = _CUDA in onnxruntime.get_available_providers()
-    if provider == "cuda":
-        if not has_cuda:
-            raise ServingError(
-                "provider 'cuda' needs CUDAExecutionProvider, which this onnxruntime lacks "
-                f"(available: {', '.join(onnxruntime.get_available_providers())}); install "
-                "onnxruntime-gpu instead of onnxruntime: pip install 'epdo[serve-gpu]'")
-        if not _gpu_present():
-            raise ServingError("provider 'cuda': onnxruntime-gpu is installed but no CUDA "
-                               "GPU is visible")
-        return [_CUDA, _CPU]
-    return [_CUDA, _CPU] if has_cuda and _gpu_present() else [_CPU]
-
-
-def _read_model(path: Path) -> bytes:
-    """The bytes of a model file, read once (what is checked is what is run)."""
-    return read_artifact_bytes(path, ServingError, "model file")
-
-
 class OnnxClassifier(Classifier):
-    """An exported ``.onnx`` classifier served by onnxruntime.
+    """A :class:`Classifier` of ``.onnx`` artifacts (onnxruntime)."""
 
-    Args:
-        path: the ``.onnx`` file.
-        provider: ``auto`` (CUDA when onnxruntime-gpu is installed and a GPU exists, CPU
-            otherwise), ``cpu`` or ``cuda`` (an error when CUDA is unavailable).
-        batch_size: default inputs per run in :meth:`predict`.
-        trust: accept an artifact without a digest (``--trust``); its metadata may then
-            also be incomplete (the graph gives the input shape, logit indices the class
-            names). A digest that does not match is refused all the same.
-
-    Raises:
-        ServingError: missing or invalid file, digest missing (without ``trust``) or not
-            matching, metadata of the wrong type or disagreeing with the graph, non-finite
-            logits, unavailable provider, no input shape.
-
-    Example::
-
-        clf = OnnxClassifier("model.onnx")
-        x = clf.preprocess("digit.png")[None]         # (1, C, H, W) in [0, 1]
-        clf.predict_top_k(x, k=3)[0][0].label         # the most probable class
-    """
-
-    def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
-        self.path = Path(path)
-        self.batch_size = int(batch_size)
-        requested = resolve_onnx_providers(provider)
-        data = _read_model(self.path)
-        try:
-            proto = parse_onnx(data, self.path)
-            metadata = check_onnx_model(proto, self.path, trust=trust, complete=not trust)
-            self.input_name, in_dims, self.output_name, _ = onnx_io(proto, self.path)
-        except ArtifactError as exc:
-            raise ServingError(str(exc)) from exc
-        del proto
-        import onnxruntime
-
-        from .ort_options import session_options
-
-        options = session_options()  # epdo's serving options; errors only in the log
-        try:
-            self.session = onnxruntime.InferenceSession(data, sess_options=options,
-                                                        providers=requested)
-        except Exception as exc:  # onnxruntime raises its own pybind exception types
-            raise ServingError(f"{self.path}: not a loadable ONNX model "
-                               f"({_first_line(exc)})") from exc
-        self.providers = list(self.session.get_providers())
-        if provider == "cuda" and _CUDA not in self.providers:
-            raise ServingError("provider 'cuda': onnxruntime could not start "
-                               "CUDAExecutionProvider (CUDA/cuDNN libraries missing?)")
-        static = [d for d in in_dims[1:] if d is not None]
-        self._setup(metadata, static if len(in_dims) == 4 and len(static) == 3 else None)
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+    family = "onnx"
 
 
 class TorchScriptClassifier(Classifier):
-    """An exported TorchScript ``.ts`` classifier run by PyTorch (metadata in the extra
-    file ``epdo.json``).
+    """A :class:`Classifier` of TorchScript artifacts (torch)."""
 
-    Args:
-        path: the ``.ts`` file.
-        provider: ``auto`` (CUDA when torch sees a GPU), ``cpu`` or ``cuda``.
-        batch_size: default inputs per run in :meth:`predict`.
-        trust: accept an artifact without a digest (as :class:`OnnxClassifier`).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
-        import torch
-
-        if provider not in PROVIDERS:
-            raise ServingError(f"unknown provider {provider!r}: choose auto, cpu or cuda")
-        if provider == "cuda" and not torch.cuda.is_available():
-            raise ServingError("provider 'cuda': torch sees no CUDA GPU")
-        use_cuda = provider == "cuda" or (provider == "auto" and torch.cuda.is_available())
-        self.device = torch.device("cuda" if use_cuda else "cpu")
-        self.path = Path(path)
-        self.batch_size = int(batch_size)
-        data = _read_model(self.path)
-        try:
-            metadata = check_torchscript_archive(data, self.path, trust=trust,
-                                                 complete=not trust)
-        except ArtifactError as exc:
-            raise ServingError(str(exc)) from exc
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
-                self.module = torch.jit.load(io.BytesIO(data), map_location=self.device)
-        except Exception as exc:  # torch raises RuntimeError and friends on bad archives
-            raise ServingError(f"{self.path}: not a loadable TorchScript model "
-                               f"({_first_line(exc)})") from exc
-        self.module.eval()
-        self.providers = [str(self.device)]
-        self._setup(metadata, None)
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            out = self.module(torch.from_numpy(batch).to(self.device))
-        return out.float().cpu().numpy()
+    family = "torchscript"
 
 
 class PT2Classifier(Classifier):
-    """An exported ``torch.export`` classifier run by PyTorch: a ``.pt2`` program, or a
-    ``.aoti.pt2`` AOTInductor package (compiled code); metadata in ``extra/epdo.json``.
+    """A :class:`Classifier` of ``torch.export`` artifacts: the ``.pt2`` program and its
+    ``.aoti.pt2`` AOTInductor package (native code: loaded only with ``trust``)."""
 
-    What it needs (:mod:`epdo.exporters.pt2`): a ``.pt2`` runs with a torch that reads its
-    program format (the releases of the writer's series; the file records the writer), on
-    the CPU or CUDA, without a compiler or epdo's model code. A ``.aoti.pt2`` runs with the
-    torch release that compiled it, on the CPU only, of the platform, architecture and vector
-    instruction set it was compiled for (checked before loading), without a compiler or
-    Python model code. Loading a ``.pt2`` runs no code of the file's (it is checked first);
-    loading a ``.aoti.pt2`` runs its compiled library, which no check can make safe (its
-    digest shows it is intact, not who made it), so a package is loaded only with
-    ``trust=True`` (``--trust``): for packages you built or whose source you trust.
-
-    Args:
-        path: the ``.pt2`` or ``.aoti.pt2`` file (the suffix says which).
-        provider: ``auto`` (CUDA when torch sees a GPU, for a ``.pt2``; a package runs on
-            the CPU), ``cpu`` or ``cuda`` (a ``.pt2`` only).
-        batch_size: default inputs per run in :meth:`predict`.
-        trust: you vouch for the file: accept an artifact without a digest (as
-            :class:`OnnxClassifier`), and run an AOTInductor package's native code at all.
-
-    Attributes:
-        compiled: whether it is an AOTInductor package.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
-        import torch
-
-        from .pt2 import check_pt2_archive, load_package, load_program
-
-        if provider not in PROVIDERS:
-            raise ServingError(f"unknown provider {provider!r}: choose auto, cpu or cuda")
-        self.path = Path(path)
-        self.batch_size = int(batch_size)
-        self.compiled = format_of(self.path) == AOTI
-        if self.compiled and provider == "cuda":
-            raise ServingError(f"{self.path}: an AOTInductor package compiled for the CPU runs "
-                               "on the CPU only; use --provider cpu, or the .pt2 program")
-        if provider == "cuda" and not torch.cuda.is_available():
-            raise ServingError("provider 'cuda': torch sees no CUDA GPU")
-        use_cuda = not self.compiled and (provider == "cuda" or (
-            provider == "auto" and torch.cuda.is_available()))
-        self.device = torch.device("cuda" if use_cuda else "cpu")
-        data = _read_model(self.path)
-        try:
-            metadata, contents = check_pt2_archive(data, self.path, compiled=self.compiled,
-                                                   trust=trust, complete=not trust)
-            if self.compiled and not trust:
-                raise ServingError(
-                    f"{self.path}: an AOTInductor package is native code that runs when it is "
-                    "loaded; pass --trust (trust=True) if you built it or trust its source, "
-                    "or serve the .pt2 program or the .onnx graph, which run no code of the "
-                    "file's")
-            self.module = (load_package(data, self.path) if self.compiled
-                           else load_program(data, self.path, self.device))
-        except ArtifactError as exc:
-            raise ServingError(str(exc)) from exc
-        del data
-        self.providers = [str(self.device)]
-        dims = contents.input_dims
-        self._setup(metadata, list(dims) if dims and None not in dims else None)
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            out = self.module(torch.from_numpy(batch).to(self.device))
-        return out.float().cpu().numpy()
+    family = "pt2"
 
 
 def load_classifier(path: str | os.PathLike[str], provider: str = "auto",
                     batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> Classifier:
-    """The classifier for an artifact: TorchScript for ``.ts``/``.pt``/``.torchscript``,
-    :class:`PT2Classifier` for ``.pt2``/``.aoti.pt2``
-    (:data:`epdo.exporters.formats.SUFFIXES`), ONNX otherwise. ``trust`` accepts an
-    artifact without a digest (see :class:`OnnxClassifier`)."""
-    format = format_of(path)
-    if format == TORCHSCRIPT:
-        return TorchScriptClassifier(path, provider, batch_size, trust=trust)
-    if format in (PT2, AOTI):
-        return PT2Classifier(path, provider, batch_size, trust=trust)
-    return OnnxClassifier(path, provider, batch_size, trust=trust)
+    """The classifier of an artifact, of the subclass that serves its format's family (see
+    :class:`Classifier` for the arguments)."""
+    try:
+        family = format_for(path).family
+    except ArtifactError as exc:
+        raise ServingError(str(exc)) from exc
+    kind = next((c for c in Classifier.__subclasses__() if c.family == family), Classifier)
+    return kind(path, provider, batch_size, trust=trust)
 
 
 def predict_files(classifier: Classifier, inputs: Iterable[str | os.PathLike[str]],

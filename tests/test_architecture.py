@@ -39,6 +39,33 @@ def test_legacy_onnx_artifact_still_predicts() -> None:
     assert classifier.classes == [str(i) for i in range(10)]
 
 
+@pytest.mark.parametrize("name", ["legacy_model.ts", "legacy_model.pt2",
+                                  "legacy_model.aoti.pt2"])
+def test_artifacts_of_the_previous_exporters_still_predict(name: str) -> None:
+    """TorchScript, .pt2 and AOTInductor artifacts of the legacy checkpoint written by the
+    exporters before the format registry (epdo ebeb066; the package compiled for AVX2)
+    read, verify and predict the legacy logits."""
+    from epdo.exporters.artifact import ArtifactError
+    from epdo.exporters.formats import format_for
+    from epdo.exporters.loading import read_metadata
+
+    path = FIXTURES / name
+    native = format_for(path).native_code
+    try:
+        meta = read_metadata(path)
+    except ArtifactError as exc:  # a package runs only on its kind of CPU and torch
+        if native and ("compiled for CPUs" in str(exc) or "compiled against" in str(exc)):
+            pytest.skip(str(exc))
+        raise
+    assert meta["epdo.spec_name"] == "legacy_tiny"
+    assert meta["epdo.verification"]["format"] == format_for(path).name
+    classifier = load_classifier(path, provider="cpu", trust=native)
+    assert classifier.verified and classifier.classes == meta["epdo.classes"]
+    assert len(classifier.classes) == 10
+    logits = classifier.predict(np.asarray(LEGACY["images"], np.float32))
+    np.testing.assert_allclose(logits, np.asarray(LEGACY["logits"]), atol=1e-4, rtol=1e-4)
+
+
 def _modules() -> list[str]:
     root = Path(epdo.__file__).resolve().parent.parent
     names = []

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from epdo.exporters import export as export_mod
+from epdo.exporters.artifact import METADATA_KEYS, ArtifactError
 from epdo.exporters.export import ExportError, VerificationError, export_model
 from epdo.exporters.inference import inference_model
-from epdo.exporters.metadata import METADATA_KEYS, ArtifactError, read_metadata
+from epdo.exporters.loading import read_metadata
 from epdo.zoo import build_model
 from epdo.zoo.data import dataset_classes
 from epdo.zoo.layers.conv import EquivariantConv
@@ -257,13 +258,13 @@ def test_failed_verification_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, spec = randomized("mnist_cnn")
-    real_runner = export_mod._onnx_runner
+    real_runner = export_mod._runner
 
-    def broken(path: str):
-        run = real_runner(path)
+    def broken(path: Path, fmt: object):
+        run = real_runner(path, fmt)
         return lambda x: run(x) + 1e-3
 
-    monkeypatch.setattr(export_mod, "_onnx_runner", broken)
+    monkeypatch.setattr(export_mod, "_runner", broken)
     with pytest.raises(VerificationError) as info:
         export_model((model, spec), "onnx", tmp_path / "m.onnx", real_images=1)
     assert info.value.report is not None and info.value.report.max_abs > 1e-4

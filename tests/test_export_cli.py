@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from epdo.cli.main import app
 from epdo.exporters import export as export_mod
-from epdo.exporters.metadata import read_metadata
+from epdo.exporters.loading import read_metadata
 from epdo.zoo import build_model
 from epdo.zoo.checkpoint import save_checkpoint
 from epdo.zoo.spec import load_spec
@@ -85,13 +85,13 @@ def test_export_errors(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = runner.invoke(app, ["export", "--runs", "elsewhere"])
     assert empty.exit_code == 2 and "no checkpoint" in one_line_error(empty)
 
-    real_runner = export_mod._onnx_runner
+    real_runner = export_mod._runner
 
-    def broken(path: str):
-        run = real_runner(path)
+    def broken(path: Path, fmt: object):
+        run = real_runner(path, fmt)
         return lambda x: run(x) * 2 + 1
 
-    monkeypatch.setattr(export_mod, "_onnx_runner", broken)
+    monkeypatch.setattr(export_mod, "_runner", broken)
     failed = runner.invoke(app, ["export", str(runs)])
     assert failed.exit_code == 1 and "verification failed" in one_line_error(failed)
     assert not (runs / "quickstart.onnx").exists()

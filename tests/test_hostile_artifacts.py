@@ -36,14 +36,11 @@ from cli_checks import cli, refused
 from onnx import TensorProto, helper
 from PIL import Image
 
+from epdo.exporters.artifact import ArtifactError, build_metadata
 from epdo.exporters.export import export_model
-from epdo.exporters.metadata import (
-    ArtifactError,
-    build_metadata,
-    graph_digest,
-    read_metadata,
-    torchscript_digest,
-)
+from epdo.exporters.formats.onnx import graph_digest
+from epdo.exporters.formats.torchscript import torchscript_digest
+from epdo.exporters.loading import read_metadata
 from epdo.exporters.runtime import (
     OnnxClassifier,
     Preprocessing,

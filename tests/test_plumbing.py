@@ -16,9 +16,9 @@ import typer
 from typer.testing import CliRunner
 
 from epdo.cli.app import handles_errors
+from epdo.exporters.artifact import ArtifactError
 from epdo.exporters.export import ExportError, VerificationError
-from epdo.exporters.formats import FORMATS, SUFFIXES, format_of, suffix_of
-from epdo.exporters.metadata import ArtifactError, artifact_format
+from epdo.exporters.formats import FORMATS, SUFFIXES, artifact_format, format_of, suffix_of
 from epdo.exporters.runtime import InputError, ServingError
 from epdo.zoo.benchmark import BenchError
 from epdo.zoo.benchmark import resolve_device as bench_device

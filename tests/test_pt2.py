@@ -29,9 +29,12 @@ from PIL import Image
 from test_export import FULL_SIZE, MNIST_SPECS, randomized, reduced
 
 from epdo.exporters import PT2Classifier, ServingError, load_classifier
+from epdo.exporters.artifact import ArtifactError, UnverifiedArtifactError
 from epdo.exporters.export import ExportReport, export_model
-from epdo.exporters.metadata import ArtifactError, UnverifiedArtifactError, read_metadata
-from epdo.exporters.pt2 import PT2_OPS, find_compiler, torch_release
+from epdo.exporters.formats.aoti import find_compiler
+from epdo.exporters.formats.pt2_checks import PT2_OPS
+from epdo.exporters.formats.torch_common import torch_release
+from epdo.exporters.loading import read_metadata
 from epdo.zoo import build_model, load_spec
 
 CLASSES = ["cat", "dog", "eel"]
@@ -287,6 +290,7 @@ def test_load_classifier_dispatches_pt2(tiny: Tiny) -> None:
         PT2Classifier(tiny.pt2, provider="tpu")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_pt2_on_cuda_matches_cpu(quick: Quick) -> None:  # pragma: no cover - GPU only
     gpu = PT2Classifier(quick.pt2, "cuda")

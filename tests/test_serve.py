@@ -27,14 +27,14 @@ from typer.testing import CliRunner
 from epdo import __version__
 from epdo.cli.main import app
 from epdo.exporters import OnnxClassifier, ServingError, TorchScriptClassifier
-from epdo.exporters.metadata import graph_digest, save_torchscript
+from epdo.exporters.formats.onnx import graph_digest, resolve_onnx_providers
+from epdo.exporters.formats.torchscript import save_torchscript
 from epdo.exporters.runtime import (
     InputError,
     Preprocessing,
     load_classifier,
     predict_files,
     preprocess_input,
-    resolve_onnx_providers,
     softmax,
 )
 from epdo.zoo import build_model
@@ -209,7 +209,7 @@ def test_provider_selection_on_cpu_machine(art: Artifacts, monkeypatch) -> None:
 
 
 def test_provider_auto_prefers_cuda_only_with_a_gpu(monkeypatch) -> None:
-    import epdo.exporters.runtime as runtime
+    import epdo.exporters.formats.onnx as runtime
 
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -222,6 +222,7 @@ def test_provider_auto_prefers_cuda_only_with_a_gpu(monkeypatch) -> None:
         resolve_onnx_providers("cuda")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif("CUDAExecutionProvider" not in onnxruntime.get_available_providers()
                     or not torch.cuda.is_available(), reason="needs onnxruntime-gpu and a GPU")
 def test_cuda_provider_matches_cpu(art: Artifacts) -> None:  # pragma: no cover - GPU only

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..envlimits import IMAGE_PIXELS
 from ..errors import EpdoError
+from ..spec.schema import FITS
 from ..values import first_line
 
 __all__ = [
@@ -44,8 +45,6 @@ __all__ = [
     "natural_channels",
 ]
 
-FITS = ("resize", "center_crop")
-"""How an image of another size is fitted to the model's input (module docstring)."""
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 """The image formats (Pillow's names) a file may be in; Pillow's others (EPS, which runs
 Ghostscript, among them) are never tried."""

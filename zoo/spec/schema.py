@@ -27,6 +27,9 @@ from ..plan import plan_model
 from ..stages import ModelPlan
 from .limits import MAX_INPUT_CHANNELS
 
+FITS = ("resize", "center_crop")
+"""How an image of another size is fitted to the model's input (:class:`InputSpec`)."""
+
 __all__ = ["AugmentSpec", "Defaults", "InputSpec", "Spec", "TrainSpec"]
 
 
@@ -80,7 +83,7 @@ class InputSpec(_Section):
                                                 validate_default=True)
     std: list[float] | Literal["auto"] = Field(default_factory=lambda: [1.0],
                                                validate_default=True)
-    fit: Literal["resize", "center_crop"] = "resize"
+    fit: Literal[FITS] = "resize"  # type: ignore[valid-type]
 
     @field_validator("size", mode="before")
     @classmethod

@@ -1,0 +1,158 @@
+"""The zip archives of the torch formats (TorchScript, ``.pt2``, ``.aoti.pt2``): read them
+checked, digest them, and pack them with the digest inside.
+
+torch writes every such artifact as a zip of entries under one top folder; epdo adds its
+metadata as the entry ``extra/epdo.json``. The digest an artifact records
+(``epdo.verification.graph_sha256``) is
+
+    SHA-256( for each entry in name order, but ``extra/epdo.json`` and the random
+             ``.data/serialization_id``:  len(name) (8 bytes LE) . name . size (8 bytes LE)
+             . bytes
+             then  b"\\0epdo.input_shape\\0" . JSON(input_shape) )
+
+where ``name`` is relative to the top folder. The input shape is part of it because a
+TorchScript graph does not fix the size of its input.
+
+:func:`open_archive` reads an archive's bytes and refuses, before any entry is inflated, an
+archive torch would not have written: entries outside one top folder, a name given twice,
+compression other than deflate, entries whose compressed sizes add up to more than the file
+(overlap), or deflated entries that would inflate by more than
+:data:`~epdo.exporters.limits.MAX_ARCHIVE_INFLATION` (a zip bomb). Reading an entry checks
+its CRC. :func:`seal` packs an artifact twice, once to digest it and once with the digest in
+its metadata, and checks that the model entries came out the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .artifact import DIGEST_KEY, EXTRA_FILE, ArtifactError, first_line
+from .limits import MAX_ARCHIVE_INFLATION
+
+__all__ = ["UNDIGESTED", "Archive", "archive_digest", "open_archive", "seal"]
+
+UNDIGESTED = (f"extra/{EXTRA_FILE}", ".data/serialization_id")
+"""The entries (relative to the top folder) the digest leaves out: epdo's metadata, which
+carries the digest, and the id torch draws anew at every save."""
+
+_READ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, ValueError,
+                NotImplementedError, RecursionError)
+
+
+class Archive:
+    """An open, structurally checked torch zip archive.
+
+    Attributes:
+        root: the one top folder.
+        names: every entry's name relative to ``root``, in archive order.
+    """
+
+    def __init__(self, zf: zipfile.ZipFile, root: str) -> None:
+        self._zf = zf
+        self.root = root
+        self.names = [info.filename[len(root) + 1:] for info in zf.infolist()]
+
+    def read(self, name: str) -> bytes:
+        """The bytes of entry ``name`` (relative to the top folder); its CRC is checked."""
+        return self._zf.read(f"{self.root}/{name}")
+
+    def text(self, name: str) -> str | None:
+        """Entry ``name`` as UTF-8 text, None when the archive has no such entry."""
+        return self.read(name).decode("utf-8") if name in self.names else None
+
+    def metadata_text(self) -> str | None:
+        """The text of ``extra/epdo.json``, None when absent."""
+        return self.text(f"extra/{EXTRA_FILE}")
+
+    def entries_digest(self) -> Any:
+        """The running SHA-256 (a hashlib object) of every entry but :data:`UNDIGESTED`, in
+        name order (name length, name, size, bytes); reads every entry, checking its CRC."""
+        digest = hashlib.sha256()
+        infos = sorted(self._zf.infolist(), key=lambda i: i.filename)
+        for info in infos:
+            name = info.filename[len(self.root) + 1:]
+            if name in UNDIGESTED:
+                continue
+            raw = name.encode("utf-8")
+            digest.update(len(raw).to_bytes(8, "little") + raw
+                          + info.file_size.to_bytes(8, "little"))
+            with self._zf.open(info) as entry:
+                while chunk := entry.read(1 << 20):
+                    digest.update(chunk)
+        return digest
+
+
+def _root(zf: zipfile.ZipFile, size: int, where: Any, kind: str) -> str:
+    """The top folder of an archive torch would have written (see the module docstring)."""
+    infos = zf.infolist()
+    roots = {info.filename.split("/", 1)[0] for info in infos}
+    if not infos or len(roots) != 1 or any("/" not in info.filename for info in infos):
+        raise ArtifactError(f"{where}: not a {kind} (its entries are not in one folder)")
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        raise ArtifactError(f"{where}: corrupted {kind} (an entry name appears twice)")
+    if any(info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+           for info in infos):
+        raise ArtifactError(f"{where}: not a {kind} as torch writes it (entries compressed "
+                            "other than by deflate)")
+    if sum(info.compress_size for info in infos) > size:
+        raise ArtifactError(f"{where}: corrupted {kind} (overlapping entries)")
+    inflated = sum(max(0, info.file_size - info.compress_size) for info in infos)
+    if inflated > MAX_ARCHIVE_INFLATION:
+        raise ArtifactError(f"{where}: its compressed entries would inflate by {inflated:,} "
+                            f"bytes, over the limit of {MAX_ARCHIVE_INFLATION:,} (a zip bomb?)")
+    return roots.pop()
+
+
+@contextlib.contextmanager
+def open_archive(data: bytes, where: Any, kind: str) -> Iterator[Archive]:
+    """The checked :class:`Archive` of ``data``; ``kind`` names the format in messages
+    ("TorchScript archive", "torch.export program", ...).
+
+    Any failure to read it, inside the ``with`` block too, is one ArtifactError line:
+    ``<where>: not a loadable <kind> (truncated or corrupted?): <why>``.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            yield Archive(zf, _root(zf, len(data), where, kind))
+    except ArtifactError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ArtifactError(f"{where}: not a loadable {kind} (truncated or corrupted?): "
+                            f"{first_line(exc)}") from exc
+
+
+def archive_digest(entries: Any, input_shape: Any) -> str:
+    """The digest an archive artifact records: the entries' running SHA-256
+    (:meth:`Archive.entries_digest`) continued with the declared input shape."""
+    digest = entries.copy()
+    digest.update(b"\0epdo.input_shape\0" + json.dumps(input_shape).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def seal(pack: Callable[[dict[str, Any] | None], bytes], metadata: dict[str, Any],
+         where: Any, kind: str) -> tuple[bytes, str]:
+    """``(bytes, digest)`` of an archive artifact that carries ``metadata`` in
+    ``extra/epdo.json``, its ``epdo.verification`` completed with the digest.
+
+    ``pack(meta)`` must pack the same model entries whatever ``meta`` is (None: no
+    metadata): the digest of a first packing is recorded in the second, which is checked
+    to have it.
+    """
+    def digest_of(data: bytes) -> str:
+        with open_archive(data, where, kind) as archive:
+            return archive_digest(archive.entries_digest(), metadata.get("epdo.input_shape"))
+
+    digest = digest_of(pack(None))
+    ver = {**metadata.get("epdo.verification", {}), DIGEST_KEY: digest}
+    data = pack({**metadata, "epdo.verification": ver})
+    if digest_of(data) != digest:
+        raise ArtifactError(f"{where}: torch packed different bytes twice; cannot record "
+                            "the digest")
+    return data, digest
