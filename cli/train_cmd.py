@@ -64,9 +64,8 @@ def train_command(
         "auto", "--device", help="auto: CUDA when available, else CPU."
     ),
     amp: bool | None = typer.Option(
-        None, "--amp/--no-amp", help="Mixed precision (CUDA: bf16, or fp16 with a gradient "
-        "scaler; CPU: bf16) or float32; default: the spec's train.precision (fp32 for the "
-        "papers' specs; a spec's amp is used on CUDA only).",
+        None, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, or fp16 with a scaler) "
+        "or float32; default: the spec's train.precision (fp32 for the papers' specs).",
         show_default=False,
     ),
     workers: int | None = typer.Option(

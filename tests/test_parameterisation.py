@@ -25,6 +25,7 @@ from epdo.zoo.layers.norms import FieldBatchNorm, SeededBatchNorm1d
 from epdo.zoo.reps import FeatureType, parse_field_type
 from epdo.zoo.spec import load_spec
 from epdo.zoo.training.device import resolve_precision
+from epdo.zoo.training.errors import TrainError
 
 C16 = parse_group("C16")
 
@@ -177,8 +178,8 @@ def test_paper_specs_are_fp32_and_normalized(name: str) -> None:
     on_gpu = resolve_precision(None, cuda, spec.train.precision)
     assert on_gpu.dtype is None and on_gpu.tf32  # float32 with TF32 matmuls, as the papers
     assert resolve_precision(False, cuda, "amp").dtype is None  # --no-amp opts out
-    on_cpu = resolve_precision(True, cpu, spec.train.precision)  # --amp on a CPU: bf16
-    assert on_cpu.dtype == torch.bfloat16 and not on_cpu.scaler
+    with pytest.raises(TrainError, match="CUDA"):
+        resolve_precision(True, cpu, spec.train.precision)  # --amp needs a GPU
 
 
 TINY = {
@@ -214,3 +215,16 @@ def test_format1_checkpoint_rebuilds_the_model_it_trained(tmp_path) -> None:
     torch.save(data, path)
     with pytest.raises(CheckpointError, match="retrain"):
         load_model(path)
+
+
+def test_cli_amp_on_a_cpu_is_one_clear_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from epdo.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["train", "quickstart", "--amp", "--device", "cpu", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert "--amp needs a CUDA device" in result.output
+    assert "Traceback" not in result.output

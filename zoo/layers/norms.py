@@ -97,10 +97,9 @@ class FieldBatchNorm(TypedModule):
 
     The mean and variance of field f run over the batch, its d channels and space; the
     parameters and running statistics live in a ``BatchNorm3d(F)`` (what a (B, F, d, H, W)
-    view would be normalized by). A channels-last input on a CPU (the zoo's layout) of the
-    parameters' dtype takes a faster path: per-channel statistics from the batch-norm
-    kernel, combined per field, and :class:`_FieldBatchNormFn`; the output stays
-    channels-last.
+    view would be normalized by). A channels-last input on a CPU (the zoo's layout) takes a
+    faster path: per-channel statistics from the batch-norm kernel, combined per field, and
+    :class:`_FieldBatchNormFn`; the output stays channels-last.
     """
 
     def __init__(self, feature: FeatureType, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -117,8 +116,7 @@ class FieldBatchNorm(TypedModule):
         B, C, H, W = x.shape
         d = self.in_type.field.dim
         fast = x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
-        # a lower-precision input (CPU autocast) takes nn.BatchNorm's mixed-precision kernel
-        if not fast or x.is_contiguous() or x.dtype != self.bn.weight.dtype:
+        if not fast or x.is_contiguous():
             return self.bn(x.reshape(B, C // d, d, H, W)).reshape(B, C, H, W)
         bn = self.bn
         if not bn.training:

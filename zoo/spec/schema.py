@@ -250,8 +250,7 @@ class TrainSpec(_Section):
     seed: int = 0
     precision: Literal["fp32", "amp"] = "fp32"
     """fp32: float32 (TF32 matmuls on CUDA), the papers' setting; amp: mixed precision on
-    CUDA (bf16, or fp16 with a gradient scaler). On the CPU it computes in float32 (only
-    ``epdo train --amp`` autocasts there, to bf16)."""
+    CUDA (bf16, or fp16 with a gradient scaler). The CPU always computes in float32."""
 
     @model_validator(mode="before")
     @classmethod

@@ -4,10 +4,9 @@
 precision (``train.precision``): ``fp32`` (the papers' recipes) computes in float32 and, on
 CUDA, lets matmuls and convolutions use TF32 tensor cores as the papers' frameworks did;
 ``amp`` autocasts on CUDA to bfloat16 where the GPU supports it, else to float16 with a
-gradient scaler (:class:`torch.amp.GradScaler`). ``amp=True`` (``epdo train --amp``) opts a
-fp32 spec in to mixed precision, ``amp=False`` (``--no-amp``) opts out; ``None`` follows the
-spec. On the CPU a spec's ``amp`` computes in float32; ``--amp`` there autocasts the forward
-pass to bfloat16 (no scaler: bfloat16 has float32's range).
+gradient scaler. ``amp=True`` (``epdo train --amp``) opts a fp32 spec in to mixed precision,
+``amp=False`` (``--no-amp``) opts out; ``None`` follows the spec. The CPU always computes in
+float32 (asking for mixed precision without CUDA is an error).
 """
 
 from __future__ import annotations
@@ -68,8 +67,7 @@ def resolve_precision(
 ) -> Precision:
     """The precision of a run on ``device``: the spec's ``precision`` unless ``amp`` says
     otherwise (True / ``"on"``: mixed precision; False / ``"off"``: float32; None /
-    ``"auto"``: the spec's, mixed only on CUDA). Mixed precision is bfloat16 autocast on the
-    CPU and on CUDA GPUs that support it, else float16 autocast with a gradient scaler."""
+    ``"auto"``: the spec's)."""
     choices = {None: None, "auto": None, True: True, "on": True, False: False, "off": False}
     if not isinstance(amp, bool | str | None) or amp not in choices:
         raise TrainError(f"amp must be on, off or auto (the spec's precision), got {amp!r}")
@@ -80,6 +78,8 @@ def resolve_precision(
         mixed = spec_precision == "amp" and device.type == "cuda"
     if not mixed:
         return Precision(tf32=device.type == "cuda")
-    if device.type != "cuda" or torch.cuda.is_bf16_supported():
+    if device.type != "cuda":
+        raise TrainError("--amp needs a CUDA device; mixed precision is not used on the CPU")
+    if torch.cuda.is_bf16_supported():
         return Precision(torch.bfloat16)
     return Precision(torch.float16, scaler=True)
