@@ -106,7 +106,9 @@ def show(value: Any) -> str:
 
 
 def _must(text: str) -> Any:
-    """A field's description: what its value must be, as the error message says it."""
+    """A field that may be absent (its default, never validated) but, when present, must be
+    what ``text`` says (its description: the error message quotes it); ``null`` is refused
+    unless the field's type admits None."""
     return Field(default=None, description=text)
 
 
@@ -129,19 +131,19 @@ class Verification(BaseModel):
     """``epdo.verification``: how well the artifact agreed with PyTorch at export."""
 
     model_config = _Strict
-    format: str | None = _must("a string")
+    format: str = _must("a string")
     opset: _Whole | None = _must("a whole number or null")
-    atol: _Number | None = _must("a number")
-    max_abs: _Number | None = _must("a number")
-    max_rel: _Number | None = _must("a number")
-    agreement: _Number | None = _must("a number")
+    atol: _Number = _must("a number")
+    max_abs: _Number = _must("a number")
+    max_rel: _Number = _must("a number")
+    agreement: _Number = _must("a number")
     rotation_max_rel: _Number | None = _must("a number or null")
-    real_images: str | None = _must("a string")
-    checks: list[Check] | None = _must("a list of objects with a whole number batch")
-    passed: Literal[True] | None = _must("true")
-    torch_version: str | None = _must("a string")
-    compiled_for: dict[str, str] | None = _must("an object of strings")
-    graph_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = _must(
+    real_images: str = _must("a string")
+    checks: list[Check] = _must("a list of objects with a whole number batch")
+    passed: Literal[True] = _must("true")
+    torch_version: str = _must("a string")
+    compiled_for: dict[str, str] = _must("an object of strings")
+    graph_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = _must(
         "64 hexadecimal digits")
 
 
@@ -149,34 +151,34 @@ class Preprocess(BaseModel):
     """``epdo.preprocess``: how a served image file becomes a model input."""
 
     model_config = _Strict
-    color: Literal["grayscale", "rgb"] | None = _must('"grayscale" or "rgb"')
-    size: Annotated[list[_Whole], Field(min_length=2, max_length=2)] | None = _must("[H, W]")
-    scale: _Positive | None = _must("a finite positive number")
-    fit: Literal[FITS] | None = _must(f"one of {', '.join(map(repr, FITS))}")  # type: ignore[valid-type]
-    normalized_in_graph: bool | None = _must("true or false")
+    color: Literal["grayscale", "rgb"] = _must('"grayscale" or "rgb"')
+    size: Annotated[list[_Whole], Field(min_length=2, max_length=2)] = _must("[H, W]")
+    scale: _Positive = _must("a finite positive number")
+    fit: Literal[FITS] = _must(f"one of {', '.join(map(repr, FITS))}")  # type: ignore[valid-type]
+    normalized_in_graph: bool = _must("true or false")
 
 
 class Metadata(BaseModel):
     """The metadata of an artifact, one field per key of :data:`METADATA_KEYS` (each may be
-    absent: a trusted artifact may lack some). Strict: no value is converted."""
+    absent: a trusted artifact may lack some; a present one is never null). Strict: no value
+    is converted."""
 
     model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
-    version: str | None = Field(None, alias="epdo.version", description="a string")
-    spec_name: str | None = Field(None, alias="epdo.spec_name", description="a string")
-    spec: dict[str, Any] | None = Field(None, alias="epdo.spec", description="a JSON object")
-    classes: Annotated[list[str], Field(min_length=1)] | None = Field(
+    version: str = Field(None, alias="epdo.version", description="a string")
+    spec_name: str = Field(None, alias="epdo.spec_name", description="a string")
+    spec: dict[str, Any] = Field(None, alias="epdo.spec", description="a JSON object")
+    classes: Annotated[list[str], Field(min_length=1)] = Field(
         None, alias="epdo.classes", description="a non-empty list of class names (strings)")
-    input_shape: Annotated[list[_Size], Field(min_length=3, max_length=3)] | None = Field(
+    input_shape: Annotated[list[_Size], Field(min_length=3, max_length=3)] = Field(
         None, alias="epdo.input_shape",
         description="[C, H, W], three positive whole numbers")
-    input_mean: Annotated[list[_Finite], Field(min_length=1)] | None = Field(
+    input_mean: Annotated[list[_Finite], Field(min_length=1)] = Field(
         None, alias="epdo.input_mean", description="a list of finite numbers")
-    input_std: Annotated[list[_Positive], Field(min_length=1)] | None = Field(
+    input_std: Annotated[list[_Positive], Field(min_length=1)] = Field(
         None, alias="epdo.input_std", description="a list of finite positive numbers")
-    preprocess: Preprocess | None = Field(None, alias="epdo.preprocess",
-                                          description="a JSON object")
-    verification: Verification | None = Field(None, alias="epdo.verification",
-                                              description="a JSON object")
+    preprocess: Preprocess = Field(None, alias="epdo.preprocess", description="a JSON object")
+    verification: Verification = Field(None, alias="epdo.verification",
+                                       description="a JSON object")
 
 
 def _schema_error(exc: ValidationError, meta: dict[str, Any], where: Any) -> ArtifactError:
@@ -196,8 +198,8 @@ def _schema_error(exc: ValidationError, meta: dict[str, Any], where: Any) -> Art
         names.append(part)
         value = value.get(part) if isinstance(value, dict) else None
         want = info.description or want
-        inner = [a for a in getattr(info.annotation, "__args__", ()) if isinstance(a, type)
-                 and issubclass(a, BaseModel)]
+        kinds = (info.annotation, *getattr(info.annotation, "__args__", ()))
+        inner = [a for a in kinds if isinstance(a, type) and issubclass(a, BaseModel)]
         model = inner[0] if inner else None
     return ArtifactError(f"{where}: metadata {'.'.join(names)} must be {want}, "
                          f"got {show(value)}")

@@ -189,3 +189,19 @@ def test_the_export_runner_is_the_serving_classifier(tiny: tuple[Any, Any],
     x = torch.rand(2, 1, 9, 9)
     with torch.no_grad():
         torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("key", ["epdo.classes", "epdo.input_mean", "epdo.preprocess",
+                                 "epdo.verification", "epdo.spec"])
+def test_a_metadata_key_set_to_null_is_refused(key: str) -> None:
+    """A key may be absent (a trusted artifact), but a present key is never null."""
+    from epdo.exporters.artifact import validate_metadata
+
+    with pytest.raises(ArtifactError, match=f"metadata {key} must be .*, got None"):
+        validate_metadata({key: None}, "m.onnx", complete=False)
+    with pytest.raises(ArtifactError, match="epdo.preprocess.scale must be"):
+        validate_metadata({"epdo.preprocess": {"scale": None}}, "m.onnx", complete=False)
+    with pytest.raises(ArtifactError, match="epdo.verification.checks must be"):
+        validate_metadata({"epdo.verification": {"checks": [{"batch": 1.5}]}}, "m.onnx",
+                          complete=False)
+    assert validate_metadata({"epdo.verification": {"opset": None}}, "m", complete=False)
