@@ -103,7 +103,7 @@ def info_command(
 def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     """Print the metadata of an exported artifact (one error line if unreadable, tampered or
     of the wrong types; see :func:`epdo.exporters.loading.read_metadata`)."""
-    from epdo.exporters.artifact import DIGEST_KEY
+    from epdo.exporters.artifact import DIGEST_KEY, METADATA_DIGEST_KEY
     from epdo.exporters.formats import format_for
     from epdo.exporters.loading import read_metadata
 
@@ -141,7 +141,9 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
         ("verified on", f"random inputs and {ver.get('real_images')}, batches "
                         f"{sorted({ch['batch'] for ch in ver.get('checks', [])})}"),
         ("digest", "none: unverified (--trust)" if digest is None
-         else f"sha256 {digest[:16]}… matches the model"),
+         else f"sha256 {digest[:16]}… matches the model"
+         + (" and its metadata" if METADATA_DIGEST_KEY in ver
+            else "; its metadata is not covered (written before metadata digests)")),
     ]
     for key, value in rows:
         table.add_row(literal(key), literal(value))

@@ -18,8 +18,19 @@ archive torch would not have written: entries outside one top folder, a name giv
 compression other than deflate, entries whose compressed sizes add up to more than the file
 (overlap), or deflated entries that would inflate by more than
 :data:`~epdo.exporters.limits.MAX_ARCHIVE_INFLATION` (a zip bomb). Reading an entry checks
-its CRC. :func:`seal` packs an artifact twice, once to digest it and once with the digest in
-its metadata, and checks that the model entries came out the same.
+its CRC.
+
+It also refuses any archive whose layout two zip readers could read differently
+(:func:`_check_layout`): Python's ``zipfile`` tolerates bytes before the archive and shifts
+every offset by them, while torch's reader (miniz) takes offsets from the start of the
+file, so a crafted file could show one set of entries to the check and another to torch.
+The file must start with its first entry; the end records must sit at the very end, where
+they say; the central directory where they say it is; and every entry's local header where
+the directory says, with the same name, none overlapping another. Then both readers see the
+same entries at the same bytes: what is checked is what torch loads.
+
+:func:`seal` packs an artifact twice, once to digest it and once with the digest in its
+metadata, and checks that the model entries came out the same.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import contextlib
 import hashlib
 import io
 import json
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -110,6 +122,53 @@ def _root(zf: zipfile.ZipFile, size: int, where: Any, kind: str) -> str:
     return roots.pop()
 
 
+_LOCAL, _CENTRAL = b"PK\x03\x04", b"PK\x01\x02"
+_END, _END64, _LOCATOR64 = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
+
+
+def _check_layout(data: bytes, zf: zipfile.ZipFile, where: Any, kind: str) -> None:
+    """Refuse a layout two zip readers could disagree on (see the module docstring)."""
+    def bad(why: str) -> ArtifactError:
+        return ArtifactError(f"{where}: not a {kind} as torch writes it ({why}; zip readers "
+                             "could disagree on what it holds)")
+
+    if not data.startswith(_LOCAL):
+        raise bad("bytes before the first entry")
+    end = len(data) - 22
+    if end < 0 or data[end:end + 4] != _END:
+        raise bad("bytes after the end record, or no end record at the end")
+    count, cd_size, cd_offset, comment = struct.unpack_from("<HIIH", data, end + 10)
+    if comment:
+        raise bad("an archive comment")
+    cd_end = end
+    locator = end - 20
+    if locator >= 0 and data[locator:locator + 4] == _LOCATOR64:
+        (record,) = struct.unpack_from("<Q", data, locator + 8)
+        if record + 56 != locator or data[record:record + 4] != _END64:
+            raise bad("the zip64 end record is not where its locator says")
+        count, cd_size, cd_offset = struct.unpack_from("<QQQ", data, record + 32)
+        cd_end = record
+    if cd_offset + cd_size != cd_end or data[cd_offset:cd_offset + 4] != _CENTRAL:
+        raise bad("the central directory is not where the end record says")
+    if getattr(zf, "start_dir", cd_offset) != cd_offset or count != len(zf.infolist()):
+        raise bad("its offsets are shifted")
+    last = 0
+    for info in sorted(zf.infolist(), key=lambda i: i.header_offset):
+        at = info.header_offset
+        if at < last:
+            raise bad("overlapping entries")
+        if data[at:at + 4] != _LOCAL:
+            raise bad("an entry is not where the central directory says")
+        name_len, extra_len = struct.unpack_from("<HH", data, at + 26)
+        name = data[at + 30:at + 30 + name_len]
+        encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+        if name.decode(encoding, "replace") != info.orig_filename:
+            raise bad("an entry's local name is not its directory name")
+        last = at + 30 + name_len + extra_len + info.compress_size
+        if last > cd_offset:
+            raise bad("an entry runs into the central directory")
+
+
 @contextlib.contextmanager
 def open_archive(data: bytes, where: Any, kind: str) -> Iterator[Archive]:
     """The checked :class:`Archive` of ``data``; ``kind`` names the format in messages
@@ -120,7 +179,9 @@ def open_archive(data: bytes, where: Any, kind: str) -> Iterator[Archive]:
     """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            yield Archive(zf, _root(zf, len(data), where, kind))
+            root = _root(zf, len(data), where, kind)
+            _check_layout(data, zf, where, kind)
+            yield Archive(zf, root)
     except ArtifactError:
         raise
     except _READ_ERRORS as exc:

@@ -23,6 +23,7 @@ signature: whoever can write an artifact can write its digest.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "DIGEST_KEY",
     "EXPORT_SCALE",
     "EXTRA_FILE",
+    "METADATA_DIGEST_KEY",
     "METADATA_KEYS",
     "ArtifactError",
     "Contents",
@@ -53,12 +55,15 @@ __all__ = [
     "build_metadata",
     "check_digest",
     "check_graph_agreement",
+    "check_metadata_digest",
     "decode_props",
     "decode_text",
     "first_line",
+    "metadata_digest",
     "read_artifact_bytes",
     "show",
     "validate_metadata",
+    "with_metadata_digest",
 ]
 
 METADATA_KEYS = ("epdo.version", "epdo.spec_name", "epdo.spec", "epdo.classes",
@@ -67,7 +72,11 @@ METADATA_KEYS = ("epdo.version", "epdo.spec_name", "epdo.spec", "epdo.classes",
 EXTRA_FILE = "epdo.json"
 """The zip formats' metadata entry (``extra/epdo.json`` under the archive's top folder)."""
 DIGEST_KEY = "graph_sha256"
-"""The key of ``epdo.verification`` that holds the artifact's SHA-256 digest."""
+"""The key of ``epdo.verification`` that holds the digest of the model (its graph and
+weights; each format says what exactly)."""
+METADATA_DIGEST_KEY = "metadata_sha256"
+"""The key of ``epdo.verification`` that holds the digest of the metadata itself
+(:func:`metadata_digest`); artifacts written before it existed carry none."""
 EXPORT_SCALE = 1 / 255
 """The pixel scale ``epdo export`` writes in ``epdo.preprocess`` (8-bit pixels to [0, 1])."""
 TRUST_ADVICE = "re-export it with epdo export, or pass --trust if you vouch for the file"
@@ -144,6 +153,8 @@ class Verification(BaseModel):
     torch_version: str = _must("a string")
     compiled_for: dict[str, str] = _must("an object of strings")
     graph_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = _must(
+        "64 hexadecimal digits")
+    metadata_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = _must(
         "64 hexadecimal digits")
 
 
@@ -330,12 +341,31 @@ class Contents:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+def metadata_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the metadata: the canonical JSON (sorted keys, no spaces) of every key of
+    :data:`METADATA_KEYS` present, ``epdo.verification`` without its two digests. It covers
+    all a reader is told: class names, input shape, preprocessing, the spec, the
+    verification figures."""
+    ver = {k: v for k, v in (meta.get("epdo.verification") or {}).items()
+           if k not in (DIGEST_KEY, METADATA_DIGEST_KEY)}
+    body = {**{k: meta[k] for k in METADATA_KEYS if k in meta}, "epdo.verification": ver}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_metadata_digest(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with ``epdo.verification.metadata_sha256`` set (a new dict)."""
+    ver = {**meta.get("epdo.verification", {}), METADATA_DIGEST_KEY: metadata_digest(meta)}
+    return {**meta, "epdo.verification": ver}
+
+
 def check_digest(meta: dict[str, Any], actual: str, where: str | os.PathLike[str], *,
                  trust: bool = False) -> bool:
-    """Compare the digest recorded at export with ``actual``; True when they are equal.
+    """Compare the model digest recorded at export with ``actual``; True when they are
+    equal (the metadata's own digest: :func:`check_metadata_digest`).
 
-    A missing digest returns False when ``trust`` and raises UnverifiedArtifactError
-    otherwise; a different digest always raises ArtifactError.
+    A missing model digest returns False when ``trust`` and raises UnverifiedArtifactError
+    otherwise; a digest that does not match always raises ArtifactError.
     """
     ver = meta.get("epdo.verification")
     expected = ver.get(DIGEST_KEY) if isinstance(ver, dict) else None
@@ -349,6 +379,15 @@ def check_digest(meta: dict[str, Any], actual: str, where: str | os.PathLike[str
         raise ArtifactError(f"{where}: the model does not match the digest recorded at export "
                             "(tampered or corrupted); re-export it from its checkpoint")
     return True
+
+
+def check_metadata_digest(meta: dict[str, Any], where: str | os.PathLike[str]) -> None:
+    """The metadata against its digest, when it has one (ArtifactError when it differs)."""
+    ver = meta.get("epdo.verification") or {}
+    recorded = ver.get(METADATA_DIGEST_KEY)
+    if recorded is not None and recorded != metadata_digest(meta):
+        raise ArtifactError(f"{where}: its metadata does not match the digest recorded at "
+                            "export (tampered or corrupted); re-export it from its checkpoint")
 
 
 def check_graph_agreement(meta: dict[str, Any], input_dims: Sequence[int | None] | None,

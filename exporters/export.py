@@ -36,7 +36,7 @@ from torch import nn
 from epdo.zoo.fileio import atomic_path
 from epdo.zoo.spec import Spec
 
-from .artifact import ArtifactError, ExportError, build_metadata
+from .artifact import ArtifactError, ExportError, build_metadata, with_metadata_digest
 from .formats import ArtifactFormat, format_named
 from .inference import inference_model
 from .loading import read_metadata
@@ -366,8 +366,8 @@ def export_model(
                           source=str(checkpoint) if checkpoint else None, atol=atol,
                           real_images=real_desc, notes=fmt.notes(built))
     with atomic_path(target, suffix=f".tmp{fmt.suffix}") as tmp:
-        data, digest = fmt.seal(built, build_metadata(spec, classes, report.verification()),
-                                target)
+        data, digest = fmt.seal(built, with_metadata_digest(
+            build_metadata(spec, classes, report.verification())), target)
         Path(tmp).write_bytes(data)
         report.export_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -380,8 +380,8 @@ def export_model(
                 report,
             )
         report.graph_sha256 = digest
-        data, sealed = fmt.seal(built, build_metadata(spec, classes, report.verification()),
-                                target)
+        data, sealed = fmt.seal(built, with_metadata_digest(
+            build_metadata(spec, classes, report.verification())), target)
         if sealed != digest:
             raise ArtifactError(f"{target}: the artifact changed between verification and "
                                 "writing; nothing written")

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .artifact import Contents, check_digest, read_artifact_bytes
+from .artifact import Contents, check_digest, check_metadata_digest, read_artifact_bytes
 from .formats import ArtifactFormat, format_for
 
 __all__ = ["CheckedArtifact", "check_artifact", "open_artifact", "read_metadata"]
@@ -44,8 +44,9 @@ class CheckedArtifact:
 def check_artifact(fmt: ArtifactFormat, data: bytes, where: Any, *, trust: bool = False,
                    complete: bool = True) -> CheckedArtifact:
     """Check the bytes of an artifact of format ``fmt``, running nothing of it: the
-    format's inspection (layout, graph, metadata types), the digest (a missing one is
-    refused unless ``trust``), and that it fits this machine and its graph.
+    format's inspection (layout, graph, metadata types), the model's digest (a missing one
+    is refused unless ``trust``), that it fits this machine and its graph, and the metadata's
+    digest (artifacts written before it existed have none).
 
     Raises:
         ArtifactError: one line naming ``where``; UnverifiedArtifactError for a missing
@@ -55,6 +56,7 @@ def check_artifact(fmt: ArtifactFormat, data: bytes, where: Any, *, trust: bool 
     shape = contents.metadata.get("epdo.input_shape")
     verified = check_digest(contents.metadata, contents.digest(shape), where, trust=trust)
     fmt.check_fits(contents, where)
+    check_metadata_digest(contents.metadata, where)
     return CheckedArtifact(fmt, data, contents, verified)
 
 

@@ -36,7 +36,7 @@ from cli_checks import cli, refused
 from onnx import TensorProto, helper
 from PIL import Image
 
-from epdo.exporters.artifact import ArtifactError, build_metadata
+from epdo.exporters.artifact import ArtifactError, build_metadata, metadata_digest
 from epdo.exporters.export import export_model
 from epdo.exporters.formats.onnx import graph_digest
 from epdo.exporters.formats.torchscript import torchscript_digest
@@ -104,10 +104,25 @@ def snapshot(folder: Path) -> dict[str, str]:
     return out
 
 
+def _resealed(props: dict[str, str]) -> dict[str, str]:
+    """Raw ONNX metadata with its metadata digest recomputed, as an attacker would (left as
+    it is when a value is not JSON or there is no metadata digest)."""
+    try:
+        decoded = {k: json.loads(v) for k, v in props.items()}
+    except (ValueError, RecursionError):
+        return props
+    ver = decoded.get("epdo.verification")
+    if not isinstance(ver, dict) or "metadata_sha256" not in ver:
+        return props
+    ver["metadata_sha256"] = metadata_digest(decoded)
+    return {**props, "epdo.verification": json.dumps(ver)}
+
+
 def onnx_copy(src: Path, dest: Path, *, graph: Any = None, props: dict[str, str] | None = None,
-              drop: tuple[str, ...] = (), redigest: bool = False) -> Path:
+              drop: tuple[str, ...] = (), redigest: bool = False, reseal: bool = True) -> Path:
     """A copy of an ONNX artifact with its graph edited, metadata values replaced (raw
-    strings) or dropped, and (``redigest``) the digest recomputed as an attacker would."""
+    strings) or dropped, and (``redigest``) the model digest recomputed as an attacker would;
+    the metadata digest is recomputed too unless ``reseal`` is false."""
     proto = onnx.load(str(src))
     if graph is not None:
         graph(proto)
@@ -119,6 +134,8 @@ def onnx_copy(src: Path, dest: Path, *, graph: Any = None, props: dict[str, str]
         ver = json.loads(meta["epdo.verification"])
         ver["graph_sha256"] = graph_digest(proto)
         meta["epdo.verification"] = json.dumps(ver)
+    if reseal:
+        meta = _resealed(meta)
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -159,8 +176,9 @@ def nan_weights(proto: Any) -> None:
 def ts_copy(src: Path, dest: Path, *, meta: Any = None, text: str | None = None,
             weights: bool = False, duplicate: bool = False) -> Path:
     """A copy of a TorchScript artifact rewritten entry by entry: ``meta(dict)`` edits the
-    metadata, ``text`` replaces epdo.json, ``weights`` flips a byte of every tensor,
-    ``duplicate`` adds a second entry of the same name."""
+    metadata (and records its new metadata digest, as an attacker would), ``text`` replaces
+    epdo.json, ``weights`` flips a byte of every tensor, ``duplicate`` adds a second entry
+    of the same name."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():
             data = zin.read(info)
@@ -168,6 +186,9 @@ def ts_copy(src: Path, dest: Path, *, meta: Any = None, text: str | None = None,
                 if meta is not None:
                     decoded = json.loads(data)
                     meta(decoded)
+                    ver = decoded.get("epdo.verification")
+                    if isinstance(ver, dict) and "metadata_sha256" in ver:
+                        ver["metadata_sha256"] = metadata_digest(decoded)
                     data = json.dumps(decoded).encode()
                 if text is not None:
                     data = text.encode()
