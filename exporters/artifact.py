@@ -330,6 +330,8 @@ class Contents:
         input_dims: ``(C, H, W)`` of the graph's input, None where it leaves one open or
             does not say (a compiled package).
         num_logits: the number of logits of the graph, None when it does not say.
+        unsafe: the graph's operators outside the format's allow-list (a format whose
+            graph is code, TorchScript): refused unless the user vouches for the file.
         notes: format-specific facts (an ONNX graph's input and output names, an
             AOTInductor package's build notes).
     """
@@ -338,6 +340,7 @@ class Contents:
     digest: Any
     input_dims: tuple[int | None, ...] | None = None
     num_logits: int | None = None
+    unsafe: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -349,6 +352,7 @@ def metadata_digest(meta: dict[str, Any]) -> str:
     ver = {k: v for k, v in (meta.get("epdo.verification") or {}).items()
            if k not in (DIGEST_KEY, METADATA_DIGEST_KEY)}
     body = {**{k: meta[k] for k in METADATA_KEYS if k in meta}, "epdo.verification": ver}
+    body = json.loads(json.dumps(body))  # as a reader decodes it (tuples, non-string keys)
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

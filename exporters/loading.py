@@ -12,7 +12,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .artifact import Contents, check_digest, check_metadata_digest, read_artifact_bytes
+from .artifact import (
+    ArtifactError,
+    Contents,
+    check_digest,
+    check_metadata_digest,
+    read_artifact_bytes,
+)
 from .formats import ArtifactFormat, format_for
 
 __all__ = ["CheckedArtifact", "check_artifact", "open_artifact", "read_metadata"]
@@ -46,7 +52,8 @@ def check_artifact(fmt: ArtifactFormat, data: bytes, where: Any, *, trust: bool 
     """Check the bytes of an artifact of format ``fmt``, running nothing of it: the
     format's inspection (layout, graph, metadata types), the model's digest (a missing one
     is refused unless ``trust``), that it fits this machine and its graph, and the metadata's
-    digest (artifacts written before it existed have none).
+    digest (artifacts written before it existed have none); a graph that calls operators
+    outside its format's allow-list is refused unless ``trust``.
 
     Raises:
         ArtifactError: one line naming ``where``; UnverifiedArtifactError for a missing
@@ -57,6 +64,11 @@ def check_artifact(fmt: ArtifactFormat, data: bytes, where: Any, *, trust: bool 
     verified = check_digest(contents.metadata, contents.digest(shape), where, trust=trust)
     fmt.check_fits(contents, where)
     check_metadata_digest(contents.metadata, where)
+    if contents.unsafe and not trust:
+        shown = ", ".join(contents.unsafe[:3]) + (", ..." if len(contents.unsafe) > 3 else "")
+        raise ArtifactError(f"{where}: its graph calls {shown}, outside the tensor operators "
+                            "epdo runs (file access, I/O or other side effects); pass --trust "
+                            "only if you vouch for the file")
     return CheckedArtifact(fmt, data, contents, verified)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from cli_checks import cli, refused
 from test_pt2 import CLASSES, TINY, MakeDir, edit_json, rewrite
 
@@ -161,3 +162,75 @@ def test_info_says_what_the_digests_cover(artifacts: dict[str, Path]) -> None:
     legacy = Path(__file__).parent / "fixtures" / "legacy_model.onnx"
     old = " ".join(cli("info", legacy, env={"COLUMNS": "200"}).stdout.split())
     assert "matches the model; its metadata is not covered" in old
+
+
+class Leak(torch.nn.Module):
+    """A TorchScript model whose forward reads a file's bytes into its logits."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        data = torch.from_file(self.secret, False, 3, dtype=torch.uint8)
+        return data.float().unsqueeze(0).expand(x.shape[0], 3) + x.sum() * 0
+
+
+class Overwrite(torch.nn.Module):
+    """A TorchScript model whose forward overwrites a file (a shared mapping, filled)."""
+
+    def __init__(self, victim: str) -> None:
+        super().__init__()
+        self.victim = victim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        written = torch.from_file(self.victim, True, 3, dtype=torch.uint8).fill_(0)
+        return written.float().unsqueeze(0).expand(x.shape[0], 3) + x.sum() * 0
+
+
+@pytest.mark.parametrize("kind", ["leak", "overwrite"])
+def test_torchscript_that_touches_files_is_refused_without_trust(
+        artifacts: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    """The second round's case: a scripted model saved with epdo's own writer (so its
+    digests are right) whose graph reads or writes a file. Refused by info and predict
+    until the user vouches for it; the file is never touched."""
+    from epdo.exporters.artifact import build_metadata
+    from epdo.exporters.formats.torchscript import save_torchscript
+
+    target = tmp_path / "secret.bin"
+    target.write_bytes(b"\x07\x08\x09")
+    module = torch.jit.script(Leak(str(target)) if kind == "leak" else Overwrite(str(target)))
+    meta = build_metadata(load_spec(TINY), CLASSES, {"format": "torchscript"})
+    path = tmp_path / f"{kind}.ts"
+    save_torchscript(module, path, meta)
+    for args in (("info", path), ("predict", path, artifacts["input"], "--provider", "cpu")):
+        refused(cli(*args), 2, path.name, "aten::from_file", "--trust")
+    with pytest.raises(ServingError, match="aten::from_file"):
+        load_classifier(path, provider="cpu")
+    assert target.read_bytes() == b"\x07\x08\x09"  # neither read into logits nor overwritten
+    trusted = cli("info", path, "--trust")
+    assert trusted.exit_code == 0  # the user vouches for it: shown
+
+
+def test_torchscript_with_setstate_is_refused_before_loading(artifacts: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    class Stateful(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)[:, :3]
+
+        @torch.jit.export
+        def __getstate__(self) -> int:
+            return 1
+
+        @torch.jit.export
+        def __setstate__(self, state: int) -> None:
+            self.training = False
+
+    from epdo.exporters.artifact import build_metadata
+    from epdo.exporters.formats.torchscript import save_torchscript
+
+    path = tmp_path / "stateful.ts"
+    save_torchscript(torch.jit.script(Stateful()), path,
+                     build_metadata(load_spec(TINY), CLASSES, {"format": "torchscript"}))
+    for trust in ((), ("--trust",)):
+        refused(cli("info", path, *trust), 2, "stateful.ts", "__setstate__")

@@ -205,3 +205,19 @@ def test_a_metadata_key_set_to_null_is_refused(key: str) -> None:
         validate_metadata({"epdo.verification": {"checks": [{"batch": 1.5}]}}, "m.onnx",
                           complete=False)
     assert validate_metadata({"epdo.verification": {"opset": None}}, "m", complete=False)
+
+
+def test_the_metadata_digest_is_that_of_the_decoded_metadata() -> None:
+    """Written from Python values, checked on what a reader decodes from JSON: tuples and
+    non-string keys must not change it, any edited value must."""
+    import json
+
+    from epdo.exporters.artifact import metadata_digest
+
+    meta = {"epdo.spec": {"widths": (16, 24), "by_epoch": {2: 1e-3, 10: 5e-4}},
+            "epdo.classes": ["a", "b"], "epdo.verification": {"max_abs": 1e-7}}
+    decoded = json.loads(json.dumps(meta))
+    assert metadata_digest(meta) == metadata_digest(decoded)
+    assert metadata_digest({**decoded, "epdo.classes": ["b", "a"]}) != metadata_digest(meta)
+    with_digests = {**decoded, "epdo.verification": {"max_abs": 1e-7, "graph_sha256": "0" * 64}}
+    assert metadata_digest(with_digests) == metadata_digest(meta)  # its digests left out

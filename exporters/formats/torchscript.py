@@ -6,7 +6,13 @@ inference graph, run by torch (``torch.jit.load``).
 - Digest: the archive digest (:mod:`epdo.exporters.archive`): every entry but the metadata
   and the per-save id, and the declared input shape, which a TorchScript graph does not fix.
 - Read: the zip checked (:func:`~epdo.exporters.archive.open_archive`: layout, CRCs, zip
-  bombs) before torch sees a byte; torch then loads the checked bytes.
+  bombs) before torch sees a byte. TorchScript is code: its code files may not define
+  ``__setstate__`` (which would run on load), and once torch has compiled the checked bytes
+  (nothing of the file runs), every node of the forward graph, submodules inlined, must be
+  structural (:data:`STRUCTURAL`) or an ATen operator that touches nothing but tensors
+  (:func:`tensor_operator`: no file name, path or storage among its arguments). A graph
+  that calls anything else (``aten::from_file``, ``aten::save``, ``prim::Print``, a Python
+  call) is refused unless the user vouches for the file (``--trust``).
 - Run: torch, on CUDA when asked for (or ``auto`` with a GPU), else the CPU.
 """
 
@@ -29,11 +35,62 @@ from ..artifact import (
     read_artifact_bytes,
 )
 from .base import ArtifactFormat, Session, register
+from .pt2_checks import bad
 from .torch_common import TorchSession, torch_device
 
-__all__ = ["TorchScriptFormat", "save_torchscript", "torchscript_digest"]
+__all__ = ["STRUCTURAL", "TorchScriptFormat", "save_torchscript", "tensor_operator",
+           "torchscript_digest", "unsafe_operators"]
 
 _KIND = "TorchScript model"
+STRUCTURAL = frozenset({"prim::Constant", "prim::GetAttr", "prim::ListConstruct",
+                        "prim::ListUnpack", "prim::TupleConstruct", "prim::TupleUnpack",
+                        "prim::NumToTensor", "prim::dtype", "prim::device", "prim::If",
+                        "prim::Loop"})
+"""TorchScript's structural nodes a graph may hold: constants, attributes, lists, tuples,
+and control flow (whose blocks are checked node by node)."""
+
+
+def tensor_operator(node: Any) -> bool:
+    """Whether a graph node is an ATen operator that touches nothing but tensors: no
+    argument of its schema is a file name or path (``aten::from_file``, ``aten::save``) or a
+    storage (``aten::set_``). Without such a source no tensor of the graph is backed by a
+    file, so even an in-place operator writes only the graph's own memory."""
+    import torch
+
+    if not node.kind().startswith("aten::"):
+        return False
+    try:
+        schema = torch._C.parse_schema(node.schema())
+    except RuntimeError:  # "(no schema)": a node torch cannot describe
+        return False
+    return not any(("str" in str(a.type) and ("file" in a.name or "path" in a.name))
+                   or "Storage" in str(a.type) for a in schema.arguments)
+
+
+def unsafe_operators(module: Any) -> list[str]:
+    """The node kinds of a loaded TorchScript module's forward graph (submodules inlined,
+    nested blocks included) that are neither :data:`STRUCTURAL` nor a
+    :func:`tensor_operator`."""
+    unsafe: set[str] = set()
+    blocks = [module.inlined_graph]
+    while blocks:
+        for node in blocks.pop().nodes():
+            if node.kind() not in STRUCTURAL and not tensor_operator(node):
+                unsafe.add(node.kind())
+            blocks.extend(node.blocks())
+    return sorted(unsafe)
+
+
+def _load(data: bytes, where: Any, device: Any) -> Any:
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
+            return torch.jit.load(io.BytesIO(data), map_location=device).eval()
+    except Exception as exc:  # torch raises RuntimeError and friends on bad archives
+        raise ArtifactError(f"{where}: not a loadable TorchScript model "
+                            f"({first_line(exc)})") from exc
 
 
 class TorchScriptFormat(ArtifactFormat):
@@ -70,22 +127,26 @@ class TorchScriptFormat(ArtifactFormat):
         with open_archive(data, where, _KIND) as archive:
             entries = archive.entries_digest()
             text = archive.metadata_text()
+            for name in archive.names:
+                if name.startswith("code/") and name.endswith(".py") \
+                        and b"__setstate__" in archive.read(name):
+                    raise bad(where, _KIND, f"{name} defines __setstate__, code that would "
+                              "run when it is loaded")
         meta = decode_text(text, where, complete=complete)
-        return Contents(metadata=meta, digest=lambda shape: archive_digest(entries, shape))
+        import torch
+
+        module = _load(data, where, torch.device("cpu"))
+        return Contents(metadata=meta, digest=lambda shape: archive_digest(entries, shape),
+                        unsafe=unsafe_operators(module),
+                        notes={"module": module})
 
     def load(self, data: bytes, where: Any, contents: Contents, provider: str, *,
              threads: int | None = None) -> Session:
-        import torch
-
         device = torch_device(provider)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
-                module = torch.jit.load(io.BytesIO(data), map_location=device)
-        except Exception as exc:  # torch raises RuntimeError and friends on bad archives
-            raise ArtifactError(f"{where}: not a loadable TorchScript model "
-                                f"({first_line(exc)})") from exc
-        return TorchSession(module.eval(), device)
+        module = contents.notes.get("module")
+        if module is None or device.type != "cpu":
+            module = _load(data, where, device)
+        return TorchSession(module, device)
 
 
 FORMAT = register(TorchScriptFormat())
