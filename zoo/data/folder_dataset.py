@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..envlimits import MAX_SETTING
 from .dataset import ImageDataset
 from .errors import DataError
 from .folder import FolderLayout, index_folder
@@ -61,12 +62,17 @@ Note = Callable[[str], None]
 
 
 def parse_bytes(text: str, what: str) -> int:
-    """``"512M"`` -> 536870912 (K, M, G, T are powers of 1024; a plain number is bytes)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*", str(text))
-    if not match:
-        raise DataError(f"{what} must be a number of bytes such as 800M or 4G, got {text!r}")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    return int(number * 1024 ** ("KMGT".index(unit) + 1 if unit else 0))
+    """``"512M"`` -> 536870912 (K, M, G, T are powers of 1024; a plain number is bytes;
+    ASCII digits only, at most :data:`~epdo.zoo.envlimits.MAX_SETTING`)."""
+    match = re.fullmatch(r"\s*([0-9]{1,19}(?:\.[0-9]{1,9})?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*",
+                         str(text))
+    number = float(match.group(1)) if match else 0.0
+    size = number * 1024 ** ("KMGT".index(match.group(2).upper()) + 1 if match and
+                             match.group(2) else 0)
+    if not match or size > MAX_SETTING:
+        raise DataError(f"{what} must be a number of bytes such as 800M or 4G (at most "
+                        f"{MAX_SETTING:,}), got {str(text)[:40]!r}")
+    return int(size)
 
 
 def memory_budget(value: str | int | None = None) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..envlimits import MAX_SETTING, whole_number
 from .dataset import ImageDataset
 from .errors import DataError
 from .locations import DATA_ENV, DEBIAN_FASHION_MNIST, describe_roots, search_roots
@@ -60,15 +61,13 @@ MAX_IDX_BYTES_ENV = "EPDO_MAX_IDX_BYTES"
 
 def max_idx_bytes() -> int:
     """:data:`MAX_IDX_BYTES`, or ``$EPDO_MAX_IDX_BYTES`` when it is set to a positive integer."""
-    text = os.environ.get(MAX_IDX_BYTES_ENV, "").strip()
-    if not text:
+    text = os.environ.get(MAX_IDX_BYTES_ENV, "")
+    if not text.strip():
         return MAX_IDX_BYTES
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DataError(f"${MAX_IDX_BYTES_ENV} must be a positive number of bytes, got {text!r}")
+    value = whole_number(text)
+    if value is None:
+        raise DataError(f"${MAX_IDX_BYTES_ENV} must be a whole number of bytes from 1 to "
+                        f"{MAX_SETTING:,}, got {text.strip()[:40]!r}")
     return value
 
 
