@@ -1,5 +1,5 @@
 """``python -m epdo.cli``: the same as the ``epdo`` command (used with torchrun)."""
 
-from epdo.cli.main import app
+from epdo.cli.main import run
 
-app()
+run()

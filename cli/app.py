@@ -18,9 +18,12 @@ and exits 2, instead of the usage text and the framed box Typer prints by defaul
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -100,7 +103,8 @@ def _one_line(exc: BaseException) -> str:
 def handles_errors(func: F) -> F:
     """The one error path of the command line: an :class:`~epdo.zoo.errors.EpdoError`
     becomes ``error: <its first line>`` on stderr and exit code ``exc.exit_code``; a missing,
-    unreadable or wrong-kind file (an OS error) becomes ``error: <file>: <reason>``, exit 2."""
+    unreadable or wrong-kind file, a full disk (an OS error) becomes ``error: <file>:
+    <reason>``, exit 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -110,11 +114,54 @@ def handles_errors(func: F) -> F:
             return func(*args, **kwargs)
         except EpdoError as exc:
             fail(_one_line(exc), exc.exit_code)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        except OSError as exc:  # a file the command met: missing, unreadable, disk full, ...
             reason = exc.strerror or _one_line(exc)
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                reason += "; free some space or write elsewhere"
             fail(f"{exc.filename}: {reason}" if exc.filename is not None else reason)
 
     return wrapper  # type: ignore[return-value]
+
+
+TERMINATED = 128 + signal.SIGTERM
+"""The exit code after SIGTERM (128 + its number, as shells report it)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(TERMINATED)
+
+
+_PROCESS = {"owned": False}
+"""Whether the command line owns this process (the ``epdo`` script, ``python -m epdo.cli``)
+rather than running inside another program (a test, a notebook): only then does it change
+how the process answers signals."""
+
+
+def _ignore_signals() -> None:
+    if _PROCESS["owned"] and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def result_is_final() -> None:
+    """From here on the command's result is on disk: Ctrl-C and SIGTERM no longer change
+    its exit code (a signal just after "wrote ..." would otherwise exit 130 or 143 although
+    the file was written)."""
+    _ignore_signals()
+
+
+def run() -> None:
+    """The ``epdo`` console script: :data:`app` in a process it owns. SIGTERM unwinds the
+    command like Ctrl-C does instead of killing it on the spot (temporary files beside a
+    target are removed and locks released on the way out; exit :data:`TERMINATED`), and once
+    the command has finished, a late signal no longer changes its exit code."""
+    _PROCESS["owned"] = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    finally:
+        _ignore_signals()
 
 
 def _usage_line(exc: Any) -> str:

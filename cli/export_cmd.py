@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from epdo.cli.app import console, fail, print_json, print_note
+from epdo.cli.app import console, fail, print_json, print_note, result_is_final
 from epdo.cli.text import literal
 from epdo.exporters.formats import FORMATS, all_formats
 
@@ -85,6 +85,7 @@ def export_command(
         if exc.report is not None and not as_json:
             console.print(report_table(exc.report))
         raise
+    result_is_final()
     if as_json:
         print_json(report.to_dict())
         return

@@ -7,7 +7,8 @@ otherwise), never a traceback: see :mod:`epdo.cli.app`, which holds ``app``, the
 that one error path.
 
 This module registers the commands, each from its own module, in the order ``--help`` lists
-them; ``epdo.cli.main:app`` is the console script.
+them; ``epdo.cli.main:run`` is the console script (:func:`epdo.cli.app.run`: ``app`` in a
+process it owns).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from epdo.cli import (
     spec_cmd,
     train_cmd,
 )
-from epdo.cli.app import app, console, handles_errors
+from epdo.cli.app import app, console, handles_errors, run
 
-__all__ = ["app"]
+__all__ = ["app", "run"]
 
 
 @app.callback(invoke_without_command=True)

@@ -31,6 +31,7 @@ line.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import warnings
@@ -45,7 +46,7 @@ from epdo import __version__
 
 from .builder import build_model
 from .errors import EpdoError
-from .fileio import atomic_path
+from .fileio import atomic_path, disk_is_full
 from .spec import Spec, SpecError, load_spec
 from .values import is_int, shape_text, type_name
 
@@ -62,9 +63,16 @@ class CheckpointError(EpdoError, ValueError):
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
+    """``torch.save`` to a temporary file beside ``path``, then rename over it. torch's
+    writer reports a full disk as "unexpected pos ..."; that is told as what it is
+    (:class:`~epdo.zoo.fileio.DiskFullError`)."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            if disk_is_full(tmp.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+            raise
 
 
 def save_checkpoint(

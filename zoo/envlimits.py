@@ -13,7 +13,24 @@ from dataclasses import dataclass
 
 from .errors import EpdoError
 
-__all__ = ["IMAGE_PIXELS", "MAX_IMAGE_PIXELS", "Limit", "LimitSettingError"]
+__all__ = ["IMAGE_PIXELS", "MAX_IMAGE_PIXELS", "MAX_SETTING", "Limit", "LimitSettingError",
+           "whole_number"]
+
+MAX_SETTING = 1 << 62
+"""The largest number a limit's variable may hold: far beyond any real limit, and small
+enough that every computation with it stays exact (no overflow in numpy, torch or C)."""
+
+
+def whole_number(text: str) -> int | None:
+    """The whole number 1 ..  :data:`MAX_SETTING` that ``text`` writes in ASCII digits
+    (surrounding blanks and ``_`` separators allowed), else None: a sign, a fraction, a
+    Unicode digit such as ``²`` (``str.isdigit`` accepts it, ``int`` does not), or a number
+    too long to mean anything (5000 digits would make ``int`` refuse)."""
+    digits = text.strip().replace("_", "")
+    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 19:
+        return None
+    value = int(digits)
+    return value if 1 <= value <= MAX_SETTING else None
 
 
 class LimitSettingError(EpdoError):
@@ -31,16 +48,13 @@ class Limit:
     def value(self) -> int:
         """The limit in force: ``$variable`` when it is set (a positive integer), else the
         default; LimitSettingError for anything else in the variable."""
-        text = os.environ.get(self.variable, "").strip().replace("_", "")
-        if not text:
+        text = os.environ.get(self.variable, "")
+        if not text.strip():
             return self.default
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise LimitSettingError(f"${self.variable} must be a positive whole number of "
-                                    f"{self.what}, got {os.environ[self.variable]!r}")
+        value = whole_number(text)
+        if value is None:
+            raise LimitSettingError(f"${self.variable} must be a whole number of {self.what} "
+                                    f"from 1 to {MAX_SETTING:,}, got {text[:40]!r}")
         return value
 
     def advice(self) -> str:

@@ -16,19 +16,57 @@ Three levels, from the most general::
 
 and, for a caller that manages the temporary file itself, :func:`temp_file_beside` and
 :func:`commit`.
+
+A full disk (``ENOSPC``, or a quota: ``EDQUOT``) met by any of them, or inside
+:func:`full_disk_reported` around another write, is one :class:`DiskFullError` naming the
+target, never a traceback; the temporary file is removed and the target keeps what it held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["FILE_MODE", "atomic_open", "atomic_path", "atomic_write", "commit",
-           "temp_file_beside"]
+from .errors import EpdoError
+
+__all__ = ["FILE_MODE", "DiskFullError", "atomic_open", "atomic_path", "atomic_write",
+           "commit", "disk_is_full", "full_disk_reported", "temp_file_beside"]
+
+_NO_SPACE = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None))
+                      if code is not None)
+
+
+class DiskFullError(EpdoError):
+    """A write that found no space left on the device (or the user's quota spent)."""
+
+
+def disk_is_full(folder: str | os.PathLike[str], margin: int = 1 << 20) -> bool:
+    """Whether the file system of ``folder`` has less than ``margin`` bytes left (for a
+    writer that reports a full disk in its own words, torch's "unexpected pos")."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def full_disk_reported(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full disk met inside the block into one :class:`DiskFullError` naming
+    ``path`` (any other error passes through)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        raise DiskFullError(f"{path}: no space left on the device (nothing half-written was "
+                            "kept); free some space or write elsewhere") from exc
 
 FILE_MODE = 0o644
 """The permissions of a written file (:func:`tempfile.mkstemp` creates 0600; epdo's files —
@@ -66,18 +104,20 @@ def atomic_path(
 ) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; when the block ends normally, the file
     written there replaces ``path`` (with permissions ``mode``); when it raises, the temporary
-    file is removed and the exception propagates. ``mkdir`` creates ``path``'s folder first.
+    file is removed and the exception propagates (a full disk as :class:`DiskFullError`).
+    ``mkdir`` creates ``path``'s folder first.
     """
     path = Path(path)
-    if mkdir:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_file_beside(path, suffix)
-    try:
-        yield tmp
-        commit(tmp, path, mode)
-    except BaseException:
-        _discard(tmp)
-        raise
+    with full_disk_reported(path):
+        if mkdir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_file_beside(path, suffix)
+        try:
+            yield tmp
+            commit(tmp, path, mode)
+        except BaseException:
+            _discard(tmp)
+            raise
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..envlimits import MAX_SETTING, whole_number
 from .errors import SpecError
 
 __all__ = [
@@ -106,14 +107,14 @@ class Limit:
     @property
     def value(self) -> int:
         """``$variable`` when set (a whole number of 1 or more), else the default."""
-        text = os.environ.get(self.variable, "").strip().replace("_", "")
-        if not text:
+        text = os.environ.get(self.variable, "")
+        if not text.strip():
             return self.default
-        if not text.isdigit() or int(text) < 1:
-            raise SpecError(
-                f"${self.variable} must be a whole number of 1 or more, got {text[:40]!r}"
-            )
-        return int(text)
+        value = whole_number(text)
+        if value is None:
+            raise SpecError(f"${self.variable} must be a whole number from 1 to "
+                            f"{MAX_SETTING:,}, got {text.strip()[:40]!r}")
+        return value
 
     @property
     def hint(self) -> str:
@@ -132,4 +133,9 @@ ACTIVATION_BYTES = Limit("EPDO_MAX_ACTIVATION_BYTES", MAX_ACTIVATION_BYTES, "byt
 def extends_roots() -> list[Path]:
     """The folders of ``$EPDO_EXTENDS_PATH`` (resolved; empty entries skipped)."""
     text = os.environ.get(EXTENDS_PATH_VARIABLE, "")
-    return [Path(part).expanduser().resolve() for part in text.split(os.pathsep) if part]
+    roots = [Path(part).expanduser().resolve() for part in text.split(os.pathsep) if part]
+    for root in roots:
+        if root.exists() and not root.is_dir():
+            raise SpecError(f"${EXTENDS_PATH_VARIABLE} names {str(root)[:200]!r}, which is not "
+                            "a folder; list the folders whose specs may be extended")
+    return roots

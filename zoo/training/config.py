@@ -21,6 +21,7 @@ import math
 import os
 from typing import Any
 
+from ..envlimits import MAX_SETTING, whole_number
 from ..spec import Spec, SpecError, TrainSpec, load_spec
 from ..spec.loader import validate_section
 from ..values import is_number
@@ -56,12 +57,14 @@ FIXED_ON_RESUME = ("batch_size", "lr", "dataset", "seed")
 
 
 def _limit(variable: str, default: int) -> int:
-    text = os.environ.get(variable, "").strip()
-    if not text:
+    text = os.environ.get(variable, "")
+    if not text.strip():
         return default
-    if not text.isdigit() or int(text) < 1:
-        raise TrainError(f"${variable} must be a whole number of 1 or more, got {text!r}")
-    return int(text)
+    value = whole_number(text)
+    if value is None:
+        raise TrainError(f"${variable} must be a whole number from 1 to {MAX_SETTING:,}, got "
+                         f"{text.strip()[:40]!r}")
+    return value
 
 
 def max_epochs() -> int:

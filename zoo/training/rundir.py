@@ -52,7 +52,7 @@ from typing import Any
 import yaml
 
 from ..checkpoint import BEST, LAST
-from ..fileio import atomic_write
+from ..fileio import atomic_write, full_disk_reported
 from .errors import TrainError
 
 try:  # POSIX; where it is missing (Windows) the folder lock is not enforced
@@ -271,9 +271,10 @@ class RunDir:
                 f"{self.path}: cannot lock the run folder ({LOCK} keeps being replaced); is "
                 "another program removing it?"
             )
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+        with full_disk_reported(self.lock_file):  # the pid is a note: the lock is held
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
 
     def release(self) -> None:
         """Give the folder up: the lock file is removed, then unlocked; a folder created for
@@ -335,7 +336,7 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line (a single write of a whole line, then flush and fsync)."""
-        with open(self.metrics, "a", encoding="utf-8") as f:
+        with full_disk_reported(self.metrics), open(self.metrics, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
