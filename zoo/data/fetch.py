@@ -14,46 +14,31 @@ place (atomically), so a broken or partial download is never found by the loader
   (``cifar-10-batches-py`` / ``cifar-100-python``) is unpacked beside it and renamed into
   place, and the archive is deleted.
 
-Only the standard library's ``urllib`` is used; a progress bar is drawn on stderr when it is
-a terminal.
+The download (:mod:`.download`) is capped in size (``$EPDO_MAX_DOWNLOAD_BYTES``) and time
+(``$EPDO_MAX_DOWNLOAD_SECONDS``), a full disk is reported as such, and SIGTERM / SIGHUP unwind
+the fetch so that nothing half-written is left behind. The archives are checked in bounded
+memory whatever they declare (:mod:`.fetch_mnist_rot`, :mod:`.fetch_cifar`). Only the standard
+library's ``urllib`` is used; a progress bar is drawn on stderr when it is a terminal.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import os
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from ..fileio import commit, temp_file_beside
 from . import fetch_cifar
 from .cifar import CIFAR_LAYOUT
+from .download import download, signals_unwind, writing_into
 from .errors import DataError
+from .fetch_mnist_rot import MNIST_ROT_ROWS, check_mnist_rot_archive
 from .locations import DATA_ENV, DEBIAN_FASHION_MNIST, default_data_dir
-from .mnist_rot import (
-    MNIST_ROT_ARCHIVE,
-    MNIST_ROT_FILES,
-    MNIST_ROT_URL,
-    AmatSource,
-    find_member,
-    read_amat_source,
-)
+from .mnist_rot import MNIST_ROT_ARCHIVE, MNIST_ROT_URL
 from .names import check_name
 
 __all__ = ["FETCHABLE", "MNIST_ROT_ROWS", "URL_ENV", "check_mnist_rot_archive",
@@ -63,9 +48,6 @@ __all__ = ["FETCHABLE", "MNIST_ROT_ROWS", "URL_ENV", "check_mnist_rot_archive",
 FETCHABLE = ("mnist-rot", "cifar10", "cifar100")
 #: Environment variable overriding MNIST-rot's download address.
 URL_ENV = "EPDO_MNIST_ROT_URL"
-#: Rows of each split in the genuine archive.
-MNIST_ROT_ROWS: dict[str, int] = {"train": 12_000, "test": 50_000}
-_CHUNK = 1 << 16
 _ELSEWHERE = {
     "idx": f"install Fashion-MNIST with `apt-get install dataset-fashion-mnist` (it is found "
            f"in {DEBIAN_FASHION_MNIST}) or put MNIST-format IDX files in a folder",
@@ -97,15 +79,22 @@ def fetch_dataset(name: str, url: str | None = None, dest: str | os.PathLike[str
         expected_md5: the archive's md5 digest; ``"default"`` means the published one when
             ``url`` is the official CIFAR address and no digest check otherwise (a mirror is
             checked by its structure only); ``None`` skips it.
-        timeout: seconds without an answer before giving up.
+        timeout: seconds one connect or read may wait for the server; the whole download
+            may take at most ``$EPDO_MAX_DOWNLOAD_SECONDS`` (default an hour) and bring at most
+            ``$EPDO_MAX_DOWNLOAD_BYTES`` (default 1 GiB), see :mod:`.download`.
 
     Returns:
         The path of the stored archive (mnist-rot) or of the unpacked folder (CIFAR).
 
     Raises:
         DataError: another dataset name; the download failed (offline, unreachable, HTTP
-            error: one line naming the URL, the error and what to do); a wrong digest; the
-            archive fails the structure check. Nothing is left behind then.
+            error, too large, too slow: one line naming the URL, the error and what to
+            do); the folder cannot be written (naming it); a wrong
+            digest; the archive fails the structure check. Nothing is left behind then, nor
+            after SIGTERM, SIGHUP or Ctrl-C (``SystemExit(143)`` / ``(129)`` /
+            ``KeyboardInterrupt`` propagate once the partial download is removed).
+        DiskFullError: the disk is full (naming the folder); nothing is left behind either.
+        LimitSettingError: a download limit's variable holds no positive whole number.
     """
     check_name(name)
     if name not in FETCHABLE:
@@ -124,13 +113,6 @@ def fetch_dataset(name: str, url: str | None = None, dest: str | os.PathLike[str
         if expected_md5 == "default":
             expected_md5 = None
     folder = Path(dest).expanduser() if dest is not None else default_data_dir(name)
-    created = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = temp_file_beside(folder / archive, suffix=".part")
-    except OSError as exc:
-        raise DataError(f"cannot write there ({exc.strerror or exc}); pass another --dest",
-                        folder) from None
     if cifar:
         advice = (f"check the address and your connection, or download {archive} by hand "
                   f"(from {url}), unpack it (tar xzf {archive}) and put its "
@@ -140,62 +122,38 @@ def fetch_dataset(name: str, url: str | None = None, dest: str | os.PathLike[str
         advice = (f"check the address and your connection, or download {archive} by hand "
                   f"(from {url}) and put it in {folder}, or in a folder you pass as "
                   f"--data-dir DIR or set as {DATA_ENV}=DIR")
-    try:
-        with open(tmp, "wb") as out:
-            digest = _download(url, out, progress, timeout, archive, advice)
-        if expected_md5 is not None and digest != expected_md5.lower():
-            raise DataError(f"md5 {digest} differs from the published {expected_md5}; the "
-                            f"download is damaged or not the original {archive} - try again "
-                            "or check the URL", url)
-        if cifar:
-            with _status(progress, "checking and unpacking the archive"):
-                final = fetch_cifar.install_cifar_archive(tmp, name, folder, expected_rows,
-                                                          label=url)
-            tmp.unlink()
-        else:
-            rows = MNIST_ROT_ROWS if expected_rows == "default" else expected_rows
-            with _status(progress, "checking the archive (parsing every row)"):
-                check_mnist_rot_archive(tmp, rows, label=url)
-            final = commit(tmp, folder / MNIST_ROT_ARCHIVE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        if created:
-            _remove_if_empty(folder)
-        raise
+    with signals_unwind():  # SIGTERM / SIGHUP reach the cleanup below
+        created = not folder.exists()
+        tmp: Path | None = None
+        try:
+            with writing_into(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = temp_file_beside(folder / archive, suffix=".part")
+            digest = download(url, tmp, progress=progress, timeout=timeout,
+                              description=archive, advice=advice)
+            if expected_md5 is not None and digest != expected_md5.lower():
+                raise DataError(f"md5 {digest} differs from the published {expected_md5}; "
+                                f"the download is damaged or not the original {archive} - try "
+                                "again or check the URL", url)
+            if cifar:
+                with _status(progress, "checking and unpacking the archive"):
+                    final = fetch_cifar.install_cifar_archive(tmp, name, folder, expected_rows,
+                                                              label=url)
+                tmp.unlink()
+            else:
+                rows = MNIST_ROT_ROWS if expected_rows == "default" else expected_rows
+                with _status(progress, "checking the archive (parsing every row)"):
+                    check_mnist_rot_archive(tmp, rows, label=url)
+                with writing_into(folder):
+                    final = commit(tmp, folder / MNIST_ROT_ARCHIVE)
+        except BaseException:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+            if created:
+                _remove_if_empty(folder)
+            raise
     return final
-
-
-def check_mnist_rot_archive(path: str | os.PathLike[str],
-                            expected_rows: Mapping[str, int] | None = None,
-                            label: str | None = None) -> dict[str, int]:
-    """Check that ``path`` is a genuine MNIST-rot archive; returns the rows per split.
-
-    Every row of both members is parsed and validated (785 values, pixels in [0, 1],
-    integer labels 0..9); with ``expected_rows`` the row counts must match. Messages name
-    ``label`` (default: the path) and the member.
-    """
-    path = Path(path)
-    label = label or str(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {split: find_member(archive, f) for split, f in MNIST_ROT_FILES.items()}
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"not a zip archive ({exc}); it is not {MNIST_ROT_ARCHIVE} - check the "
-                        "URL", label) from None
-    missing = [MNIST_ROT_FILES[s] for s, m in members.items() if m is None]
-    if missing:
-        raise DataError(f"the archive lacks {' and '.join(missing)}; it is not "
-                        f"{MNIST_ROT_ARCHIVE} - check the URL", label)
-    counts: dict[str, int] = {}
-    for split, member in members.items():
-        source = AmatSource(path, member, display=f"{label}/{member}")
-        _, labels = read_amat_source(source, use_cache=False)
-        counts[split] = len(labels)
-        want = None if expected_rows is None else expected_rows.get(split)
-        if want is not None and counts[split] != want:
-            raise DataError(f"{counts[split]:,} rows, expected {want:,}; the archive is "
-                            "incomplete or not the original - check the URL", source.label)
-    return counts
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -204,50 +162,6 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
-
-
-def _download(url: str, out: BinaryIO, progress: bool, timeout: float, description: str,
-              advice: str) -> str:
-    """Stream ``url`` into ``out``; returns its md5 hex digest. Any failure becomes one
-    :class:`DataError` line ending with ``advice``."""
-    if not url.lower().startswith(("http://", "https://", "file:")):
-        raise DataError(f"cannot download {url}: only http(s):// and file: URLs are "
-                        f"supported; {advice}")
-    request = urllib.request.Request(url, headers={"User-Agent": "epdo-data-fetch"})
-    received = 0
-    total: int | None = None
-    md5 = hashlib.md5(usedforsecurity=False)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with _progress_bar(progress) as bar:
-                task = bar.add_task(description, total=total)
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    md5.update(chunk)
-                    received += len(chunk)
-                    bar.update(task, advance=len(chunk))
-    except urllib.error.HTTPError as exc:
-        raise DataError(f"cannot download {url}: HTTP error {exc.code} {exc.reason}; "
-                        f"{advice}") from None
-    except urllib.error.URLError as exc:
-        raise DataError(f"cannot download {url}: {exc.reason}; {advice}") from None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise DataError(f"cannot download {url}: {type(exc).__name__}: {exc}; "
-                        f"{advice}") from None
-    if total is not None and received != total:
-        raise DataError(f"cannot download {url}: got {received:,} of {total:,} bytes; "
-                        f"{advice}")
-    return md5.hexdigest()
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    """A download bar on stderr, disabled unless ``enabled`` and stderr is a terminal."""
-    console = Console(stderr=True)
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-                    disable=not (enabled and console.is_terminal))
 
 
 def _status(enabled: bool, message: str) -> contextlib.AbstractContextManager[Any]:

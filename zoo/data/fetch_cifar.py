@@ -5,6 +5,11 @@
 
 - it must be gzip (checked by its first bytes) holding a tar archive, and the whole gzip stream
   must be intact (read to its end, so a truncated download or a CRC error is caught);
+- an extended header (a GNU long name or link, a pax record) is refused, before :mod:`tarfile`
+  reads it into memory, when it declares more than :data:`_MAX_HEADER_BYTES` or when more than
+  :data:`_MAX_HEADER_CHAIN` of them precede one member; a sparse member is refused (the
+  original archives have none of these) — so a small archive cannot make the check use
+  gigabytes;
 - every member must be a regular file or a folder with a relative path without ``..``
   components: a symbolic or hard link, a device, a FIFO, an absolute path or a ``..`` makes the
   whole archive refused; at most :data:`_MAX_MEMBERS` members;
@@ -26,6 +31,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
@@ -37,6 +43,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from .cifar import CIFAR_LAYOUT, _read_batch, cifar_classes
+from .download import writing_into
 from .errors import DataError
 
 __all__ = [
@@ -81,7 +88,46 @@ CIFAR_MAX_BYTES: dict[str, dict[str, int]] = {
 _MAX_OTHER_BYTES = 1 << 20  # members that are not extracted (readme.html, file.txt~)
 _MAX_MEMBERS = 64  # the real archives hold 9 and 5
 _MAX_TRAILING_BYTES = 1 << 20  # after the tar's end marker: only its padding (< 10 KiB)
+_MAX_HEADER_BYTES = 1 << 16  # one GNU long name / pax record block (a path needs < 4 KiB)
+_MAX_HEADER_CHAIN = 8  # extended headers before one member
+_EXTENDED = {tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link",
+             tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax global",
+             tarfile.SOLARIS_XHDTYPE: "Solaris pax"}
 _CHUNK = 1 << 16
+
+
+class _HeaderRefused(Exception):
+    """A tar header refused before :mod:`tarfile` acted on it (the message says why)."""
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses, before :mod:`tarfile` reads their payload into memory,
+    extended headers larger than :data:`_MAX_HEADER_BYTES` or chained more than
+    :data:`_MAX_HEADER_CHAIN` deep, and sparse members (whose maps :mod:`tarfile` would read
+    whole). These hooks are the ones :meth:`tarfile.TarInfo.fromtarfile` calls for every header
+    read; the archive's tests prove they still are."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _EXTENDED:
+            chain = getattr(tar, "_epdo_chain", 0) + 1
+            if self.size > _MAX_HEADER_BYTES:
+                raise _HeaderRefused(f"a {_EXTENDED[self.type]} header declares {self.size:,} "
+                                     f"bytes, more than the {_MAX_HEADER_BYTES:,} allowed")
+            if chain > _MAX_HEADER_CHAIN:
+                raise _HeaderRefused(f"more than {_MAX_HEADER_CHAIN} extended tar headers "
+                                     "before one member")
+            tar._epdo_chain = chain  # type: ignore[attr-defined]
+        else:
+            tar._epdo_chain = 0  # type: ignore[attr-defined]
+            if self.type == tarfile.GNUTYPE_SPARSE:
+                self._refuse_sparse(tar)
+        return super()._proc_member(tar)
+
+    def _refuse_sparse(self, *args: object) -> None:
+        raise _HeaderRefused(f"member {self.name!r} is a sparse file")
+
+    # the sparse formats of GNU tar, old and pax (0.0, 0.1, 1.0)
+    _proc_sparse = _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
 
 
 def install_cifar_archive(archive: str | os.PathLike[str], name: str,
@@ -104,6 +150,7 @@ def install_cifar_archive(archive: str | os.PathLike[str], name: str,
 
     Raises:
         DataError: one line, for any failed check or a folder that cannot be written.
+        DiskFullError: ``dest``'s disk is full (naming ``dest``).
     """
     layout = CIFAR_LAYOUT[name]
     rows = CIFAR_ROWS[name] if expected_rows == "default" else expected_rows
@@ -114,13 +161,10 @@ def install_cifar_archive(archive: str | os.PathLike[str], name: str,
     if final.is_symlink() or (final.exists() and not final.is_dir()):
         raise DataError(f"{final} exists and is not a plain folder (a link or a file); move it "
                         "away or pass another --dest")
-    try:
+    with writing_into(dest):
         staging = Path(tempfile.mkdtemp(prefix=f".{layout['folder']}.", suffix=".part", dir=dest))
-    except OSError as exc:
-        raise DataError(f"cannot write there ({exc.strerror or exc}); pass another --dest",
-                        dest) from None
     try:
-        _unpack(archive, name, staging, label)
+        _unpack(archive, name, staging, label, dest)
         _check_batches(name, staging, rows, label)
         try:
             os.chmod(staging, 0o755)
@@ -141,8 +185,9 @@ def _expected_members(name: str) -> dict[str, str]:
     return {f"{layout['folder']}/{f}": f for f in files}
 
 
-def _unpack(archive: Path, name: str, staging: Path, label: str) -> None:
-    """Check every member's header and copy the expected ones into ``staging``."""
+def _unpack(archive: Path, name: str, staging: Path, label: str, dest: Path) -> None:
+    """Check every member's header and copy the expected ones into ``staging`` (a hidden
+    folder in ``dest``, the folder that write errors name)."""
     wanted = _expected_members(name)
     not_original = f"it is not {CIFAR_ARCHIVES[name]} - check the URL"
     try:
@@ -155,7 +200,7 @@ def _unpack(archive: Path, name: str, staging: Path, label: str) -> None:
     found: set[str] = set()
     try:
         with gzip.open(archive, "rb") as gz:
-            with tarfile.open(fileobj=gz, mode="r|") as tar:
+            with tarfile.open(fileobj=gz, mode="r|", tarinfo=_CheckedTarInfo) as tar:
                 for count, member in enumerate(tar, 1):
                     if count > _MAX_MEMBERS:
                         raise DataError(f"more than {_MAX_MEMBERS} members; {not_original}",
@@ -176,7 +221,7 @@ def _unpack(archive: Path, name: str, staging: Path, label: str) -> None:
                     source = tar.extractfile(member)
                     if source is None:  # pragma: no cover - a regular member always has data
                         raise DataError(f"member {key} has no data; {not_original}", label)
-                    _copy(source, staging / target, member.size, f"{label}/{key}")
+                    _copy(source, staging / target, member.size, f"{label}/{key}", dest)
             trailing = 0
             while chunk := gz.read(_CHUNK):  # to the end: gzip checks its CRC and length
                 trailing += len(chunk)
@@ -185,6 +230,8 @@ def _unpack(archive: Path, name: str, staging: Path, label: str) -> None:
                                     f"the tar archive; {not_original}", label)
     except DataError:
         raise
+    except _HeaderRefused as exc:
+        raise DataError(f"unsafe archive refused: {exc}; {not_original}", label) from None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"damaged or truncated archive ({type(exc).__name__}: {exc}); download "
                         f"it again, or {not_original}", label) from None
@@ -219,22 +266,22 @@ def _member_key(member: tarfile.TarInfo, label: str) -> str:
     return "/".join(path.parts)
 
 
-def _copy(source: IO[bytes], target: Path, size: int, label: str) -> None:
-    """Copy one member (``size`` bytes by its header) into the new file ``target``."""
+def _copy(source: IO[bytes], target: Path, size: int, label: str, dest: Path) -> None:
+    """Copy one member (``size`` bytes by its header) into the new file ``target``; a write
+    that fails (a full disk) names ``dest``, a read that fails is left to the caller."""
     written = 0
+    with writing_into(dest):
+        out = open(target, "xb")  # noqa: SIM115 - closed below, where a full disk is reported
     try:
-        out = open(target, "xb")
-    except OSError as exc:
-        raise DataError(f"cannot write {target.parent} ({exc.strerror or exc}); pass another "
-                        "--dest") from None
-    with out:
         while chunk := source.read(_CHUNK):
             written += len(chunk)
-            try:
+            with writing_into(dest):
                 out.write(chunk)
-            except OSError as exc:
-                raise DataError(f"cannot write {target.parent} ({exc.strerror or exc}); free "
-                                "some space or pass another --dest") from None
+        with writing_into(dest):
+            out.close()
+    finally:
+        with contextlib.suppress(OSError):
+            out.close()
     if written != size:
         raise DataError(f"{written:,} of {size:,} bytes; the archive is truncated - download it "
                         "again", label)
