@@ -21,11 +21,28 @@ order the file system lists them in.
 Problems with the layout (:func:`index_folder`) are one :class:`~.errors.DataError` line
 each: no class folders, a single class, an empty class; image files outside the class
 folders are left out and named in :attr:`FolderLayout.notes`.
+
+Links and names are checked before anything is walked or read:
+
+- a class folder (or a split folder holding it) that is a symbolic link must resolve to a
+  folder inside the dataset folder, not to the folder holding it or one above it (which
+  would take every image, or the whole file system, into one class), and not to the folder
+  of another class: otherwise it is refused by name, always; symbolic links to folders
+  below a class folder are not followed;
+- a symbolic link to an image file is read only when it resolves inside the dataset folder;
+  one that leads outside is a file that cannot be read (listed, or left out with
+  ``--skip-bad``), checked where files are decoded (:mod:`.folder_images`);
+- class folder names that differ only in their Unicode normalisation (``é`` as one code
+  point, NFC, or as ``e`` plus a combining accent, NFD) would be two classes that print
+  the same: they are refused by name, not merged, since merging would silently put two
+  folders' images under one label that the user never wrote; renaming one folder is a
+  deliberate choice.
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +54,18 @@ from .images import IMAGE_SUFFIXES
 
 __all__ = [
     "FolderLayout",
+    "MAX_FOLDER_FILES",
     "SPLIT_FOLDERS",
     "TEST_FOLDERS",
     "index_folder",
     "stratified_split",
 ]
 
+MAX_FOLDER_FILES = 1_000_000
+"""Image files a folder dataset may hold (both splits): a generous bound for the datasets a
+PDO classifier is trained on here, and the file count a run's ``data.json`` may record
+(:data:`~epdo.zoo.data.folder_dataset.MAX_RECORD_BYTES` is derived from it), so that every
+folder that trains gives a record that reads back."""
 SPLIT_FOLDERS = ("train", "test", "val")
 TEST_FOLDERS = ("test", "val")
 """The folder read as the test split, in order of preference."""
@@ -125,6 +148,43 @@ def _images_below(folder: Path, root: Path) -> tuple[list[str], int]:
     return sorted(images), others
 
 
+def _check_class_folders(folder: Path, names: list[str], base: Path) -> None:
+    """The class folders ``names`` of ``folder`` each resolve strictly inside ``base``, not
+    to the folder holding them or one above it, and not two to the same folder (module
+    docstring); DataError naming the first that does not."""
+    prefix = "" if folder == base else f"{folder.relative_to(base).as_posix()}/"
+    holder = folder.resolve()
+    seen: dict[Path, str] = {}
+    for name in names:
+        real = (folder / name).resolve()
+        shown = f"class folder {prefix}{name}/ leads to {real} (through a symbolic link)"
+        if not real.is_relative_to(base):
+            raise DataError(f"{shown}, outside the image folder; class folders must be inside "
+                            "it (copy or move the images in)", base)
+        if holder.is_relative_to(real):
+            raise DataError(f"{shown}, which holds it: its images would be every image of the "
+                            "folder; point it at a folder of its own", base)
+        if real in seen:
+            raise DataError(f"{shown}, as class folder {prefix}{seen[real]}/ does: the same "
+                            "images would be in two classes; remove one", base)
+        seen[real] = name
+
+
+def _check_normalisation(names: list[str], where: Path) -> None:
+    """No two folder names equal under Unicode NFC (module docstring); DataError naming
+    both otherwise."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = unicodedata.normalize("NFC", name)
+        if key in seen:
+            first = seen[key]
+            raise DataError(f"class folders {first}/ ({ascii(first)}) and {name}/ "
+                            f"({ascii(name)}) have the same name written with different "
+                            "Unicode characters (NFC and NFD forms); they would be two "
+                            "classes that look the same: rename or merge them", where)
+        seen[key] = name
+
+
 def _show(names: list[str]) -> str:
     shown = ", ".join(names[:_SHOWN])
     return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
@@ -168,8 +228,9 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
 
     Raises:
         DataError: the folder is missing or unreadable, holds no class folders, holds one
-            class only, a class folder holds no images, or a test class is not a train
-            class.
+            class only, a class folder holds no images, a test class is not a train class,
+            a class folder leads outside the folder, two class names differ only in their
+            Unicode form, or it holds more than :data:`MAX_FOLDER_FILES` images.
     """
     given = Path(os.path.expanduser(os.fspath(root)))
     base = given.resolve()
@@ -206,12 +267,18 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
     per_split: dict[str, list[tuple[str, int]]] = {}
     for split, folder in class_dirs.items():
         names = _subfolders(folder)
+        _check_normalisation(names, folder)
         unknown = [n for n in names if n not in index]
         if unknown:
+            nfc = {unicodedata.normalize("NFC", c): c for c in classes}
+            twins = [f"{n}/ ({ascii(n)}) is train/'s {nfc[key]}/ ({ascii(nfc[key])}) written "
+                     "with other Unicode characters" for n in unknown
+                     if (key := unicodedata.normalize("NFC", n)) in nfc]
             raise DataError(f"class folder{'s' if len(unknown) > 1 else ''} {_show(unknown)} "
                             f"{'are' if len(unknown) > 1 else 'is'} not in train/ "
-                            f"({_show(classes)}); every test class must be a training class",
-                            folder)
+                            f"({_show(classes)}); every test class must be a training class"
+                            + (f" ({twins[0]})" if twins else ""), folder)
+        _check_class_folders(folder, names, base)
         pairs: list[tuple[str, int]] = []
         for done, name in enumerate(names, start=1):
             if progress is not None:
@@ -224,6 +291,10 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
                                 "folder", folder)
             pairs += [(path, index[name]) for path in images]
         per_split[split] = pairs
+    found = sum(len(pairs) for pairs in per_split.values())
+    if found > MAX_FOLDER_FILES:
+        raise DataError(f"holds {found:,} image files, more than a folder dataset may hold "
+                        f"({MAX_FOLDER_FILES:,}); train on a subset", base)
     if outside:
         notes.insert(0, f"{len(outside)} image file{'s are' if len(outside) > 1 else ' is'} "
                      f"not in a class folder and left out: {_show(outside)}")

@@ -15,6 +15,10 @@ model sees ``pixels / 255`` (the trainer converts on the device).
 Decoding runs in chunks of :data:`CHUNK` files, in ``workers`` processes when asked; every
 file is fully decoded once before training (a truncated file is found before epoch 1, never
 in the middle of a run), and the same pass sums each channel for ``mean: auto``.
+
+Every file is read through :func:`dataset_file`: a path that resolves outside the dataset
+folder (a symbolic link, or one swapped in after indexing) is a file that cannot be read,
+as is a FIFO or a device (:func:`~epdo.zoo.files.open_regular`), never a read that waits.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import DataError
 from .images import ImageError, decode_image
 
-__all__ = ["CHUNK", "DecodeResult", "ImageFiles", "PixelSettings", "decode_files"]
+__all__ = ["CHUNK", "DecodeResult", "ImageFiles", "PixelSettings", "dataset_file",
+           "decode_files"]
 
 CHUNK = 64
 """Files decoded per work item."""
@@ -56,6 +61,18 @@ class PixelSettings:
         return self.channels * self.size[0] * self.size[1]
 
 
+def dataset_file(root: Path, name: str) -> Path:
+    """``root / name``, checked to resolve inside ``root`` (itself resolved, as
+    :func:`~epdo.zoo.data.folder.index_folder` gives it); ImageError when it leads outside,
+    through a symbolic link."""
+    path = root / name
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(root):
+        raise ImageError(f"a symbolic link to {real}, outside the dataset folder {root}; "
+                         "only files inside it are read")
+    return path
+
+
 class ImageFiles:
     """A split whose images stay on disk: ``(N, C, H, W)`` uint8, decoded when indexed.
 
@@ -69,7 +86,8 @@ class ImageFiles:
 
     def __init__(self, root: str | os.PathLike[str], files: list[str],
                  settings: PixelSettings) -> None:
-        self.root, self.files, self.settings = Path(root), list(files), settings
+        self.root = Path(os.path.realpath(root))
+        self.files, self.settings = list(files), settings
 
     @property
     def shape(self) -> torch.Size:
@@ -83,7 +101,8 @@ class ImageFiles:
         """File ``i`` as ``(C, H, W)`` uint8."""
         path = self.root / self.files[i]
         try:
-            pixels, _ = decode_image(path, self.settings.channels, self.settings.size,
+            pixels, _ = decode_image(dataset_file(self.root, self.files[i]),
+                                     self.settings.channels, self.settings.size,
                                      self.settings.fit)
         except ImageError as exc:
             raise DataError(str(exc), path) from None
@@ -136,7 +155,8 @@ class _Chunks(Dataset):
     """Work items for the decoding pass: chunk ``k`` decodes files ``k*CHUNK ...``."""
 
     def __init__(self, root: Path, files: list[str], settings: PixelSettings) -> None:
-        self.root, self.files, self.settings = root, files, settings
+        self.root = Path(os.path.realpath(root))
+        self.files, self.settings = files, settings
 
     def __len__(self) -> int:
         return math.ceil(len(self.files) / CHUNK)
@@ -149,7 +169,8 @@ class _Chunks(Dataset):
         for i in range(start, min(start + CHUNK, len(self.files))):
             name = self.files[i]
             try:
-                pixels, info = decode_image(self.root / name, s.channels, s.size, s.fit)
+                pixels, info = decode_image(dataset_file(self.root, name), s.channels,
+                                            s.size, s.fit)
             except ImageError as exc:
                 bad.append((name, str(exc)))
                 continue

@@ -18,12 +18,26 @@ For an image decoded by Pillow (its pixel count checked from the header first,
    shrinking (no aliasing).
 
 The model then sees ``pixels / 255`` in [0, 1] (the exporter's ``scale``).
+
+**Memory.** A decode holds the image in its own mode (Pillow decodes it whole, at most
+:data:`~epdo.zoo.envlimits.IMAGE_PIXELS` pixels), plus one byte per pixel and channel for
+its 8-bit copy, plus at most one more 8-bit copy for a crop, never a float copy of the whole
+image: wide and float pixels are mapped to 8 bits in tiles of :data:`TILE_PIXELS` pixels,
+a gray image for a colour model is copied to R, G and B only once it has the model's size,
+and each copy is released as soon as the next one is made (the decoded file itself too,
+in :func:`decode_image`). A 10000×10000 16-bit PNG (200 MB decoded) thus needs about
+300 MB, a float TIFF of that size (400 MB decoded) about 500 MB.
+
+Every path is opened by :func:`~epdo.zoo.files.open_regular`: a FIFO, a device or a folder
+is an :class:`ImageError`, never a read that waits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -31,6 +45,7 @@ import numpy as np
 
 from ..envlimits import IMAGE_PIXELS
 from ..errors import EpdoError
+from ..files import open_regular
 from ..spec.schema import FITS
 from ..values import first_line
 
@@ -40,6 +55,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageError",
     "ImageInfo",
+    "TILE_PIXELS",
     "decode_image",
     "model_pixels",
     "natural_channels",
@@ -54,6 +70,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".we
 
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 _WIDE_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+TILE_PIXELS = 1 << 20
+"""Pixels of a 16-bit, 32-bit or float image mapped to 8 bits at a time (its float64 copy
+takes 8 MiB)."""
 
 
 class ImageError(EpdoError, ValueError):
@@ -92,21 +111,57 @@ def _bits(mode: str) -> int:
     return 8
 
 
+def _mapped(values: np.ndarray, mode: str) -> np.ndarray:
+    """Wide integer or float pixel values (float64, overwritten) -> uint8, as the module
+    docstring says."""
+    if mode == "F":
+        np.nan_to_num(values, copy=False, nan=0.0)
+        np.clip(values, 0.0, 1.0, out=values)
+        np.multiply(values, 255.0, out=values)
+    else:
+        np.clip(values, 0.0, 65535.0, out=values)
+        np.multiply(values, 255.0 / 65535.0, out=values)
+    return np.rint(values, out=values).astype(np.uint8)
+
+
 def _to_8bit(image: Any) -> Any:
     """An image in an 8-bit mode: wide integer and float pixels mapped as the module
-    docstring says; 8-bit modes as they are."""
+    docstring says, :data:`TILE_PIXELS` at a time (the values are those of mapping the
+    whole image at once: the map is per pixel); 8-bit modes as they are."""
     from PIL import Image
 
     mode = image.mode
-    if mode in _WIDE_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        values = np.rint(np.clip(values, 0.0, 65535.0) * (255.0 / 65535.0))
-        return Image.fromarray(values.astype(np.uint8), mode="L")
-    if mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        values = np.rint(np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0) * 255.0)
-        return Image.fromarray(values.astype(np.uint8), mode="L")
-    return image
+    if mode not in _WIDE_MODES and mode != "F":
+        return image
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    tile_w = max(1, min(width, TILE_PIXELS))
+    tile_h = max(1, TILE_PIXELS // tile_w)
+    for top in range(0, height, tile_h):
+        for left in range(0, width, tile_w):
+            right, bottom = min(width, left + tile_w), min(height, top + tile_h)
+            tile = image.crop((left, top, right, bottom))
+            try:
+                values = np.array(tile, dtype=np.float64)  # its own, writable copy
+            finally:
+                tile.close()
+            out[top:bottom, left:right] = _mapped(values, mode)
+    return Image.fromarray(out)
+
+
+class _Steps:
+    """The image being converted, one step after the other: each step's input is closed
+    (its pixels freed) once the step's result is there, except the caller's own image
+    unless it was handed over (``consume``)."""
+
+    def __init__(self, image: Any, consume: bool) -> None:
+        self.given, self.image, self.consume = image, image, consume
+
+    def replace(self, result: Any) -> None:
+        """Make ``result`` the current image, releasing the previous one."""
+        previous, self.image = self.image, result
+        if previous is not result and (previous is not self.given or self.consume):
+            previous.close()
 
 
 def _fit_box(width: int, height: int, size: tuple[int, int],
@@ -127,7 +182,7 @@ def _fit_box(width: int, height: int, size: tuple[int, int],
 
 
 def model_pixels(image: Any, channels: int, size: tuple[int, int], fit: str = "resize",
-                 ) -> np.ndarray:
+                 *, consume: bool = False) -> np.ndarray:
     """A decoded Pillow image -> the model's pixels ``(channels, H, W)`` uint8.
 
     Args:
@@ -135,6 +190,8 @@ def model_pixels(image: Any, channels: int, size: tuple[int, int], fit: str = "r
         channels: 1 (gray) or 3 (RGB).
         size: the model's ``(H, W)``.
         fit: ``resize`` or ``center_crop`` (module docstring).
+        consume: ``image`` is handed over: it is closed (its pixels freed) as soon as its
+            first converted copy exists, so the two are never held longer than needed.
     """
     from PIL import Image
 
@@ -142,21 +199,50 @@ def model_pixels(image: Any, channels: int, size: tuple[int, int], fit: str = "r
         raise ImageError(f"a model reads images as 1 or 3 channels, not {channels}")
     if fit not in FITS:
         raise ImageError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}")
-    image = _to_8bit(image)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    image = image.convert("L" if channels == 1 else "RGB")
+    steps = _Steps(image, consume)
+    steps.replace(_to_8bit(steps.image))
+    if steps.image.mode == "P" and "transparency" in steps.image.info:
+        steps.replace(steps.image.convert("RGBA"))
+    target = "L" if channels == 1 else "RGB"
+    # a gray image for a colour model is fitted first, then copied to R, G and B: Pillow
+    # resamples each channel alike, so the values are the same, at a third of the memory
+    gray_to_rgb = target == "RGB" and steps.image.mode == "L"
+    if steps.image.mode != target and not gray_to_rgb:
+        steps.replace(steps.image.convert(target))
     height, width = size
-    box = _fit_box(image.width, image.height, (height, width), fit)
-    if box != (0, 0, image.width, image.height):
+    box = _fit_box(steps.image.width, steps.image.height, (height, width), fit)
+    if box != (0, 0, steps.image.width, steps.image.height):
         # crop first: Pillow's resize(box=...) would also weigh pixels just outside the box
-        image = image.crop(box)
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.uint8)
+        steps.replace(steps.image.crop(box))
+    if steps.image.size != (width, height):
+        steps.replace(steps.image.resize((width, height), Image.Resampling.BILINEAR))
+    if gray_to_rgb:
+        steps.replace(steps.image.convert("RGB"))
+    pixels = np.asarray(steps.image, dtype=np.uint8)
     pixels = np.ascontiguousarray(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
     # Pillow's buffer is read-only (a gray image is not copied above): the caller owns a copy
-    return pixels if pixels.flags.writeable else pixels.copy()
+    pixels = pixels if pixels.flags.writeable else pixels.copy()
+    if steps.image is not image:
+        steps.image.close()
+    return pixels
+
+
+@contextlib.contextmanager
+def _opened(file: str | os.PathLike[str] | BinaryIO) -> Iterator[BinaryIO]:
+    """``file`` itself when it is open, else the path opened by
+    :func:`~epdo.zoo.files.open_regular` (closed afterwards); ImageError when it cannot be:
+    missing, a folder, a FIFO, a device, unreadable."""
+    if not isinstance(file, (str, os.PathLike)):
+        yield file
+        return
+    try:
+        opened = open_regular(file)
+    except FileNotFoundError as exc:
+        raise ImageError("no such file (it was moved or deleted)") from exc
+    except OSError as exc:
+        raise ImageError(exc.strerror or first_line(exc)) from exc
+    with opened:
+        yield opened
 
 
 def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
@@ -165,11 +251,13 @@ def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
     pixels ``(channels, H, W)`` uint8 (:func:`model_pixels`) and what the file held.
 
     The pixel count is checked from the header before anything is decoded, and the whole
-    image is decoded (a truncated file is an error, never a half-black image).
+    image is decoded (a truncated file is an error, never a half-black image). A path is
+    opened only when it is a regular file (:func:`~epdo.zoo.files.open_regular`).
 
     Raises:
-        ImageError: not an image in :data:`IMAGE_FORMATS`, truncated or corrupt, or more
-            pixels than :data:`~epdo.zoo.envlimits.IMAGE_PIXELS` allows.
+        ImageError: not an image in :data:`IMAGE_FORMATS`, truncated or corrupt, more
+            pixels than :data:`~epdo.zoo.envlimits.IMAGE_PIXELS` allows, or a path that is
+            missing or not a regular file.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -177,7 +265,7 @@ def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file, formats=IMAGE_FORMATS) as image:
+            with _opened(file) as opened, Image.open(opened, formats=IMAGE_FORMATS) as image:
                 width, height = image.size
                 if width * height > limit:
                     raise ImageError(f"the image is {width}x{height} = {width * height:,} "
@@ -186,7 +274,7 @@ def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
                 image.load()
                 info = ImageInfo(width, height, image.mode, natural_channels(image.mode),
                                  _bits(image.mode))
-                return model_pixels(image, channels, size, fit), info
+                return model_pixels(image, channels, size, fit, consume=True), info
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
