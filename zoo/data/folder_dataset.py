@@ -22,15 +22,16 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..envlimits import MAX_SETTING
+from ..files import open_regular
 from .dataset import ImageDataset
 from .errors import DataError
-from .folder import FolderLayout, index_folder
+from .folder import MAX_FOLDER_FILES, FolderLayout, index_folder
 from .folder_images import DecodeResult, ImageFiles, PixelSettings, decode_files
 
 __all__ = [
@@ -51,7 +52,22 @@ RECORD_FORMAT = "epdo-folder-data/1"
 DEFAULT_MEMORY_BUDGET = 2 << 30
 """Decoded images (uint8) held in memory at most, by default: 2 GiB."""
 MEMORY_ENV = "EPDO_DATA_MEMORY"
-MAX_RECORD_BYTES = 256 << 20
+MAX_RECORD_FILES = MAX_FOLDER_FILES
+"""Files a ``data.json`` may list (train, test and skipped): as many as a folder may hold."""
+RECORD_ENTRY_BYTES = 128
+"""Bytes one file entry may take on average: ``["<relative path>", <label>], `` is the path
+plus about 10 bytes, so paths of about 115 characters on average fit (a class folder and a
+file name are typically 20 to 60)."""
+MAX_RECORD_BYTES = MAX_RECORD_FILES * RECORD_ENTRY_BYTES
+"""The size of a ``data.json`` at most (128 MB): what :data:`MAX_RECORD_FILES` entries of
+:data:`RECORD_ENTRY_BYTES` take. Read as JSON, a record takes about 3 times its size plus
+about 70 bytes per JSON value, so a record at this limit needs well under 1 GB."""
+RECORD_VALUES_PER_FILE = 4
+"""JSON values a record may hold per file (:data:`MAX_RECORD_FILES`): an entry is 3 (the
+pair, its path, its label), the reason of a skipped file a few more. Counted on the bytes
+(every value but a container's first follows a comma, and every container opens with ``[``
+or ``{``) before anything is parsed, so a record of tiny values (``[0,0,0,...]``) cannot
+make millions of Python objects."""
 MANY_FILES = 2000
 """From this many files on, decoding runs in worker processes by default."""
 _SHOWN = 5
@@ -340,27 +356,42 @@ def _recorded_skips(record: dict[str, Any] | None) -> list[tuple[str, str]]:
 def _safe_relative(path: Any) -> bool:
     if not isinstance(path, str) or not path or "\x00" in path:
         return False
-    pure = PurePosixPath(path)
-    return not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
+    # as PurePosixPath's is_absolute() and parts would say, without an object per path
+    return not path.startswith("/") and ".." not in path.split("/") and "\\" not in path
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run folder's ``data.json``, checked before anything in it is used: its size, its
-    JSON, the types of every entry, class names, labels in range, and paths that stay below
-    the dataset's folder (relative, no ``..``).
+    """A run folder's ``data.json``, checked before anything in it is used: a regular file of
+    at most :data:`MAX_RECORD_BYTES` bytes and as many JSON values as
+    :data:`MAX_RECORD_FILES` files need (both checked before parsing), its JSON (nested
+    too deeply is an error), the types of every entry, class names, labels in range, and
+    paths that stay below the dataset's folder (relative, no ``..``).
 
     Raises:
         DataError: naming the file and what is wrong.
     """
     file = Path(path)
+    limit = MAX_RECORD_BYTES
     try:
-        size = file.stat().st_size
-        if size > MAX_RECORD_BYTES:
-            raise DataError(f"is {size:,} bytes, more than a dataset record can be "
-                            f"({MAX_RECORD_BYTES:,})", file)
-        data = json.loads(file.read_text(encoding="utf-8"))
+        with open_regular(file) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            raw = fh.read(limit + 1) if size <= limit else b""
+        if max(size, len(raw)) > limit:  # checked before reading, and on what was read
+            raise DataError(f"is over {limit:,} bytes, more than a dataset record can be "
+                            f"({MAX_RECORD_FILES:,} files of {RECORD_ENTRY_BYTES} bytes); it "
+                            "is written by epdo train", file)
+        values = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+        most = MAX_RECORD_FILES * RECORD_VALUES_PER_FILE + 64  # + the record's own fields
+        if values > most:
+            raise DataError(f"holds more than {most:,} JSON values, more than a dataset record "
+                            f"of {MAX_RECORD_FILES:,} files can; it is written by epdo train",
+                            file)
+        data = json.loads(raw.decode("utf-8"))
     except DataError:
         raise
+    except RecursionError:
+        raise DataError("cannot read the dataset record (its JSON is nested too deeply); it "
+                        "is written by epdo train", file) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"cannot read the dataset record ({exc}); it is written by epdo "
                         "train", file) from None
@@ -390,6 +421,11 @@ def _record_problem(data: Any) -> str | None:
                     and 0 <= row[1] < len(classes)):
                 return f"{split} holds {str(row)[:80]!r}, not [relative path, label]"
     skipped = data.get("skipped", [])
+    files = len(data["train"]) + len(data["test"]) + (len(skipped) if isinstance(skipped, list)
+                                                      else 0)
+    if files > MAX_RECORD_FILES:
+        return f"it lists {files:,} files, more than a folder dataset may hold " \
+               f"({MAX_RECORD_FILES:,})"
     if not isinstance(skipped, list) or not all(
             isinstance(r, list) and len(r) == 2 and all(isinstance(v, str) for v in r)
             for r in skipped):
