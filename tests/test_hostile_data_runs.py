@@ -229,3 +229,23 @@ def test_file_that_goes_bad_mid_evaluation_is_one_line(run: Path, tmp_path: Path
         assert "DataLoader worker" not in line
     finally:
         victim.write_bytes(saved)
+
+
+def test_resumed_record_is_checked_against_the_checkpoints_classes(run: Path) -> None:
+    """What the trainer gets when it passes the resumed checkpoint's class names."""
+    from epdo.zoo.checkpoint import read_checkpoint
+    from epdo.zoo.spec import load_spec
+    from epdo.zoo.training.data_setup import prepare_data
+    from epdo.zoo.training.progress import NullProgress
+
+    checkpoint = read_checkpoint(run / "checkpoint-last.pt")
+    spec, classes = load_spec(checkpoint["spec"]), checkpoint["extra"]["classes"]
+    settings = {"data": None, "resume": run, "skip_bad": False, "memory_budget": None,
+                "workers": 0, "report": NullProgress()}
+    _, data = prepare_data(spec, classes=classes, **settings)
+    assert data.folder.classes == ["ant", "bee"]
+    record = json.loads((run / "data.json").read_text())
+    (run / "data.json").write_text(json.dumps({**record, "classes": ["bee", "ant"]}))
+    with pytest.raises(DataError, match=r"data.json: its class names \('bee', 'ant'\) are not "
+                       r"those of the checkpoint .*checkpoint-last.pt \('ant', 'bee'\)"):
+        prepare_data(spec, classes=classes, **settings)

@@ -73,19 +73,21 @@ def prepare_data(
     memory_budget: str | int | None,
     workers: int | None,
     report: Progress,
+    classes: list[str] | None = None,
 ) -> tuple[Spec, TrainingData]:
     """The spec fitted to its data, and the data checked against it.
 
     ``data`` = (train, test) is used as given; otherwise the spec's ``train.dataset`` is
     loaded (a ``folder`` dataset as the spec's input says, following the ``data.json`` of
-    the run being resumed). Raises the data module's ``DataError`` or :class:`TrainError`.
+    the run being resumed, whose class names must be ``classes``, the resumed checkpoint's,
+    when given). Raises the data module's ``DataError`` or :class:`TrainError`.
     """
     folder = None
     if data is not None:
         train_set, test_set = data
     elif spec.train.dataset == "folder":
-        folder = _load_folder(spec, _data_record(resume), skip_bad, memory_budget, workers,
-                              report)
+        folder = _load_folder(spec, _data_record(resume, classes), skip_bad, memory_budget,
+                              workers, report)
         train_set, test_set = folder.train, folder.test
     else:
         train_set, test_set = _load_data(spec)
@@ -144,14 +146,20 @@ def fit_spec(spec: Spec, train_set: LabeledImages, folder: Any, report: Progress
     return fitted_to_data(spec, classes=classes, mean=mean, std=std)
 
 
-def _data_record(resume: str | os.PathLike[str] | None) -> dict[str, Any] | None:
-    """The ``data.json`` of the run being resumed, if it has one."""
+def _data_record(resume: str | os.PathLike[str] | None,
+                 classes: list[str] | None = None) -> dict[str, Any] | None:
+    """The ``data.json`` of the run being resumed, if it has one (its class names checked
+    against ``classes``, the resumed checkpoint's, when given)."""
     if resume is None:
         return None
     from ..data.folder_dataset import read_record
+    from ..data.folder_run import run_record
 
-    path = RunDir(resume).data
-    return read_record(path) if path.is_file() else None
+    run = RunDir(resume)
+    checkpoint = run.resume_checkpoint()
+    if checkpoint is not None:
+        return run_record(checkpoint, classes)
+    return read_record(run.data) if run.data.is_file() else None  # killed before epoch 1
 
 
 def _load_folder(spec: Spec, record: dict[str, Any] | None, skip_bad: bool,
