@@ -249,3 +249,14 @@ def test_resumed_record_is_checked_against_the_checkpoints_classes(run: Path) ->
     with pytest.raises(DataError, match=r"data.json: its class names \('bee', 'ant'\) are not "
                        r"those of the checkpoint .*checkpoint-last.pt \('ant', 'bee'\)"):
         prepare_data(spec, classes=classes, **settings)
+
+
+def test_resume_refuses_a_record_whose_classes_were_swapped(run: Path) -> None:
+    """The trainer passes the resumed checkpoint's class names: a swapped record is one
+    line naming both files, and the run is left as it was."""
+    record = json.loads((run / "data.json").read_text())
+    (run / "data.json").write_text(json.dumps({**record, "classes": ["bee", "ant"]}))
+    before = sorted(p.name for p in run.iterdir())
+    refused(cli("train", "--resume", run, "--epochs", "2", "--device", "cpu"), 2, "data.json",
+            "checkpoint")
+    assert sorted(p.name for p in run.iterdir()) == before

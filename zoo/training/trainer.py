@@ -150,7 +150,9 @@ def train(
         report = progress if progress is not None and env.is_main else NullProgress()
         spec, prepared = prepare_data(spec, data=data, resume=resume, skip_bad=skip_bad,
                                       memory_budget=memory_budget, workers=workers,
-                                      report=report)
+                                      report=report,
+                                      classes=list(state.classes) if state and state.classes
+                                      else None)
         if workers is None:
             workers = prepared.default_workers()
         run = _Run(spec, prepared, env=env, device=dev, precision=precision, workers=workers,
