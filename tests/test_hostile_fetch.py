@@ -259,7 +259,7 @@ _LIBRARY_FETCH = ("import sys\nfrom epdo.zoo.data import fetch_dataset\n"
     ("cli", signal.SIGTERM, 128 + signal.SIGTERM),
     ("library", signal.SIGTERM, 128 + signal.SIGTERM),
     ("library", signal.SIGHUP, 128 + signal.SIGHUP),
-    ("cli", signal.SIGINT, None),
+    ("cli", signal.SIGINT, 128 + signal.SIGINT),
 ])
 def test_a_signal_mid_download_leaves_no_part_file(hostile, tmp_path: Path, how: str,
                                                    sig: int, code: int | None) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from ..values import first_line
 from .amat import AMAT_COLUMNS, parse_amat
 from .errors import DataError
 from .mnist_rot import MNIST_ROT_ARCHIVE, MNIST_ROT_FILES, find_member
@@ -44,7 +45,10 @@ _BATCH_BYTES = 8 << 20  # text parsed at once
 _MAX_ENTRIES = 64
 _MAX_DIRECTORY_BYTES = 1 << 20
 _HINT = "the archive is damaged or not the original - check the URL"
-_READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+# what zipfile and its decompressors raise for damaged or unsupported bytes (an unknown
+# compression method or zip version: NotImplementedError; encrypted: RuntimeError)
+_READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                RuntimeError, ValueError)
 
 
 def check_mnist_rot_archive(path: str | os.PathLike[str],
@@ -65,8 +69,11 @@ def check_mnist_rot_archive(path: str | os.PathLike[str],
     try:
         _check_directory(path, label, not_original)
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"not a zip archive ({exc}); {not_original}", label) from None
+    except DataError:
+        raise
+    except _READ_ERRORS as exc:
+        raise DataError(f"not a zip archive ({first_line(exc)}); {not_original}",
+                        label) from None
     with archive:
         members = {split: find_member(archive, f) for split, f in MNIST_ROT_FILES.items()}
         missing = [MNIST_ROT_FILES[s] for s, m in members.items() if m is None]
@@ -86,9 +93,11 @@ def check_mnist_rot_archive(path: str | os.PathLike[str],
             try:
                 with archive.open(info) as stream:
                     counts[split] = _check_rows(stream, where, want)
+            except DataError:
+                raise
             except _READ_ERRORS as exc:
-                raise DataError(f"cannot read the member ({type(exc).__name__}: {exc}); "
-                                f"{_HINT}", where) from None
+                raise DataError(f"cannot read the member ({type(exc).__name__}: "
+                                f"{first_line(exc)}); {_HINT}", where) from None
             if want is not None and counts[split] != want:
                 raise DataError(f"{counts[split]:,} rows, expected {want:,}; the archive is "
                                 "incomplete or not the original - check the URL", where)
@@ -113,7 +122,7 @@ def _check_rows(stream: BinaryIO, where: str, want: int | None) -> int:
     rows = 0
     batch: list[bytes] = []
     batch_bytes = 0
-    first_line = 1  # the line number of batch[0]
+    start = 1  # the line number of batch[0]
     number = 0
     while line := stream.readline(MAX_LINE_BYTES + 1):
         number += 1
@@ -128,17 +137,17 @@ def _check_rows(stream: BinaryIO, where: str, want: int | None) -> int:
         batch.append(line)
         batch_bytes += len(line)
         if batch_bytes >= _BATCH_BYTES:
-            _check_batch(batch, first_line, where)
-            first_line, batch, batch_bytes = number + 1, [], 0
-    _check_batch(batch, first_line, where)
+            _check_batch(batch, start, where)
+            start, batch, batch_bytes = number + 1, [], 0
+    _check_batch(batch, start, where)
     if rows == 0:
         raise DataError(f"no rows (an empty file); {_HINT}", where)
     return rows
 
 
-def _check_batch(lines: list[bytes], first_line: int, where: str) -> None:
-    """Validate the rows in ``lines`` (line ``first_line`` onwards) with the loader's parser;
-    an error names the line in the whole file."""
+def _check_batch(lines: list[bytes], start: int, where: str) -> None:
+    """Validate the rows in ``lines`` (line ``start`` onwards) with the loader's parser; an
+    error names the line in the whole file."""
     if all(line.isspace() for line in lines):
         return
     text = b"".join(lines)
@@ -147,5 +156,5 @@ def _check_batch(lines: list[bytes], first_line: int, where: str) -> None:
     try:
         parse_amat(lambda: io.BytesIO(text), where, hint=_HINT)
     except DataError as exc:
-        record = None if exc.record is None else exc.record + first_line - 1
+        record = None if exc.record is None else exc.record + start - 1
         raise DataError(exc.message, where, record) from None
