@@ -97,14 +97,16 @@ needs_tiny_disk = pytest.mark.skipif(not _tiny_disk(), reason="needs unshare and
                                      "(a user namespace)")
 
 
-def _on_full_disk(folder: Path, size_kb: int, *args: str) -> subprocess.CompletedProcess:
+def _on_full_disk(folder: Path, size_kb: int, *args: str,
+                  free_kb: int = 16) -> subprocess.CompletedProcess:
     """``epdo ARGS`` with ``folder`` a fresh tmpfs of ``size_kb`` KiB (its own mount
-    namespace); ``{disk}`` in an argument is the folder."""
+    namespace) of which about ``free_kb`` KiB are left free; ``{disk}`` in an argument is
+    the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     command = " ".join(f"'{a}'" for a in [*EPDO, *(a.replace("{disk}", str(folder))
                                                    for a in args)])
     script = (f"mount -t tmpfs -o size={size_kb}k none '{folder}' && "
-              f"head -c {size_kb * 1024 - 16 * 1024} /dev/zero > '{folder}/filler' ; "
+              f"head -c {(size_kb - free_kb) * 1024} /dev/zero > '{folder}/filler' ; "
               f"{command}; code=$?; ls -a '{folder}' >&2; exit $code")
     return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "CI": "true"})
@@ -133,9 +135,12 @@ def test_export_onto_a_full_disk_is_one_line(fmt: str, tmp_path: Path) -> None:
 
 
 @needs_tiny_disk
-def test_training_onto_a_full_disk_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("free_kb", [0, 4, 16, 40])
+def test_training_onto_a_full_disk_is_one_line(free_kb: int, tmp_path: Path) -> None:
+    """With room for nothing, for the lock and spec only, for a few files, or for all but a
+    checkpoint: whichever write meets the full disk, one line."""
     result = _on_full_disk(tmp_path / "disk", 256, "train", "quickstart", "--epochs", "1",
-                           "--out", "{disk}/run")
+                           "--out", "{disk}/run", free_kb=free_kb)
     _clean(result, "no space left")
 
 
