@@ -66,7 +66,7 @@ def max_idx_bytes() -> int:
         return MAX_IDX_BYTES
     value = whole_number(text)
     if value is None:
-        raise DataError(f"${MAX_IDX_BYTES_ENV} must be a whole number of bytes from 1 to "
+        raise DataError(f"${MAX_IDX_BYTES_ENV} must be a positive number of bytes, 1 to "
                         f"{MAX_SETTING:,}, got {text.strip()[:40]!r}")
     return value
 
