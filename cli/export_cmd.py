@@ -64,6 +64,9 @@ def export_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing artifact."),
     runs: str = typer.Option("runs", "--runs", help="Where to look for the latest run."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
+    triton: str = typer.Option(None, "--triton", help="Also write a Triton model repository "
+                               "entry for the artifact under this folder (DIR/<name>/"
+                               "config.pbtxt, labels.txt, 1/model.onnx); onnx only."),
 ) -> None:
     """Export a trained model to an artifact format, verified against PyTorch: the artifact
     is loaded as serving loads it and must agree with the model."""
@@ -74,6 +77,11 @@ def export_command(
         fail(f"--format {format!r}: use {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
     if atol is not None and (not math.isfinite(atol) or atol < 0):
         fail(f"--atol {atol:g}: the tolerance must be a finite number >= 0")
+    from epdo.exporters.formats import format_named
+
+    if triton is not None and format_named(format).triton_platform is None:
+        fail(f"--triton: Triton has no backend epdo targets for --format {format}; use "
+             "--format onnx")
     if checkpoint is None:
         source = latest_checkpoint(runs)
         print_note(f"exporting the latest run's checkpoint: {source}")
@@ -85,9 +93,16 @@ def export_command(
         if exc.report is not None and not as_json:
             console.print(report_table(exc.report))
         raise
+    repository = None
+    if triton is not None:
+        from epdo.exporters.triton import write_repository
+
+        repository = write_repository(report.path, triton)
     result_is_final()
     if as_json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "triton": os.fspath(repository) if repository else None})
         return
     _print_report(report)
     _line(f"wrote {os.fspath(report.path)}")
+    if repository is not None:
+        _line(f"wrote the Triton model {repository} (config.pbtxt, labels.txt, 1/)")

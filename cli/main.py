@@ -25,6 +25,7 @@ from epdo.cli import (
     eval_cmd,
     export_cmd,
     predict_cmd,
+    serve_cmd,
     spec_cmd,
     train_cmd,
 )
@@ -58,4 +59,5 @@ _register(data_cmd.data_app, "info", data_cmd.info_command)
 _register(app, "eval", eval_cmd.eval_command)
 _register(app, "export", export_cmd.export_command)
 _register(app, "predict", predict_cmd.predict_command)
+_register(app, "serve", serve_cmd.serve_command)
 _register(app, "train", train_cmd.train_command)

@@ -146,7 +146,8 @@ def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
         source: a path to an image Pillow reads (PNG, JPEG, ...: converted to grayscale or
             RGB, resized bilinearly to the model size, scaled by ``pre.scale``), a path to
             a ``.npy`` file or a numpy array (uint8, or float in [0, 1]; shape (H, W) for
-            one-channel models, (C, H, W) or (H, W, C); not resized), or a Pillow image.
+            one-channel models, (C, H, W) or (H, W, C); not resized), a Pillow image, or an
+            open binary file of an encoded image (bytes a server received).
         pre: the artifact's preprocessing.
 
     Raises:
@@ -159,6 +160,8 @@ def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
 
         if isinstance(source, Image.Image):
             return _image_to_array(source, pre)
+        if hasattr(source, "read") and hasattr(source, "seek"):
+            return _read_image(source, pre)
         raise InputError(f"cannot preprocess a {type(source).__name__}")
     path = Path(source)
     try:

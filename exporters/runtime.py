@@ -139,6 +139,8 @@ class Classifier:
             may then be incomplete: the graph gives the input shape, logit indices the class
             names), and load a format that runs native code at all (an AOTInductor
             package). A digest that does not match is refused all the same.
+        threads: intra-op threads of a runtime that has its own (onnxruntime); None: its
+            default.
 
     Attributes:
         path: the artifact file.
@@ -170,7 +172,8 @@ class Classifier:
     """The formats a subclass serves (their ``family``); None: any."""
 
     def __init__(self, path: str | os.PathLike[str], provider: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False,
+                 threads: int | None = None) -> None:
         self.path = Path(path)
         self.batch_size = int(batch_size)
         try:
@@ -187,7 +190,8 @@ class Classifier:
                     f"{self.path}: an {fmt.title} is native code that runs when it is "
                     "loaded; pass --trust (trust=True) if you built it or trust its source, "
                     f"or serve {_safe_formats()}, which run no code of the file's")
-            self.session = fmt.load(data, self.path, checked.contents, provider)
+            self.session = fmt.load(data, self.path, checked.contents, provider,
+                                    threads=threads)
         except ArtifactError as exc:
             raise ServingError(str(exc)) from exc
         del data
@@ -332,7 +336,8 @@ class PT2Classifier(Classifier):
 
 
 def load_classifier(path: str | os.PathLike[str], provider: str = "auto",
-                    batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False) -> Classifier:
+                    batch_size: int = DEFAULT_BATCH_SIZE, *, trust: bool = False,
+                    threads: int | None = None) -> Classifier:
     """The classifier of an artifact, of the subclass that serves its format's family (see
     :class:`Classifier` for the arguments)."""
     try:
@@ -340,7 +345,7 @@ def load_classifier(path: str | os.PathLike[str], provider: str = "auto",
     except ArtifactError as exc:
         raise ServingError(str(exc)) from exc
     kind = next((c for c in Classifier.__subclasses__() if c.family == family), Classifier)
-    return kind(path, provider, batch_size, trust=trust)
+    return kind(path, provider, batch_size, trust=trust, threads=threads)
 
 
 def predict_files(classifier: Classifier, inputs: Iterable[str | os.PathLike[str]],

@@ -13,7 +13,8 @@ A format is one module of this package that subclasses :class:`ArtifactFormat` a
 - ``native_code``: loading a file of it runs compiled code it carries, so it is loaded only
   with ``--trust``;
 - ``bench_key`` and ``bench_by_default``: the ``epdo bench`` figure
-  ``infer_<bench_key>_images_per_s``, timed unless it takes minutes to build.
+  ``infer_<bench_key>_images_per_s``, timed unless it takes minutes to build;
+- ``triton_platform`` and ``triton_file``: how Triton runs it, if it does.
 
 What it does (every method takes or returns bytes; nothing reads a path twice):
 
@@ -81,6 +82,11 @@ class ArtifactFormat(abc.ABC):
     native_code: ClassVar[bool] = False
     bench_key: ClassVar[str]
     bench_by_default: ClassVar[bool] = True
+    triton_platform: ClassVar[str | None] = None
+    """The Triton backend platform that runs a file of this format (None: none epdo
+    targets); :mod:`epdo.exporters.triton`."""
+    triton_file: ClassVar[str] = ""
+    """The file name that platform loads from a model's version folder."""
 
     @property
     def suffix(self) -> str:

@@ -192,6 +192,8 @@ class OnnxFormat(ArtifactFormat):
     title = "ONNX model"
     summary = "onnx (standard operators: onnxruntime, Triton; no torch needed to run)"
     bench_key = "onnxruntime"
+    triton_platform = "onnxruntime_onnx"
+    triton_file = "model.onnx"
 
     def build(self, graph: Any, example: Any, *, opset: int | None = None) -> Any:
         import tempfile
