@@ -80,6 +80,8 @@ class ExportReport:
     verify_seconds: float = 0.0
     graph_sha256: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    speed: dict[str, float] = field(default_factory=dict)
+    card: str | None = None
 
     @property
     def opset(self) -> int | None:
@@ -136,6 +138,8 @@ class ExportReport:
             "source": self.source,
             "export_seconds": self.export_seconds,
             "verify_seconds": self.verify_seconds,
+            "images_per_s": self.speed,
+            "model_card": self.card,
             **self.verification(),
         }
 
@@ -220,15 +224,21 @@ def _compare(name: str, out: torch.Tensor, ref: torch.Tensor) -> Check:
 
 def verify(run: Runner, model: nn.Module, spec: Spec, inputs: dict[str, torch.Tensor],
            report: ExportReport) -> None:
-    """Fill ``report.checks`` and ``report.rotation_max_rel`` by running the artifact."""
+    """Fill ``report.checks``, ``report.rotation_max_rel`` and ``report.speed`` (images/s
+    per batch size: the fastest of the verification's calls at that size) by running the
+    artifact."""
     rotate = spec.group_obj.N % 4 == 0
     worst = 0.0
+    fastest: dict[int, float] = {}
     for name, x in inputs.items():
         with torch.no_grad():
             ref = model(x)
         out = ref
         for b in sorted({min(b, x.shape[0]) for b in BATCHES}):
+            start = time.perf_counter()
             out = run(x[:b].contiguous())
+            seconds = time.perf_counter() - start
+            fastest[b] = min(fastest.get(b, seconds), seconds)
             if tuple(out.shape) != tuple(ref[:b].shape):
                 raise VerificationError(
                     f"the artifact returned logits of shape {tuple(out.shape)} for {name} "
@@ -241,6 +251,7 @@ def verify(run: Runner, model: nn.Module, spec: Spec, inputs: dict[str, torch.Te
             scale = base.abs().max().item() or 1.0
             worst = max(worst, (rotated - base).abs().max().item() / scale)
     report.rotation_max_rel = worst if rotate else None
+    report.speed = {f"batch {b}": b / t for b, t in sorted(fastest.items()) if t > 0}
 
 
 # --------------------------------------------------------------------------- export
@@ -386,7 +397,10 @@ def export_model(
             raise ArtifactError(f"{target}: the artifact changed between verification and "
                                 "writing; nothing written")
         Path(tmp).write_bytes(data)
-        read_metadata(tmp, trust=False)  # the file as written must read back
+        meta = read_metadata(tmp, trust=False)  # the file as written must read back
+    from .model_card import write_model_card
+
+    report.card = str(write_model_card(report, meta, report.speed))
     return report
 
 

@@ -221,3 +221,23 @@ def test_the_metadata_digest_is_that_of_the_decoded_metadata() -> None:
     assert metadata_digest({**decoded, "epdo.classes": ["b", "a"]}) != metadata_digest(meta)
     with_digests = {**decoded, "epdo.verification": {"max_abs": 1e-7, "graph_sha256": "0" * 64}}
     assert metadata_digest(with_digests) == metadata_digest(meta)  # its digests left out
+
+
+def test_every_export_writes_a_model_card(tiny: tuple[Any, Any], tmp_path: Path) -> None:
+    import yaml
+
+    model, spec = tiny
+    target = tmp_path / "m.onnx"
+    report = export_model((model, spec), "onnx", target, real_images=0, classes=["a`b", "c", "d"])
+    card = (tmp_path / "m.onnx.md").read_text()
+    assert report.card == str(tmp_path / "m.onnx.md")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["library_name"] == "epdo" and front["pipeline_tag"] == "image-classification"
+    assert {"rotation-equivariant", "pdo-econv", "C4", "onnx"} <= set(front["tags"])
+    assert front["metrics"] == ["accuracy"] and front["datasets"]
+    for section in ("## Model", "## Data and classes", "## Accuracy",
+                    "## Agreement with PyTorch and equivariance", "## Speed",
+                    "## Preprocessing", "## Serving"):
+        assert section in card
+    assert "90 degree rotation" in card and "images/s" in card
+    assert "```text\na`b\nc\nd\n```" in card  # class names are data: in a code block

@@ -225,7 +225,8 @@ def test_pt2_export_verifies(name: str, tmp_path: Path) -> None:
     meta = read_metadata(path)
     assert meta["epdo.spec_name"] == name
     assert meta["epdo.verification"]["graph_sha256"] == report.graph_sha256
-    assert [p.name for p in tmp_path.iterdir()] == [f"{name}.pt2"]  # no temporary left
+    # no temporary left; the model card beside the artifact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.pt2", f"{name}.pt2.md"]
 
 
 def test_metadata_round_trip_and_documented_digest(quick: Quick) -> None:

@@ -332,6 +332,8 @@ def test_export_writes_the_triton_repository(setup: Setup, tmp_path: Path) -> No
     assert result.exit_code == 0, result.stderr
     written = tmp_path / "repo" / spec.name / "1" / "model.onnx"
     assert written.read_bytes() == (tmp_path / "q.onnx").read_bytes()
+    card = (tmp_path / "q.onnx.md").read_text()  # the run's accuracy from its summary
+    assert "best test accuracy" in card and "at epoch 1 of 1" in card
     refused_ts = cli("export", run, "-f", "torchscript", "-o", tmp_path / "q.ts", "--triton",
                      tmp_path / "repo2")
     assert refused_ts.exit_code == 2 and "--format onnx" in refused_ts.stderr
