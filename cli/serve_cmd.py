@@ -52,9 +52,10 @@ def serve_command(
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
     max_batch: int = typer.Option(32, "--max-batch", min=1, help="Most images run together "
                                   "(dynamic batching)."),
-    max_delay_ms: float = typer.Option(5.0, "--max-delay-ms", min=0.0, max=10_000.0,
-                                       help="Most milliseconds a request waits for others to "
-                                       "join its batch."),
+    max_delay_ms: float = typer.Option(0.0, "--max-delay-ms", min=0.0, max=10_000.0,
+                                       help="Most milliseconds the first request of a batch "
+                                       "waits for others (0: requests that queue while a "
+                                       "batch runs join the next one)."),
     max_queue: int = typer.Option(256, "--max-queue", min=1, help="Most requests waiting per "
                                   "model; more get 503 at once."),
     threads: int = typer.Option(None, "--threads", min=1, help="Intra-op threads (torch and "

@@ -9,10 +9,12 @@ Usage (from the repository root; the ``serve`` and ``dev`` extras installed)::
     python scripts/bench_serve.py --specs quickstart --requests 200 --threads 2
 
 Each spec is exported (random weights; the graph is what a trained model's is) to ONNX,
-served twice (``--max-batch 1 --max-delay-ms 0``: no batching; then ``--max-batch 32
---max-delay-ms 5``), and hit by 1, 8 and 32 client threads, ``--requests`` requests each
-level. The in-process figure is ``Classifier.predict`` of one image, median of the same
-number of calls. Prints one JSON object and a Markdown table.
+served three times (``--max-batch 1``: no batching; ``--max-batch 32 --max-delay-ms 0``:
+requests that queue while a batch runs join the next; ``--max-batch 32 --max-delay-ms 5``:
+the first request of a batch also waits up to 5 ms for others), and hit by 1, 8 and 32
+client threads (in this process, on the same machine), ``--requests`` requests each level.
+The in-process figure is ``Classifier.predict`` of one image, median of the same number of
+calls. Prints one JSON object and a Markdown table.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import numpy as np
 import tritonclient.http as httpclient
 
 MODES = {"no batching": ("--max-batch", "1", "--max-delay-ms", "0"),
-         "dynamic batching": ("--max-batch", "32", "--max-delay-ms", "5")}
+         "batching, no delay": ("--max-batch", "32", "--max-delay-ms", "0"),
+         "batching, 5 ms delay": ("--max-batch", "32", "--max-delay-ms", "5")}
 
 
 def _port() -> int:
