@@ -57,6 +57,8 @@ PT2_OPS = frozenset({
     "addmm", "constant_pad_nd", "convolution", "expand", "flatten", "max_pool2d_with_indices",
     "mm", "native_group_norm", "permute", "view", "clone", "contiguous", "squeeze", "cat",
     "neg", "sqrt", "rsqrt", "clamp", "maximum", "minimum", "where", "sigmoid", "tanh",
+    # the decoder's x2 upsampling (op upsample)
+    "upsample_nearest2d", "upsample_bilinear2d",
 })
 """The ATen operators a ``.pt2`` program may call (``torch.ops.aten.NAME.OVERLOAD``, any
 overload but ``out`` ones; no in-place ``NAME_``): pure functions of tensors and numbers.
