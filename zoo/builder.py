@@ -16,8 +16,9 @@ from torch import nn
 
 from .groups import Group
 from .layers.normalize import Normalize
-from .layers.plain import InferenceModel, export_sequence
+from .layers.plain import InferenceModel, export_sequence, export_tapped
 from .ops import OPS
+from .ops.skip import tap_slots
 from .spec import Spec, load_spec
 from .stages import LayerPlan, ModelPlan
 
@@ -34,6 +35,9 @@ class ZooModel(nn.Module):
         plan: the layer-by-layer type plan (``spec.plan``).
         normalize: the input normalisation (constant buffers, not in the state dict).
         blocks: one module per (expanded) spec layer; ``paths[i]`` is its spec path.
+        keep, source: for a spec with named layers, the slot block i's output is kept in
+            (or -1) and the slot a skip block reads (or -1), from
+            :func:`~epdo.zoo.ops.skip.tap_slots`; ``tapped`` is false without names.
     """
 
     def __init__(self, spec: Spec, blocks: list[nn.Module]) -> None:
@@ -45,6 +49,8 @@ class ZooModel(nn.Module):
         self.paths = [p.path for p in self.plan.layers]
         inp = self.plan.input
         self.input_shape = (inp.feature.channels, inp.height, inp.width)
+        self.keep, self.source = tap_slots(self.plan.layers)
+        self.tapped = any(k >= 0 for k in self.keep)
 
     @property
     def group(self) -> Group:
@@ -55,14 +61,29 @@ class ZooModel(nn.Module):
         channels-last in memory (what the 1x1 convolutions and the Neural ePDO's product run
         fastest on)."""
         x = self.normalize(x).contiguous(memory_format=torch.channels_last)
+        if self.tapped:
+            return self._tapped_forward(x)
         for block in self.blocks:
             x = block(x)
+        return x
+
+    def _tapped_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks in order, keeping named outputs and feeding each skip its own."""
+        kept: list[torch.Tensor] = []
+        for block, keep, source in zip(self.blocks, self.keep, self.source, strict=True):
+            x = block(x) if source < 0 else block(x, kept[source])
+            if keep >= 0:
+                kept.append(x)
         return x
 
     def export(self) -> InferenceModel:
         """The inference graph of this model in eval semantics, plain PyTorch modules only
         (:mod:`epdo.zoo.layers.plain`): raw images in, logits out."""
-        body = export_sequence(list(self.blocks))
+        blocks = list(self.blocks)
+        if self.tapped:
+            body = export_tapped(blocks, self.keep, self.source)
+        else:
+            body = export_sequence(blocks)
         model = InferenceModel(self.normalize.export(), body, self.input_shape)
         return model.eval().requires_grad_(False)
 

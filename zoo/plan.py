@@ -37,17 +37,64 @@ FLOAT_BYTES = 4
 """Bytes of one float32 value."""
 
 
+def _layer_names(layers: Sequence[Any], prefix: str) -> dict[str, int]:
+    """``{name: index}`` of the named layers of the top-level list ``layers``; a repeated
+    name is a SpecError at the second one's ``name``."""
+    names: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        name = getattr(layer, "name", None)
+        if name is None:
+            continue
+        if name in names:
+            raise SpecError(
+                f"the name {name!r} is already given to {prefix}[{names[name]}]; layer "
+                "names are unique",
+                path=f"{prefix}[{i}].name",
+            )
+        names[name] = i
+    return names
+
+
 class _Planner:
     """Plans layer lists; ops with nested layers (``residual``) call back into it.
 
-    It counts the layers it plans and stops at ``EPDO_MAX_LAYERS`` (``repeat`` expanded)."""
+    It counts the layers it plans and stops at ``EPDO_MAX_LAYERS`` (``repeat`` expanded).
+    It remembers the output stage of every named top-level layer (after its last repeat),
+    which a ``skip`` asks for with :meth:`tap`; names inside nested layers are refused."""
 
     def __init__(self) -> None:
         self.planned = 0
         self.limit = LAYERS.value
+        self.depth = 0
+        self.names: dict[str, int] = {}
+        self.taps: dict[str, Stage] = {}
+
+    def tap(self, name: str, path: str) -> Stage:
+        if name in self.taps:
+            return self.taps[name]
+        if name in self.names:
+            raise SpecError(
+                f"{name!r} names layers[{self.names[name]}], which does not come before this "
+                "skip; a skip reads the output of an earlier layer",
+                path=path,
+            )
+        known = ", ".join(self.taps) or "none"
+        raise SpecError(f"no earlier layer is named {name!r}; named so far: {known}", path=path)
 
     def sequence(
         self, layers: Sequence[Any], prefix: str, stage: Stage
+    ) -> tuple[tuple[LayerPlan, ...], Stage]:
+        top = self.depth == 0
+        if top:
+            self.names, self.taps = _layer_names(layers, prefix), {}
+        self.depth += 1
+        try:
+            return self._plan_list(layers, prefix, stage, top)
+        finally:
+            self.depth -= 1
+
+    def _plan_list(
+        self, layers: Sequence[Any], prefix: str, stage: Stage, top: bool
     ) -> tuple[tuple[LayerPlan, ...], Stage]:
         plans: list[LayerPlan] = []
         for i, layer in enumerate(layers):
@@ -68,6 +115,15 @@ class _Planner:
                 plan = OPS[layer.op].plan(layer, path, stage, self)
                 plans.append(plan)
                 stage = plan.out
+            name = getattr(layer, "name", None)
+            if name is not None and not top:
+                raise SpecError(
+                    f"only a top-level layer may have a name (a skip reads the main path); "
+                    f"remove name: {name} here",
+                    path=f"{path}.name",
+                )
+            if name is not None:
+                self.taps[name] = stage
         return tuple(plans), stage
 
 

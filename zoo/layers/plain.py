@@ -12,7 +12,10 @@ this module holds what they share and the walk over a model:
   ``s_c = gamma_f / sqrt(var_f + eps)`` and ``t_c = beta_f - mean_f s_c`` repeated over the d
   channels of field f. A BatchNorm with nothing to fold into becomes a :class:`ChannelAffine`.
   A module's inference form says what a following BatchNorm folds into by its attribute
-  ``output_layer`` (itself when it is a Conv2d or Linear).
+  ``output_layer`` (itself when it is a Conv2d or Linear);
+- :func:`export_tapped` does it for a model with named outputs and skips: a
+  :class:`TappedSequence` of runs of blocks (each run exported as above), keeping the
+  outputs the skips read.
 
 Folding is computed in float64 and stored in float32.
 """
@@ -27,10 +30,12 @@ from ..errors import EpdoError
 __all__ = [
     "ChannelAffine",
     "InferenceModel",
+    "TappedSequence",
     "UnsupportedModuleError",
     "bn_scale_shift",
     "export_module",
     "export_sequence",
+    "export_tapped",
     "plain_conv",
 ]
 
@@ -42,7 +47,7 @@ class UnsupportedModuleError(EpdoError, TypeError):
 class InferenceModel(nn.Module):
     """RAW images (B, C, H, W) in [0, 1] -> logits (B, classes), plain modules only."""
 
-    def __init__(self, normalize: nn.Module, body: nn.Sequential,
+    def __init__(self, normalize: nn.Module, body: nn.Sequential | TappedSequence,
                  input_shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.normalize, self.body = normalize, body
@@ -152,6 +157,68 @@ def export_sequence(modules: list[nn.Module]) -> nn.Sequential:
         else:
             out.append(ChannelAffine(*affine))
     return nn.Sequential(*out)
+
+
+class TappedSequence(nn.Module):
+    """Steps run in order, some outputs kept, skips fed a kept one: the inference body of a
+    model with named layers and skips.
+
+    ``keep[i]``: step i's output is stored (in the next free slot) when true; ``source[i]``:
+    the slot step i reads as its second input ``step(x, kept[source[i]])``, or -1 for
+    ``step(x)``. Both are plain Python lists, so tracing (``torch.jit.trace``,
+    ``torch.export``, ONNX) unrolls the loop into a fixed graph. Shapes follow the steps:
+    (B, C, H, W) in, whatever the last step gives out.
+    """
+
+    def __init__(self, steps: list[nn.Module], keep: list[bool], source: list[int]) -> None:
+        super().__init__()
+        if not len(steps) == len(keep) == len(source):
+            raise ValueError("steps, keep and source need one entry per step")
+        self.steps = nn.ModuleList(steps)
+        self.keep = [bool(k) for k in keep]
+        self.source = [int(s) for s in source]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kept: list[torch.Tensor] = []
+        for step, keep, source in zip(self.steps, self.keep, self.source, strict=True):
+            x = step(x) if source < 0 else step(x, kept[source])
+            if keep:
+                kept.append(x)
+        return x
+
+
+def export_tapped(modules: list[nn.Module], keep: list[int],
+                  source: list[int]) -> TappedSequence:
+    """The inference form of blocks ``modules`` with kept outputs and skips (``keep`` and
+    ``source`` as :func:`epdo.zoo.ops.skip.tap_slots` gives them, one entry per block).
+
+    The blocks are cut into runs: a skip is a run of its own, and a run ends at a kept
+    output; each other run is exported with :func:`export_sequence` (BatchNorms folded
+    inside it). A kept output keeps its slot number: runs are kept in slot order."""
+    steps: list[nn.Module] = []
+    keeps: list[bool] = []
+    sources: list[int] = []
+    run: list[nn.Module] = []
+
+    def close(kept: bool) -> None:
+        if run or kept:
+            steps.append(export_sequence(run))
+            keeps.append(kept)
+            sources.append(-1)
+            run.clear()
+
+    for module, slot, src in zip(modules, keep, source, strict=True):
+        if src >= 0:
+            close(False)
+            steps.append(export_module(module))
+            keeps.append(slot >= 0)
+            sources.append(src)
+            continue
+        run.append(module)
+        if slot >= 0:
+            close(True)
+    close(False)
+    return TappedSequence(steps, keeps, sources)
 
 
 def export_module(module: nn.Module) -> nn.Module | None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 
 from ..stages import Cost, LayerPlan, Stage, pooled, strided, values_of
 
@@ -39,6 +39,7 @@ __all__ = [
     "Builder",
     "ConvStackSchema",
     "FieldTypeName",
+    "LayerName",
     "LayerSchema",
     "Op",
     "Order",
@@ -52,11 +53,30 @@ __all__ = [
 ]
 
 
+def _check_layer_name(value: str) -> str:
+    """``value`` when it is an identifier (a layer name, or a skip's ``from``)."""
+    if not value.isidentifier():
+        raise ValueError(
+            "a layer name is an identifier (letters, digits and _, not starting with a "
+            f"digit), such as enc1; got {value!r}"
+        )
+    return value
+
+
+LayerName = Annotated[str, AfterValidator(_check_layer_name)]
+"""A layer's ``name`` (an identifier), by which a later ``skip`` reads its output."""
+
+
 class LayerSchema(BaseModel):
     """The schema of one spec layer: unknown keys are errors, values are frozen, types are
-    strict (``true`` is not 1, ``1e9`` and ``"8"`` are not integers) and numbers finite."""
+    strict (``true`` is not 1, ``1e9`` and ``"8"`` are not integers) and numbers finite.
+
+    Every layer may have a ``name`` (unique in the spec, top-level layers only; checked
+    when planning): the planner remembers its output stage, and a later ``skip`` reads it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    name: Annotated[LayerName | None, Field(exclude_if=lambda v: v is None)] = None
 
 
 def _check_field_type(value: Any) -> str | list[str]:
@@ -98,6 +118,11 @@ class Planner(Protocol):
     def sequence(
         self, layers: Sequence[Any], prefix: str, stage: Stage
     ) -> tuple[tuple[LayerPlan, ...], Stage]: ...
+
+    def tap(self, name: str, path: str) -> Stage:
+        """The output stage of the earlier top-level layer ``name``, or a SpecError at
+        ``path`` (no such name, or the layer does not come before)."""
+        ...
 
 
 class Builder(Protocol):

@@ -96,7 +96,8 @@ def _error_message(error: dict[str, Any], root: type[BaseModel]) -> str:
     kind, loc = error["type"], error["loc"]
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1], root)
-        allowed = [k for k in (model.model_fields if model else ()) if k != "op"]
+        fields = model.model_fields if model else {}
+        allowed = [f.alias or k for k, f in fields.items() if k != "op"]
         if model is root and "layers" in model.model_fields:
             allowed.insert(2, "extends")
         return f"unknown key {loc[-1]!r}; allowed: {', '.join(allowed)}"
