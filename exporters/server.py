@@ -150,8 +150,12 @@ def create_app(models: Iterable[ServedModel]) -> FastAPI:
     app = FastAPI(title="epdo", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    def find(name: str) -> ServedModel | None:
-        return served.get(name)
+    def find(name: str, version: str) -> ServedModel | None:
+        """The model served as ``name`` (version 1: each artifact is one version)."""
+        return served.get(name) if version == "1" else None
+
+    def unknown(name: str, version: str) -> Any:
+        return _error(404, f"unknown model '{name[:60]}' (version {version[:10]})")
 
     @app.get("/v2")
     async def server_metadata() -> Any:
@@ -166,25 +170,21 @@ def create_app(models: Iterable[ServedModel]) -> FastAPI:
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str = "1") -> Any:
-        model = find(name)
-        if model is None or version != "1":
-            return _error(404, f"unknown model '{name[:60]}' (version {version[:10]})")
-        return model.metadata()
+        model = find(name, version)
+        return unknown(name, version) if model is None else model.metadata()
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str = "1") -> Any:
-        model = find(name)
-        if model is None or version != "1":
-            return _error(404, f"unknown model '{name[:60]}'")
-        return Response(status_code=200)
+        model = find(name, version)
+        return unknown(name, version) if model is None else Response(status_code=200)
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str = "1") -> Any:
-        model = find(name)
-        if model is None or version != "1":
-            return _error(404, f"unknown model '{name[:60]}'")
+        model = find(name, version)
+        if model is None:
+            return unknown(name, version)
         limit = REQUEST_BYTES.value()
         body = await _body(request, limit)
         if body is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -9,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_data_helpers import (
@@ -34,23 +36,31 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """``(base URL, folder)``: an HTTP server on 127.0.0.1 serving the folder's files."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
+@contextlib.contextmanager
+def local_server(handler: Any) -> Iterator[str]:
+    """``handler`` (a request handler class or factory) served on 127.0.0.1 by a thread;
+    yields the base URL and shuts the server down afterwards."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     server.timeout = 5
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``(base URL, folder)``: an HTTP server on 127.0.0.1 serving the folder's files."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    with local_server(functools.partial(_QuietHandler, directory=str(folder))) as url:
+        yield url, folder
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_data_fetch import FIXTURE_ROWS
+from test_data_fetch import FIXTURE_ROWS, local_server
 from test_data_helpers import write_mnist_rot_zip
 from typer.testing import CliRunner
 
@@ -99,18 +99,11 @@ def hostile(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             super().__init__(*args, directory=str(folder), **kwargs)
 
     Handler.stop = stop
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", folder
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with local_server(Handler) as url:
+        try:
+            yield url, folder
+        finally:
+            stop.set()  # release trickling handlers before the server shuts down
 
 
 def refused(result: Any, *needles: str) -> str:
