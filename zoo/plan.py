@@ -19,7 +19,7 @@ from typing import Any
 
 from .ops import OPS
 from .reps import FeatureType, parse_field_type
-from .spec.errors import SpecError
+from .spec.errors import SizeError, SpecError
 from .spec.limits import ACTIVATION_BYTES, LAYERS, WEIGHTS
 from .stages import Cost, LayerPlan, ModelPlan, Stage, values_of
 
@@ -28,6 +28,7 @@ __all__ = [
     "ModelPlan",
     "Stage",
     "check_cost",
+    "fitting_sizes",
     "input_stage",
     "plan_cost",
     "plan_model",
@@ -60,9 +61,11 @@ class _Planner:
 
     It counts the layers it plans and stops at ``EPDO_MAX_LAYERS`` (``repeat`` expanded).
     It remembers the output stage of every named top-level layer (after its last repeat),
-    which a ``skip`` asks for with :meth:`tap`; names inside nested layers are refused."""
+    which a ``skip`` asks for with :meth:`tap`; names inside nested layers are refused.
+    ``input`` is the network's input stage (a dense head's map must have its size)."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: Stage) -> None:
+        self.input = start
         self.planned = 0
         self.limit = LAYERS.value
         self.depth = 0
@@ -197,12 +200,45 @@ def check_cost(plan: ModelPlan) -> Cost:
     return total
 
 
+def fitting_sizes(spec: Any, most: int = 256) -> list[int]:
+    """The square input sizes ``n`` (1 <= n <= ``most``) at which the spec's layers plan
+    (skips and a dense head meet maps of equal size), found by planning each."""
+    start = input_stage(spec)
+    sizes = []
+    for n in range(1, most + 1):
+        stage = Stage(start.group, start.feature, n, n)
+        try:
+            _Planner(stage).sequence(spec.layers, "layers", stage)
+        except SpecError:
+            continue
+        sizes.append(n)
+    return sizes
+
+
+def _size_hint(spec: Any) -> str:
+    """Which square input sizes plan (``multiples of 16``, or the ones nearest the input)."""
+    most = max(256, 2 * max(spec.input.height, spec.input.width))
+    sizes = fitting_sizes(spec, most)
+    if not sizes:
+        return f"no square input size up to {most} fits these layers"
+    step = sizes[0]
+    if sizes == list(range(step, most + 1, step)):
+        below = max(step, spec.input.height // step * step)
+        return f"input sizes that fit: multiples of {step}, such as {below} or {below + step}"
+    near = sorted(sizes, key=lambda n: abs(n - spec.input.height))[:4]
+    return "input sizes that fit include " + ", ".join(str(n) for n in sorted(near))
+
+
 def plan_model(spec: Any) -> ModelPlan:
     """Infer every layer's stages of a validated spec and check the network, its size
-    included (:func:`check_cost`); raises SpecError with the key path. (A loaded spec keeps
-    its plan: use ``spec.plan``.)"""
+    included (:func:`check_cost`); raises SpecError with the key path. A size that makes a
+    skip or a dense head meet maps of different sizes is refused with the input sizes that
+    fit. (A loaded spec keeps its plan: use ``spec.plan``.)"""
     start = input_stage(spec)
-    layers, out = _Planner().sequence(spec.layers, "layers", start)
+    try:
+        layers, out = _Planner(start).sequence(spec.layers, "layers", start)
+    except SizeError as err:
+        raise SpecError(f"{err.message}; {_size_hint(spec)}", path=err.path) from None
     plan = ModelPlan(input=start, layers=layers, output=out)
     check_cost(plan)
     return plan

@@ -35,7 +35,9 @@ __all__ = [
 class Stage:
     """What flows between two layers: ``feature`` fields of ``group`` at ``height × width``.
 
-    ``feature`` is None after the head: its output is a vector of ``logits`` class scores.
+    ``feature`` is None after a head: its output is ``logits`` class scores, one vector per
+    image (``head``: height and width 1) or, when ``dense``, one per pixel of the
+    ``height × width`` map (``dense_head``).
     """
 
     group: Group
@@ -43,6 +45,7 @@ class Stage:
     height: int
     width: int
     logits: int = 0
+    dense: bool = False
 
     def describe(self) -> str:
         """``16x regular C16 @ 28x28``."""
@@ -87,6 +90,12 @@ class ModelPlan:
         """The number of class scores the network ends with (None when it ends in fields)."""
         return self.output.logits if self.output.feature is None else None
 
+    @property
+    def task(self) -> str:
+        """``segment`` when the network ends in a per-pixel head (a map of class scores the
+        input's size), else ``classify``."""
+        return "segment" if self.output.dense else "classify"
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -106,9 +115,10 @@ class Cost:
 
 
 def values_of(stage: Stage) -> int:
-    """The floats of one image at ``stage``: channels x height x width, or the logits."""
+    """The floats of one image at ``stage``: channels x height x width, or the logits (per
+    pixel for a dense head)."""
     if stage.feature is None:
-        return stage.logits
+        return stage.logits * (stage.height * stage.width if stage.dense else 1)
     return stage.feature.channels * stage.height * stage.width
 
 

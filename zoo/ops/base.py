@@ -113,7 +113,10 @@ class ConvStackSchema(LayerSchema):
 
 
 class Planner(Protocol):
-    """What an op's planner may ask of the whole-model planner (for nested layers)."""
+    """What an op's planner may ask of the whole-model planner: the network's ``input``
+    stage, plans of nested layers, and the stages of named layers."""
+
+    input: Stage
 
     def sequence(
         self, layers: Sequence[Any], prefix: str, stage: Stage

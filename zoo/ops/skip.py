@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 
 from ..reps import FeatureType
-from ..spec.errors import SpecError
+from ..spec.errors import SizeError, SpecError
 from ..stages import Cost, LayerPlan, Stage, require_features, values_of
 from .base import Builder, LayerName, LayerSchema, Planner, register_op
 
@@ -57,7 +57,7 @@ def plan(layer: SkipLayer, path: str, inp: Stage, planner: Planner) -> LayerPlan
             path=where,
         )
     if (tap.height, tap.width) != (inp.height, inp.width):
-        raise SpecError(
+        raise SizeError(
             f"{name!r} is {tap.height}x{tap.width} but the map here is "
             f"{inp.height}x{inp.width}; a skip joins maps of the same height and width",
             path=where,

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import EpdoError
 
-__all__ = ["SpecError", "printable"]
+__all__ = ["SizeError", "SpecError", "printable"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 """Control characters, line and paragraph separators, and the bidirectional overrides."""
@@ -58,6 +58,11 @@ class SpecError(EpdoError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_error, (self.message, self.path, self.file, self.line))
+
+
+class SizeError(SpecError):
+    """A SpecError that another input size would avoid (maps that a skip or a dense head
+    joins differ in size); the planner adds the input sizes that fit."""
 
 
 def _rebuild_error(message: str, path: str | None, file: str | None, line: int | None) -> SpecError:

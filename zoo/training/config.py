@@ -218,7 +218,7 @@ def fitted_to_data(spec: Spec, *, classes: int | None = None,
     changed = False
     if classes is not None:
         for layer in data["layers"]:
-            if layer.get("op") == "head" and layer.get("classes") != classes:
+            if layer.get("op") in ("head", "dense_head") and layer.get("classes") != classes:
                 layer["classes"] = classes
                 changed = True
     for key, values in (("mean", mean), ("std", std)):
