@@ -57,8 +57,11 @@ __all__ = [
     "MAX_FOLDER_FILES",
     "SPLIT_FOLDERS",
     "TEST_FOLDERS",
+    "images_below",
     "index_folder",
+    "show_names",
     "stratified_split",
+    "subfolders",
 ]
 
 MAX_FOLDER_FILES = 1_000_000
@@ -112,7 +115,9 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _subfolders(folder: Path) -> list[str]:
+def subfolders(folder: Path) -> list[str]:
+    """The visible subfolders of ``folder`` (names, sorted); DataError when it cannot be
+    listed."""
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
@@ -130,7 +135,7 @@ def _loose_images(folder: Path) -> list[str]:
                   if _visible(e.name) and _is_image(e.name) and not e.is_dir())
 
 
-def _images_below(folder: Path, root: Path) -> tuple[list[str], int]:
+def images_below(folder: Path, root: Path) -> tuple[list[str], int]:
     """Image files anywhere below ``folder`` (paths relative to ``root``, sorted) and the
     number of other files. Symbolic links to folders are not followed (no loops)."""
     images: list[str] = []
@@ -185,7 +190,8 @@ def _check_normalisation(names: list[str], where: Path) -> None:
         seen[key] = name
 
 
-def _show(names: list[str]) -> str:
+def show_names(names: list[str]) -> str:
+    """The first few ``names``, and how many more there are."""
     shown = ", ".join(names[:_SHOWN])
     return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
@@ -213,7 +219,7 @@ def stratified_split(files: list[tuple[str, int]], num_classes: int, test_fracti
 
 def _split_layout(root: Path) -> tuple[Path, Path] | None:
     """``(train folder, test folder)`` when ``root`` holds split folders, else None."""
-    names = set(_subfolders(root))
+    names = set(subfolders(root))
     test = next((root / t for t in TEST_FOLDERS if t in names), None)
     if "train" in names and test is not None:
         return root / "train", test
@@ -247,14 +253,14 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
     else:
         class_dirs = {"train": split_dirs[0], "test": split_dirs[1]}
         layout = "split folders"
-        for name in _subfolders(base):
+        for name in subfolders(base):
             if name not in ("train", split_dirs[1].name):  # val/ too when test/ is there
                 notes.append(f"folder {name}/ is left out: with train/ and "
                              f"{split_dirs[1].name}/ present, only they are read")
         for split_dir in class_dirs.values():
             outside += [f"{split_dir.name}/{n}" for n in _loose_images(split_dir)]
 
-    classes = _subfolders(class_dirs["train"])
+    classes = subfolders(class_dirs["train"])
     where = class_dirs["train"]
     if not classes:
         raise DataError("holds no class folders: put the images in one subfolder per class "
@@ -266,7 +272,7 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
     other_files = 0
     per_split: dict[str, list[tuple[str, int]]] = {}
     for split, folder in class_dirs.items():
-        names = _subfolders(folder)
+        names = subfolders(folder)
         _check_normalisation(names, folder)
         unknown = [n for n in names if n not in index]
         if unknown:
@@ -274,16 +280,16 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
             twins = [f"{n}/ ({ascii(n)}) is train/'s {nfc[key]}/ ({ascii(nfc[key])}) written "
                      "with other Unicode characters" for n in unknown
                      if (key := unicodedata.normalize("NFC", n)) in nfc]
-            raise DataError(f"class folder{'s' if len(unknown) > 1 else ''} {_show(unknown)} "
+            raise DataError(f"class folder{'s' if len(unknown) > 1 else ''} {show_names(unknown)} "
                             f"{'are' if len(unknown) > 1 else 'is'} not in train/ "
-                            f"({_show(classes)}); every test class must be a training class"
+                            f"({show_names(classes)}); every test class must be a training class"
                             + (f" ({twins[0]})" if twins else ""), folder)
         _check_class_folders(folder, names, base)
         pairs: list[tuple[str, int]] = []
         for done, name in enumerate(names, start=1):
             if progress is not None:
                 progress(f"indexing {split} class folders", done, len(names))
-            images, others = _images_below(folder / name, base)
+            images, others = images_below(folder / name, base)
             other_files += others
             if not images and split == "train":
                 raise DataError(f"class folder {name}/ holds no images "
@@ -297,7 +303,7 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
                         f"({MAX_FOLDER_FILES:,}); train on a subset", base)
     if outside:
         notes.insert(0, f"{len(outside)} image file{'s are' if len(outside) > 1 else ' is'} "
-                     f"not in a class folder and left out: {_show(outside)}")
+                     f"not in a class folder and left out: {show_names(outside)}")
     if other_files:
         notes.append(f"{other_files} file{'s' if other_files > 1 else ''} in class folders "
                      f"{'are' if other_files > 1 else 'is'} not an image by its name and "
@@ -313,6 +319,6 @@ def index_folder(root: str | os.PathLike[str], *, seed: int = 0,
                         base)
     alone = [classes[i] for i, n in enumerate(layout_obj.counts("test")) if n == 0]
     if alone:
-        notes.append(f"class{'es' if len(alone) > 1 else ''} {_show(alone)} "
+        notes.append(f"class{'es' if len(alone) > 1 else ''} {show_names(alone)} "
                      f"{'have' if len(alone) > 1 else 'has'} no test images")
     return layout_obj

@@ -33,22 +33,32 @@ from .dataset import ImageDataset
 from .errors import DataError
 from .folder import MAX_FOLDER_FILES, FolderLayout, index_folder
 from .folder_images import DecodeResult, ImageFiles, PixelSettings, decode_files
+from .masks import MAX_CLASSES
 
 __all__ = [
     "DATA_RECORD",
     "DEFAULT_MEMORY_BUDGET",
     "MEMORY_ENV",
+    "RECORD_FORMATS",
+    "SEG_RECORD_FORMAT",
     "FolderData",
+    "channel_notes",
     "load_folder",
     "load_folder_split",
     "memory_budget",
+    "mib",
     "parse_bytes",
     "read_record",
+    "safe_relative",
 ]
 
 DATA_RECORD = "data.json"
 """The file of a run folder that records a folder dataset's splits."""
 RECORD_FORMAT = "epdo-folder-data/1"
+SEG_RECORD_FORMAT = "epdo-seg-data/1"
+"""The record of a ``seg`` folder (:mod:`.seg_dataset`): its rows are ``[image, mask]``."""
+RECORD_FORMATS = {"classify": RECORD_FORMAT, "segment": SEG_RECORD_FORMAT}
+"""The record format of each task (``read_record(..., task=)``)."""
 DEFAULT_MEMORY_BUDGET = 2 << 30
 """Decoded images (uint8) held in memory at most, by default: 2 GiB."""
 MEMORY_ENV = "EPDO_DATA_MEMORY"
@@ -176,6 +186,12 @@ def _check_channels(results: dict[str, DecodeResult], settings: PixelSettings) -
     for r in results.values():
         for c, n in r.channel_counts.items():
             counts[c] = counts.get(c, 0) + n
+    return channel_notes(counts, settings)
+
+
+def channel_notes(counts: dict[int, int], settings: PixelSettings) -> list[str]:
+    """The notes on the images' own channels (``counts``: files per channel count, 1 or 3)
+    against the model's: mixed, or converted to the model's channels."""
     want = settings.channels
     gray, colour = counts.get(1, 0), counts.get(3, 0)
     target = "RGB" if want == 3 else "grayscale"
@@ -253,8 +269,8 @@ def load_folder(
                      + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
     if not all(keep.values()):
         streamed = [s for s in ("train", "test") if not keep[s]]
-        notes.append(f"{' and '.join(streamed)} images ({_mib(sum(sizes[s] for s in streamed))}"
-                     f" decoded) exceed the memory budget of {_mib(budget)}: they are read "
+        notes.append(f"{' and '.join(streamed)} images ({mib(sum(sizes[s] for s in streamed))}"
+                     f" decoded) exceed the memory budget of {mib(budget)}: they are read "
                      "from disk for every batch (more --workers read in parallel; "
                      f"--memory-budget or ${MEMORY_ENV} raises the budget)")
     mean, std = results["train"].statistics()
@@ -340,7 +356,8 @@ def _layout(root: str | os.PathLike[str], record: dict[str, Any] | None, seed: i
     return _layout_from_record(record, root)
 
 
-def _mib(n: int) -> str:
+def mib(n: int) -> str:
+    """``n`` bytes in MiB, for messages."""
     return f"{n / 2**20:,.0f} MiB"
 
 
@@ -353,23 +370,31 @@ def _recorded_skips(record: dict[str, Any] | None) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- the record
 
 
-def _safe_relative(path: Any) -> bool:
+def safe_relative(path: Any) -> bool:
+    """Whether ``path`` is a relative POSIX path that stays below its folder (no ``..``, no
+    leading ``/``, no backslash, no NUL)."""
     if not isinstance(path, str) or not path or "\x00" in path:
         return False
     # as PurePosixPath's is_absolute() and parts would say, without an object per path
     return not path.startswith("/") and ".." not in path.split("/") and "\\" not in path
 
 
-def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_record(path: str | os.PathLike[str], *, task: str = "classify") -> dict[str, Any]:
     """A run folder's ``data.json``, checked before anything in it is used: a regular file of
     at most :data:`MAX_RECORD_BYTES` bytes and as many JSON values as
     :data:`MAX_RECORD_FILES` files need (both checked before parsing), its JSON (nested
     too deeply is an error), the types of every entry, class names, labels in range, and
     paths that stay below the dataset's folder (relative, no ``..``).
 
+    ``task`` is the record's kind: ``classify`` (a ``folder`` dataset, rows
+    ``[path, label]``) or ``segment`` (a ``seg`` folder, rows ``[image path, mask path]``);
+    a record of the other kind is refused.
+
     Raises:
         DataError: naming the file and what is wrong.
     """
+    if task not in RECORD_FORMATS:
+        raise ValueError(f"unknown task {task!r}; one of {', '.join(RECORD_FORMATS)}")
     file = Path(path)
     limit = MAX_RECORD_BYTES
     try:
@@ -395,31 +420,49 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"cannot read the dataset record ({exc}); it is written by epdo "
                         "train", file) from None
-    problem = _record_problem(data)
+    problem = _record_problem(data, task)
     if problem:
         raise DataError(f"not a valid dataset record: {problem}; it is written by epdo train",
                         file)
     return data
 
 
-def _record_problem(data: Any) -> str | None:
-    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-        return f"its format is not {RECORD_FORMAT}"
+def _row_problem(row: Any, segment: bool, classes: int) -> bool:
+    """Whether ``row`` is not a record row: ``[relative path, label in range]``, or for a
+    segmentation record ``[relative image path, relative mask path]``."""
+    if not (isinstance(row, list) and len(row) == 2 and safe_relative(row[0])):
+        return True
+    if segment:
+        return not safe_relative(row[1])
+    return not (isinstance(row[1], int) and not isinstance(row[1], bool)
+                and 0 <= row[1] < classes)
+
+
+def _record_problem(data: Any, task: str = "classify") -> str | None:
+    want = RECORD_FORMATS[task]
+    if not isinstance(data, dict) or data.get("format") != want:
+        return f"its format is not {want}"
+    segment = task == "segment"
     classes = data.get("classes")
     if (not isinstance(classes, list) or len(classes) < 2
             or not all(isinstance(c, str) and c for c in classes)):
         return "classes must be a list of two or more names"
+    if segment and len(classes) > MAX_CLASSES:
+        return f"it lists {len(classes)} classes, more than a mask holds ({MAX_CLASSES})"
     if not isinstance(data.get("root"), str) or not isinstance(data.get("layout"), str):
         return "root and layout must be text"
+    if segment and data.get("task") != "segment":
+        return "its task is not segment"
+    what = "[image path, mask path]" if segment else "[path, label]"
     for split in ("train", "test"):
         rows = data.get(split)
         if not isinstance(rows, list) or not rows:
-            return f"{split} must be a non-empty list of [path, label]"
+            return f"{split} must be a non-empty list of {what}"
         for row in rows:
-            if not (isinstance(row, list) and len(row) == 2 and _safe_relative(row[0])
-                    and isinstance(row[1], int) and not isinstance(row[1], bool)
-                    and 0 <= row[1] < len(classes)):
-                return f"{split} holds {str(row)[:80]!r}, not [relative path, label]"
+            if _row_problem(row, segment, len(classes)):
+                shown = "[relative image path, relative mask path]" if segment \
+                    else "[relative path, label]"
+                return f"{split} holds {str(row)[:80]!r}, not {shown}"
     skipped = data.get("skipped", [])
     files = len(data["train"]) + len(data["test"]) + (len(skipped) if isinstance(skipped, list)
                                                       else 0)

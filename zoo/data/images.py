@@ -30,6 +30,11 @@ in :func:`decode_image`). A 10000×10000 16-bit PNG (200 MB decoded) thus needs 
 
 Every path is opened by :func:`~epdo.zoo.files.open_regular`: a FIFO, a device or a folder
 is an :class:`ImageError`, never a read that waits.
+
+**Masks.** :func:`decode_mask` reads a segmentation mask (a grayscale or palette PNG whose
+pixel values are class indices, 255 = ignore) through the same opening and the same limits,
+and gives it the same geometry as an image of its size (the same ``fit`` box), scaled with
+nearest-neighbour sampling: ``(H, W)`` uint8 class values.
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ImageError",
     "ImageInfo",
+    "MASK_FORMATS",
+    "MaskInfo",
     "TILE_PIXELS",
     "decode_image",
+    "decode_mask",
     "model_pixels",
     "natural_channels",
 ]
@@ -245,6 +253,40 @@ def _opened(file: str | os.PathLike[str] | BinaryIO) -> Iterator[BinaryIO]:
         yield opened
 
 
+@contextlib.contextmanager
+def _checked_image(file: str | os.PathLike[str] | BinaryIO,
+                   formats: tuple[str, ...] = IMAGE_FORMATS) -> Iterator[Any]:
+    """The Pillow image of ``file`` (opened by :func:`_opened`), its pixel count checked from
+    the header against :data:`~epdo.zoo.envlimits.IMAGE_PIXELS` and Pillow's
+    decompression-bomb limit, not decoded yet (the caller calls ``load()``). Every failure,
+    inside the ``with`` block too, is one :class:`ImageError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = IMAGE_PIXELS.value()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _opened(file) as opened, Image.open(opened, formats=formats) as image:
+                width, height = image.size
+                if width * height > limit:
+                    raise ImageError(f"the image is {width}x{height} = {width * height:,} "
+                                     f"pixels, over the limit of {limit:,} "
+                                     f"({IMAGE_PIXELS.advice()})")
+                yield image
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"the image is over Pillow's decompression-bomb limit "
+                         f"({first_line(exc)})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image file Pillow can read (accepted: "
+                         f"{', '.join(formats)})") from exc
+    except FileNotFoundError as exc:
+        raise ImageError("no such file (it was moved or deleted)") from exc
+    except Exception as exc:  # a corrupt image: OSError, ValueError, SyntaxError, ...
+        raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc
+
+
 def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
                  size: tuple[int, int], fit: str = "resize") -> tuple[np.ndarray, ImageInfo]:
     """Read one image file (a path or an open binary file) -> ``(pixels, info)``: the model's
@@ -259,31 +301,93 @@ def decode_image(file: str | os.PathLike[str] | BinaryIO, channels: int,
             pixels than :data:`~epdo.zoo.envlimits.IMAGE_PIXELS` allows, or a path that is
             missing or not a regular file.
     """
-    from PIL import Image, UnidentifiedImageError
+    with _checked_image(file) as image:
+        image.load()
+        info = ImageInfo(image.width, image.height, image.mode, natural_channels(image.mode),
+                         _bits(image.mode))
+        return model_pixels(image, channels, size, fit, consume=True), info
 
-    limit = IMAGE_PIXELS.value()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with _opened(file) as opened, Image.open(opened, formats=IMAGE_FORMATS) as image:
-                width, height = image.size
-                if width * height > limit:
-                    raise ImageError(f"the image is {width}x{height} = {width * height:,} "
-                                     f"pixels, over the limit of {limit:,} "
-                                     f"({IMAGE_PIXELS.advice()})")
-                image.load()
-                info = ImageInfo(width, height, image.mode, natural_channels(image.mode),
-                                 _bits(image.mode))
-                return model_pixels(image, channels, size, fit, consume=True), info
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"the image is over Pillow's decompression-bomb limit "
-                         f"({first_line(exc)})") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError("not an image file Pillow can read (accepted: "
-                         f"{', '.join(IMAGE_FORMATS)})") from exc
-    except FileNotFoundError as exc:
-        raise ImageError("no such file (it was moved or deleted)") from exc
-    except Exception as exc:  # a corrupt image: OSError, ValueError, SyntaxError, ...
-        raise ImageError(f"cannot decode the image ({first_line(exc)})") from exc
+
+# --------------------------------------------------------------------------- masks
+
+MASK_FORMATS = ("PNG",)
+"""A segmentation mask is a PNG: lossless, so a pixel keeps its class index."""
+_MASK_MODES = {"L": 1, "P": 1, "1": 1}
+_LOW_BITS = {"L;2": 85, "L;4": 17}
+"""Pillow's raw modes of 2- and 4-bit grayscale PNGs, and the factor by which Pillow scales
+their values to 0..255 (undone, so a stored 3 reads as class 3)."""
+_MODE_NAMES = {"RGB": "colour (RGB)", "RGBA": "colour with alpha (RGBA)",
+               "LA": "grayscale with alpha (LA)", "PA": "palette with alpha (PA)",
+               "I;16": "16-bit grayscale", "I;16B": "16-bit grayscale", "I": "32-bit integer",
+               "F": "32-bit float"}
+
+
+@dataclass(frozen=True)
+class MaskInfo:
+    """What a mask file holds before it is fitted.
+
+    Attributes:
+        width, height: its size in pixels.
+        mode: Pillow's mode (``L``, ``P`` or ``1``).
+        values: the distinct class values its pixels hold, ascending (255 is ignore).
+    """
+
+    width: int
+    height: int
+    mode: str
+    values: tuple[int, ...]
+
+
+def _mask_values(image: Any, rawmode: str) -> np.ndarray:
+    """The class value of every pixel of a loaded ``L``, ``P`` or ``1`` image: (H, W) uint8.
+    A palette's indices are the values; a 1-bit image gives 0 and 1; 2- and 4-bit grayscale
+    give their stored values (:data:`_LOW_BITS`)."""
+    values = np.array(image, dtype=np.uint8)  # "1" reads as bool: 0 and 1
+    scale = _LOW_BITS.get(rawmode)
+    if scale is not None:
+        values //= scale
+    return values
+
+
+def decode_mask(file: str | os.PathLike[str] | BinaryIO, size: tuple[int, int],
+                fit: str = "resize") -> tuple[np.ndarray, MaskInfo]:
+    """Read one segmentation mask -> ``(classes (H, W) uint8, info)``.
+
+    The file must be a PNG (:data:`MASK_FORMATS`) in grayscale (``L``, 8 bits or fewer;
+    1-bit images give 0 and 1) or palette (``P``: the palette index is the value) mode; its
+    pixel value is the class index, 255 is ignore. It is opened and checked exactly as
+    :func:`decode_image` does (regular file, :data:`~epdo.zoo.envlimits.IMAGE_PIXELS`,
+    Pillow's decompression-bomb limit, decoded whole) and given the same geometry as an image
+    of its size with the same ``fit``: the same box (:func:`_fit_box`) cut out, then scaled
+    to ``size`` ``(H, W)`` with nearest-neighbour sampling (Pillow's ``NEAREST`` takes the
+    source pixel under each output pixel's centre, the centres that ``BILINEAR`` weighs
+    around), so no value is invented.
+
+    Raises:
+        ImageError: not a PNG, another mode (colour, alpha, 16-bit, ...), or any failure of
+            :func:`decode_image`'s.
+    """
+    from PIL import Image
+
+    if fit not in FITS:
+        raise ImageError(f"unknown fit {fit!r}; use one of {', '.join(FITS)}")
+    with _checked_image(file, MASK_FORMATS) as image:
+        mode = image.mode
+        if mode not in _MASK_MODES:
+            name = _MODE_NAMES.get(mode, mode)
+            raise ImageError(f"the mask is {name}; a mask is a grayscale (L) or palette (P) "
+                             "PNG whose pixel values are class indices (255: ignore)")
+        rawmode = str(image.tile[0][3] if image.tile else mode)
+        image.load()
+        values = _mask_values(image, rawmode)
+    height, width = values.shape
+    counts = np.bincount(values.ravel(), minlength=256)
+    info = MaskInfo(width, height, mode, tuple(int(v) for v in np.flatnonzero(counts)))
+    out_h, out_w = size
+    box = _fit_box(width, height, (out_h, out_w), fit)
+    if box == (0, 0, width, height) and (height, width) == (out_h, out_w):
+        return values, info
+    with Image.fromarray(values) as plain:
+        with plain.crop(box) as cut, cut.resize((out_w, out_h), Image.Resampling.NEAREST) \
+                as fitted:
+            return np.array(fitted, dtype=np.uint8), info
