@@ -140,8 +140,9 @@ def test_load_model_reproduces_the_logged_test_accuracy(straight) -> None:
     best = read_checkpoint(straight.run_dir / BEST)
     record = best["metrics"]
     assert record["epoch"] == straight.best_epoch
-    loss, acc = evaluate_model(model, DATA[1].images, DATA[1].labels)
-    assert acc == record["test_acc"] and loss == pytest.approx(record["test_loss"], rel=1e-6)
+    scores = evaluate_model(model, DATA[1].images, DATA[1].labels)
+    assert scores.accuracy == record["test_acc"]
+    assert scores.loss == pytest.approx(record["test_loss"], rel=1e-6)
 
 
 # --------------------------------------------------------------------------- exact resume
@@ -210,9 +211,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     calls = {"n": 0}
 
     def step(self, x, y):
-        loss, correct = real_step(self, x, y)
+        loss, correct, counted = real_step(self, x, y)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] == 8 else loss), correct
+        return (loss * float("nan") if calls["n"] == 8 else loss), correct, counted
 
     monkeypatch.setattr(Engine, "step", step)
     run_tiny(tmp_path, epochs=1)

@@ -1,8 +1,10 @@
 """One training epoch and one evaluation pass.
 
-:class:`Engine` holds what a step needs (model, optimizer, precision, gradient scaler,
-device) and runs batches through it. Per step it keeps the sums of loss,
-correct predictions and images on the device and reads them back only every
+:class:`Engine` holds what a step needs (model, optimizer, objective, precision, gradient
+scaler, device) and runs batches through it. The :class:`~.objective.Objective` says what
+is minimised and counted: images for a classifier, the pixels not ignored for a
+segmentation (whose masks are augmented with their images). Per step it keeps the sums of
+loss, correct predictions and counted targets on the device and reads them back only every
 ``sync_every`` steps (every step on the CPU), so a GPU is not stalled by a host sync each
 step. At those points — the same steps on every process — it also checks for a non-finite
 loss (whose exact step is tracked on the device) and for a pending Ctrl-C.
@@ -14,19 +16,20 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..scoring import batch_logits, eval_mode
+from ..segmentation_metrics import SegScores
 from ..transforms import to_unit_range
 from .augment import AugmentDraws
 from .device import Precision
 from .distributed import DistEnv
 from .interrupts import StopRequest
+from .objective import Objective
 from .progress import NullProgress, Progress
 from .sampling import IndexedBatches, eval_batches
 
-__all__ = ["Engine", "EpochStats", "NonFiniteStep", "evaluate_model"]
+__all__ = ["Engine", "EpochStats", "NonFiniteStep", "TestScores", "evaluate_model"]
 
 _NO_STEP = 2**62
 
@@ -42,7 +45,8 @@ class NonFiniteStep(Exception):
 
 @dataclass
 class EpochStats:
-    """Sums over the training images of an epoch (all processes), and this session's time."""
+    """Sums over the training targets of an epoch (all processes: images, or pixels not
+    ignored; the loss weighted by them), and this session's time and images."""
 
     loss_sum: float = 0.0
     correct: float = 0.0
@@ -76,8 +80,10 @@ class Engine:
         dist: DistEnv,
         workers: int = 0,
         sync_every: int | None = None,
+        objective: Objective | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        self.objective = objective or Objective("classify", 0)
         self.device, self.precision, self.dist = device, precision, dist
         self.workers = workers
         self.cuda = device.type == "cuda"
@@ -103,12 +109,22 @@ class Engine:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a prepared batch; the (detached) mean loss and the number
-        of correct predictions, both still on the device."""
+    def targets(self, labels: torch.Tensor, index: torch.Tensor | None = None,
+                draws: AugmentDraws | None = None) -> torch.Tensor:
+        """A batch's labels (B,) or masks (B, H, W) as int64 on the device; masks get the
+        geometric augmentation their images got (same draws, nearest, IGNORE outside)."""
+        y = labels.to(self.device, non_blocking=True).long()
+        if y.ndim == 3 and draws is not None and draws.active and index is not None:
+            y = draws.apply_masks(y, index.to(self.device, non_blocking=True))
+        return y
+
+    def step(self, x: torch.Tensor, y: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step on a prepared batch; the (detached) mean loss, the number of
+        correct predictions and of counted targets, all still on the device."""
         with self.precision.autocast(self.device):
             logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = self.objective.loss(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler.is_enabled():
             self.scaler.scale(loss).backward()
@@ -117,7 +133,8 @@ class Engine:
         else:
             loss.backward()
             self.optimizer.step()
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+        correct, counted = self.objective.counts(logits.detach(), y)
+        return loss.detach(), correct, counted
 
     # ------------------------------------------------------------------ epochs
 
@@ -158,12 +175,11 @@ class Engine:
                     raise KeyboardInterrupt from exc
                 raise
             x = self.prepare(batch_images, index, draws)
-            y = batch_labels.to(self.device, non_blocking=True)
-            loss, correct = self.step(x, y)
-            n = y.shape[0]
-            count = torch.full((), n, dtype=torch.float64, device=self.device)
-            self.sums += torch.stack([loss.double() * n, correct.double(), count])
-            fresh += n
+            y = self.targets(batch_labels, index, draws)
+            loss, correct, counted = self.step(x, y)
+            count = counted.double()
+            self.sums += torch.stack([loss.double() * count, correct.double(), count])
+            fresh += y.shape[0]
             bad = self.bad = torch.where(torch.isfinite(loss), bad, torch.clamp(bad, max=step))
             self.steps_done = step
             if step % self.sync_every == 0 or step == steps:
@@ -197,13 +213,36 @@ class Engine:
 
     def evaluate(
         self, images: torch.Tensor, labels: torch.Tensor, batch_size: int
-    ) -> tuple[float, float]:
-        """Mean test loss and accuracy over all images (split across processes)."""
+    ) -> TestScores:
+        """Test loss and accuracy over all images (split across processes)."""
         module = self.model.module if hasattr(self.model, "module") else self.model
         return evaluate_model(
             module, images, labels, device=self.device, batch_size=batch_size,
             precision=self.precision, dist=self.dist, workers=self.workers,
+            objective=self.objective,
         )
+
+
+@dataclass(frozen=True)
+class TestScores:
+    """A test pass: the mean loss and the accuracy (of images, or of the pixels not
+    ignored), and for a segmentation its per-pixel scores (mean IoU, ...)."""
+
+    loss: float
+    accuracy: float
+    segmentation: SegScores | None = None
+
+    @property
+    def score(self) -> float:
+        """What picks the best epoch: the mean IoU of a segmentation, else the accuracy."""
+        return self.accuracy if self.segmentation is None else self.segmentation.mean_iou
+
+    def record(self) -> dict[str, float]:
+        """The per-epoch record's test entries."""
+        out = {"test_loss": self.loss, "test_acc": self.accuracy}
+        if self.segmentation is not None:
+            out["test_miou"] = self.segmentation.mean_iou
+        return out
 
 
 def evaluate_model(
@@ -216,19 +255,32 @@ def evaluate_model(
     precision: Precision | None = None,
     dist: DistEnv | None = None,
     workers: int = 0,
-) -> tuple[float, float]:
+    objective: Objective | None = None,
+) -> TestScores:
     """Mean cross-entropy and accuracy of ``model`` (put in eval mode, then restored) on raw
-    images in [0, 1]; each process scores its share and the sums are combined."""
+    images in [0, 1] (and, for a segmentation ``objective``, its confusion matrix); each
+    process scores its share and the sums are combined."""
     device = torch.device(device)
     dist = dist or DistEnv()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    objective = objective or Objective("classify", 0)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    confusion = torch.zeros(objective.classes ** 2 if objective.dense else 0,
+                            dtype=torch.float64, device=device)
     batches = eval_batches(len(images), batch_size, dist.rank, dist.world_size)
     loader = IndexedBatches(images, labels, batches, workers=workers, pin=device.type == "cuda")
     with eval_mode(model):
         for logits, y in batch_logits(model, loader, device=device, precision=precision):
-            loss = F.cross_entropy(logits, y, reduction="sum")
-            correct = (logits.argmax(1) == y).sum()
-            count = torch.full((), len(y), dtype=torch.float64, device=device)
-            sums += torch.stack([loss.double(), correct.double(), count])
-    loss_sum, correct, count = dist.sum_(sums).tolist()
-    return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+            y = y.long()
+            loss = objective.loss(logits, y, reduction="sum")
+            correct, counted = objective.counts(logits, y)
+            sums += torch.stack([loss.double(), objective.weight_sum(y).double(),
+                                 correct.double(), counted.double()])
+            if objective.dense:
+                confusion += objective.confusion(logits, y).view(-1).double()
+    totals = dist.sum_(torch.cat([sums, confusion])).tolist()
+    loss_sum, weight, correct, count = totals[:4]
+    seg = None
+    if objective.dense:
+        k = objective.classes
+        seg = SegScores.of(torch.tensor(totals[4:], dtype=torch.float64).view(k, k).round())
+    return TestScores(loss_sum / max(weight, 1e-12), correct / max(count, 1.0), seg)

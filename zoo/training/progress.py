@@ -89,7 +89,8 @@ def epoch_line(record: dict[str, Any], epochs: int, best: bool = False) -> str:
         f"epoch {record['epoch']:>{width}}/{epochs}  lr {record['lr']:.3g}  "
         f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}%  "
         f"test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%  "
-        f"{record['images_per_s']:.0f} img/s  {record['seconds']:.1f}s"
+        + (f"mIoU {100 * record['test_miou']:.2f}%  " if "test_miou" in record else "")
+        + f"{record['images_per_s']:.0f} img/s  {record['seconds']:.1f}s"
         + ("  (best)" if best else "")
     )
 

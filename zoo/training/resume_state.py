@@ -53,15 +53,25 @@ __all__ = ["BestEpoch", "RandomState", "ResumeState", "check_start_step", "resum
 
 @dataclass(frozen=True)
 class BestEpoch:
-    """The epoch (1-based) with the highest test accuracy so far, and its test scores."""
+    """The epoch (1-based) with the best test score so far (the accuracy; a segmentation's
+    mean IoU), and its test scores."""
 
     epoch: int
     test_acc: float
     test_loss: float
+    test_miou: float | None = None
+
+    @property
+    def score(self) -> float:
+        """What a later epoch must beat: the mean IoU when there is one, else the accuracy."""
+        return self.test_acc if self.test_miou is None else self.test_miou
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's ``extra["best"]`` entry."""
-        return {"epoch": self.epoch, "test_acc": self.test_acc, "test_loss": self.test_loss}
+        out = {"epoch": self.epoch, "test_acc": self.test_acc, "test_loss": self.test_loss}
+        if self.test_miou is not None:
+            out["test_miou"] = self.test_miou
+        return out
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ class ResumeState:
             isinstance(best, Mapping) and is_int(best.get("epoch"))
             and 1 <= best["epoch"] <= max(epoch, 1)
             and all(is_finite_number(best.get(k)) for k in ("test_acc", "test_loss"))
+            and (best.get("test_miou") is None or is_finite_number(best["test_miou"]))
         ):
             raise bad("'extra.best' (the best epoch)", best)
         scaler = extra.get("scaler")
@@ -174,7 +185,8 @@ class ResumeState:
             raise bad("'extra.classes' (the class names)", classes)
         return cls(
             best=None if best is None else BestEpoch(
-                int(best["epoch"]), float(best["test_acc"]), float(best["test_loss"])),
+                int(best["epoch"]), float(best["test_acc"]), float(best["test_loss"]),
+                None if best.get("test_miou") is None else float(best["test_miou"])),
             step=step,
             partial=None if partial is None else tuple(float(v) for v in partial),
             interrupted=interrupted,

@@ -3,10 +3,12 @@
 
 ``summary.json`` (rewritten after every epoch and when the run stops)::
 
-    spec, status ("running", "completed", "interrupted", "stopped: ..."), run_dir,
+    spec, task ("classify" or "segment"),
+    status ("running", "completed", "interrupted", "stopped: ..."), run_dir,
     dataset {name, source, train_images, test_images, classes, + a folder's layout,
              in_memory, skipped, record, files},
-    epochs, epochs_completed, best_epoch, best_test_acc, final (the last metrics record),
+    epochs, epochs_completed, best_epoch, best_test_acc, best_test_miou (a segmentation's;
+    else null), final (the last metrics record),
     device, precision, amp (mixed precision on or off), world_size, batch_size_per_process,
     parameters, wall_seconds, mean_images_per_s, epdo_version, torch_version
 """
@@ -45,6 +47,8 @@ class RunResult:
     """The last epoch's ``metrics.jsonl`` record."""
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    best_test_miou: float | None = None
+    """A segmentation's best mean IoU (what picked the best epoch)."""
 
     @property
     def best_checkpoint(self) -> Path:
@@ -96,6 +100,7 @@ class RunFacts:
         data = self.data
         return {
             "spec": self.spec.name,
+            "task": self.spec.plan.task,
             "status": status,
             "run_dir": str(self.run_dir.path),
             "dataset": {
@@ -110,6 +115,7 @@ class RunFacts:
             "epochs_completed": completed,
             "best_epoch": best.epoch if best else None,
             "best_test_acc": best.test_acc if best else None,
+            "best_test_miou": best.test_miou if best else None,
             "final": history[-1] if history else None,
             "device": describe_device(self.device),
             "precision": self.precision.name,
@@ -142,4 +148,5 @@ class RunFacts:
             best_test_acc=best.test_acc if best else None,
             final=history[-1] if history else None,
             history=list(history), summary=summary,
+            best_test_miou=best.test_miou if best else None,
         )

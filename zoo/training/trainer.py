@@ -49,6 +49,7 @@ from .distributed import DistEnv
 from .errors import NonFiniteLossError, TrainError, TrainingInterrupted
 from .interrupts import StopRequest
 from .loop import Engine, NonFiniteStep
+from .objective import Objective
 from .optimizer_state import load_optimizer_state
 from .progress import NullProgress, Progress
 from .resume_state import (
@@ -226,7 +227,7 @@ class _Run:
         self.model, self.optimizer = model, optimizer
         self.engine = Engine(
             model, optimizer, device=self.device, precision=self.precision, dist=self.env,
-            workers=self.workers,
+            workers=self.workers, objective=Objective.of(self.spec),
         )
         if state is not None:
             state.load_scaler(self.engine.scaler)
@@ -315,17 +316,18 @@ class _Run:
             start_sums=partial, progress=self.progress, stop=stop,
         )
         self.progress.evaluating(0)
-        test_loss, test_acc = self.engine.evaluate(
-            data.test_images, data.test_labels, max(t.batch_size, 256)
-        )
+        scores = self.engine.evaluate(data.test_images, data.test_labels,
+                                      max(t.batch_size, 256))
         record = {
             "epoch": epoch + 1, "lr": lr, "train_loss": stats.loss, "train_acc": stats.accuracy,
-            "test_loss": test_loss, "test_acc": test_acc,
+            **scores.record(),
             "images_per_s": stats.images_per_s, "seconds": time.perf_counter() - began,
         }
-        is_best = self.best is None or test_acc > self.best.test_acc
+        is_best = self.best is None or scores.score > self.best.score
         if is_best:
-            self.best = BestEpoch(epoch + 1, test_acc, test_loss)
+            self.best = BestEpoch(epoch + 1, scores.accuracy, scores.loss,
+                                  None if scores.segmentation is None
+                                  else scores.segmentation.mean_iou)
         self.history.append(record)
         if env.is_main:
             self._save_epoch(record, is_best)
