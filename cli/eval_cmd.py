@@ -1,5 +1,6 @@
-"""`epdo eval`: test loss, accuracy, confusion matrix and accuracy against rotation angle of a
-trained checkpoint (a thin layer over :mod:`epdo.zoo.evaluation` and :mod:`epdo.zoo.plotting`).
+"""`epdo eval`: test loss, accuracy (a segmentation's mIoU, IoU and Dice), confusion matrix
+and accuracy against rotation angle of a trained checkpoint (a thin layer over
+:mod:`epdo.zoo.evaluation` and :mod:`epdo.zoo.plotting`).
 """
 
 from __future__ import annotations
@@ -43,17 +44,34 @@ def _confusion_table(report: Any) -> Table:
     return table
 
 
+def _classes_table(report: Any) -> Table:
+    """A segmentation's per-class IoU and Dice, and each class's share of the pixels."""
+    table = Table(title="per class (pixels of the test masks)", title_justify="left")
+    for col in ("class", "IoU", "Dice", "pixels"):
+        table.add_column(col, justify="left" if col == "class" else "right", no_wrap=True)
+    total = max(report.pixels or 0, 1)
+    for name, row, iou, dice in zip(report.classes, report.confusion, report.iou,
+                                    report.dice, strict=True):
+        table.add_row(literal(name), "-" if iou is None else f"{100.0 * iou:.1f}%",
+                      "-" if dice is None else f"{100.0 * dice:.1f}%",
+                      f"{100.0 * sum(row) / total:.1f}%")
+    return table
+
+
 def _angles_table(report: Any) -> Table:
-    base = report.accuracy
-    table = Table(title="accuracy on the rotated test set (counter-clockwise)",
+    base = report.score
+    table = Table(title=f"{report.score_name} on the rotated test set (counter-clockwise)",
                   title_justify="left")
-    for col in ("angle", "accuracy", "vs 0°", "loss", ""):
+    seg = report.mean_iou is not None
+    cols = ("angle", *(("mIoU", "pixel acc.") if seg else ("accuracy",)), "vs 0°", "loss", "")
+    for col in cols:
         table.add_column(col, justify="left" if col == "" else "right", no_wrap=True)
     for a in report.angles:
-        delta = 100.0 * (a.accuracy - base)
-        table.add_row(f"{a.degrees:g}°", f"{100.0 * a.accuracy:.2f}%",
-                      "0" if delta == 0 else f"{delta:+.2f}", f"{a.loss:.4f}",
-                      "█" * round(20 * a.accuracy))
+        delta = 100.0 * (a.score - base)
+        scores = (f"{100.0 * a.score:.2f}%", f"{100.0 * a.accuracy:.2f}%") if seg \
+            else (f"{100.0 * a.accuracy:.2f}%",)
+        table.add_row(f"{a.degrees:g}°", *scores, "0" if delta == 0 else f"{delta:+.2f}",
+                      f"{a.loss:.4f}", "█" * round(20 * a.score))
     return table
 
 
@@ -69,6 +87,9 @@ def _print_report(report: Any) -> None:
     where = f" ({report.checkpoint}{epoch})" if report.checkpoint else ""
     _line((str(report.model), "bold"), f"{where} on {report.dataset} {report.split}: "
           f"{report.num_images:,} images, device {report.device}")
+    if report.mean_iou is not None:
+        _print_segmentation(report)
+        return
     _line(f"test loss {report.loss:.4f}   accuracy ", (f"{100.0 * report.accuracy:.2f}%", "bold"),
           f" ({report.correct:,}/{report.num_images:,})   error "
           f"{100.0 * (1.0 - report.accuracy):.2f}%")
@@ -87,6 +108,18 @@ def _print_report(report: Any) -> None:
               f"{100.0 * min(accs):.2f}%, mean {100.0 * sum(accs) / len(accs):.2f}%")
 
 
+def _print_segmentation(report: Any) -> None:
+    _line(f"test loss {report.loss:.4f}   mIoU ", (f"{100.0 * report.mean_iou:.2f}%", "bold"),
+          f"   pixel accuracy {100.0 * report.accuracy:.2f}% ({report.pixels:,} pixels "
+          "labelled)")
+    console.print(_classes_table(report))
+    if report.angles:
+        console.print(_angles_table(report))
+        scores = [a.score for a in report.angles]
+        _line(f"mIoU against angle: {sparkline(scores)}   min {100.0 * min(scores):.2f}%, "
+              f"mean {100.0 * sum(scores) / len(scores):.2f}%")
+
+
 def eval_command(
     source: Annotated[Path, typer.Argument(
         metavar="CHECKPOINT_OR_RUN", help="A checkpoint file or a run directory.")],
@@ -101,7 +134,8 @@ def eval_command(
         "--angles", help="Also evaluate on the test set rotated by these degrees: "
         "start:stop:step (stop exclusive) like 0:360:15, or a list like 0,90,180.")] = None,
     plot: Annotated[Path | None, typer.Option(
-        "--plot", help="Write a PNG: accuracy against angle and the confusion matrix.")] = None,
+        "--plot", help="Write a PNG: accuracy (a segmentation's mIoU) against angle and "
+        "the confusion matrix.")] = None,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Images per batch.")] = 256,
     device: Annotated[str, typer.Option(
@@ -109,8 +143,9 @@ def eval_command(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print the report as JSON only.")] = False,
 ) -> None:
-    """Test loss, accuracy and confusion matrix of a trained model; with --angles, its
-    accuracy on the test images rotated by each angle (what equivariance buys)."""
+    """Test loss, accuracy and confusion matrix of a trained model (a segmentation's mIoU,
+    per-class IoU and Dice); with --angles, its accuracy (mIoU) on the test images rotated
+    by each angle (what equivariance buys)."""
     from epdo.zoo.evaluation import evaluate_checkpoint, parse_angles
     from epdo.zoo.training.progress import RichProgress
 

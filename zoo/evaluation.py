@@ -27,18 +27,20 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .device import DEVICES, DeviceError
 from .device import resolve_device as _resolve_device
-from .errors import EpdoError
+from .eval_args import MAX_ANGLES, EvalError, parse_angles
 from .scoring import batch_logits, eval_mode
+from .segmentation_metrics import IGNORE, SegScores
+from .training.objective import Objective
 from .training.sampling import IndexedBatches, eval_batches
 
 __all__ = [
     "DEVICES",
+    "MAX_ANGLES",
     "AngleResult",
     "EvalError",
     "EvalReport",
@@ -48,11 +50,6 @@ __all__ = [
     "parse_angles",
     "resolve_device",
 ]
-
-class EvalError(EpdoError, ValueError):
-    """Evaluation arguments that cannot work (bad angles, device, a dataset that does not fit
-    the model); its ``str`` is one line that says what to change."""
-
 
 class Dataset(Protocol):
     """What evaluation needs of an :class:`epdo.zoo.data.ImageDataset`."""
@@ -79,12 +76,19 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
 @dataclass
 class AngleResult:
     """The test set rotated counter-clockwise by ``degrees``: accuracy in [0, 1], mean
-    cross-entropy, number of correctly classified images."""
+    cross-entropy, number of correctly classified images (pixels, for a segmentation, whose
+    mean IoU is ``mean_iou``)."""
 
     degrees: float
     accuracy: float
     loss: float
     correct: int
+    mean_iou: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The mean IoU of a segmentation, else the accuracy."""
+        return self.accuracy if self.mean_iou is None else self.mean_iou
 
 
 @dataclass
@@ -96,8 +100,13 @@ class EvalReport:
         dataset, split, source: which data (``source``: where it was read from).
         classes: class names, K of them; ``confusion`` is K × K with rows = true labels and
             columns = predicted labels, so ``sum(confusion) == num_images`` and
-            ``trace(confusion) / num_images == accuracy``.
-        loss: mean cross-entropy over the ``num_images`` unrotated test images.
+            ``trace(confusion) / num_images == accuracy`` (a segmentation's counts pixels:
+            its sum is ``pixels``, the pixels not ignored, and ``accuracy`` is the pixel
+            accuracy).
+        loss: mean cross-entropy over the ``num_images`` unrotated test images (pixels).
+        task: ``classify`` or ``segment``; a segmentation's report also has ``mean_iou``,
+            and per class ``iou`` and ``dice`` (None for a class neither present nor
+            predicted), see :mod:`epdo.zoo.segmentation_metrics`.
         angles: one :class:`AngleResult` per requested angle (empty when none were asked);
             0° is the plain test set.
         checkpoint, epoch: the checkpoint file and its completed epochs, when known.
@@ -116,6 +125,20 @@ class EvalReport:
     epoch: int | None = None
     device: str = "cpu"
     source: str | None = None
+    task: str = "classify"
+    pixels: int | None = None
+    mean_iou: float | None = None
+    iou: list[float | None] | None = None
+    dice: list[float | None] | None = None
+
+    @property
+    def score(self) -> float:
+        """The mean IoU of a segmentation, else the accuracy."""
+        return self.accuracy if self.mean_iou is None else self.mean_iou
+
+    @property
+    def score_name(self) -> str:
+        return "accuracy" if self.mean_iou is None else "mIoU"
 
     @property
     def correct(self) -> int:
@@ -138,12 +161,21 @@ class EvalReport:
         """A JSON-ready dict: the fields, plus ``correct``, ``error``, ``per_class_accuracy``
         and, with angles, ``angle_accuracy_min`` / ``angle_accuracy_mean``."""
         out = asdict(self)
+        if self.mean_iou is None:  # a classifier's report has no segmentation entries
+            for key in ("pixels", "mean_iou", "iou", "dice"):
+                del out[key]
+            for angle in out["angles"]:
+                del angle["mean_iou"]
         out["correct"] = self.correct
         out["error"] = 1.0 - self.accuracy
         out["per_class_accuracy"] = self.per_class_accuracy
         accs = [a.accuracy for a in self.angles]
         out["angle_accuracy_min"] = min(accs) if accs else None
         out["angle_accuracy_mean"] = sum(accs) / len(accs) if accs else None
+        if self.mean_iou is not None:
+            ious = [a.score for a in self.angles]
+            out["angle_miou_min"] = min(ious) if ious else None
+            out["angle_miou_mean"] = sum(ious) / len(ious) if ious else None
         return out
 
     @classmethod
@@ -151,80 +183,13 @@ class EvalReport:
         """The report back from :meth:`to_dict` output (e.g. a saved ``--json`` file)."""
         names = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["angles"] = [AngleResult(**a) for a in data.get("angles", [])]
+        fields = set(AngleResult.__dataclass_fields__)
+        kwargs["angles"] = [AngleResult(**{k: v for k, v in a.items() if k in fields})
+                            for a in data.get("angles", [])]
         return cls(**kwargs)
 
 
 # --------------------------------------------------------------------------- angles
-
-
-def _number(text: str, what: str, spec: str, option: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise EvalError(
-            f"{option} {spec!r}: {what} {text.strip()!r} is not a finite number of degrees; "
-            "use start:stop:step (stop exclusive) like 0:360:15, or a list like 0,90,180"
-        )
-    return value
-
-
-MAX_ANGLES = 720
-"""The most angles one evaluation takes (every half degree of a full turn): each angle is a
-full pass over the test set."""
-
-
-def parse_angles(text: str, *, option: str = "angles", allow_empty: bool = False) -> list[float]:
-    """Rotation angles in degrees from ``"start:stop:step"`` (stop exclusive), a comma list
-    ``"0,90,180"``, or a comma list of both (``"0:90:30,180"``); duplicates dropped, order
-    kept. ``parse_angles("0:360:90") == [0.0, 90.0, 180.0, 270.0]``.
-
-    Raises :class:`EvalError` (a ValueError) with a one-line message, which starts with
-    ``option`` (what the user typed the angles as, e.g. ``--angles``), on bad syntax, a
-    non-positive step, an empty range or more than :data:`MAX_ANGLES` angles; on an empty
-    ``text`` too, unless ``allow_empty`` (then the list is empty).
-    """
-    angles: list[float] = []
-    items = [item.strip() for item in str(text).split(",")]
-    if allow_empty and not str(text).strip():
-        return []
-    if not any(items):
-        raise EvalError(f"{option} {text!r}: no angle given; use e.g. 0:360:15 or 0,90,180")
-    for item in items:
-        if not item:
-            raise EvalError(f"{option} {text!r}: empty item between commas; use e.g. 0,90,180")
-        parts = item.split(":")
-        if len(parts) == 1:
-            angles.append(_number(parts[0], "angle", text, option))
-            continue
-        if len(parts) != 3:
-            raise EvalError(
-                f"{option} {text!r}: {item!r} is not start:stop:step (stop exclusive), "
-                "e.g. 0:360:15"
-            )
-        start = _number(parts[0], "start", text, option)
-        stop = _number(parts[1], "stop", text, option)
-        step = _number(parts[2], "step", text, option)
-        if step <= 0:
-            raise EvalError(f"{option} {text!r}: step must be positive, got {parts[2].strip()}")
-        span = (stop - start) / step
-        count = math.ceil(span - 1e-9) if math.isfinite(span) else MAX_ANGLES + 1
-        if count < 1:
-            raise EvalError(
-                f"{option} {text!r}: {item!r} is empty (stop is exclusive and must exceed start)"
-            )
-        if len(angles) + count > MAX_ANGLES:
-            raise EvalError(
-                f"{option} {text!r}: more than {MAX_ANGLES} angles (each is a full pass over "
-                "the test set); use a larger step"
-            )
-        angles.extend(round(start + i * step, 9) + 0.0 for i in range(count))
-    if len(angles) > MAX_ANGLES:
-        raise EvalError(f"{option} {text!r}: {len(angles):,} angles; at most {MAX_ANGLES} "
-                        "(each is a full pass over the test set)")
-    return list(dict.fromkeys(angles))  # duplicates dropped (values are rounded to 1e-9)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -240,33 +205,43 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise EvalError(str(exc)) from None
 
 
-def _predict(
+def _confusion_pass(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    classes: int,
+    objective: Objective,
     batch_size: int,
     device: torch.device,
     degrees: float,
     workers: int = 0,
 ) -> tuple[float, torch.Tensor]:
-    """Summed cross-entropy and predicted labels (N,) on the raw images (N, C, H, W)
-    rotated by ``degrees``; ``classes`` logits expected. ``workers`` DataLoader processes
-    gather (or, for streamed files, decode) the batches."""
+    """Summed cross-entropy and the (K, K) confusion matrix (rows true, columns predicted)
+    on the raw images (N, C, H, W) rotated by ``degrees`` (a segmentation's masks (N, H, W)
+    rotated with them, nearest, IGNORE outside; ignored pixels not counted). ``workers``
+    DataLoader processes gather (or, for streamed files, decode) the batches."""
+    k, dense = objective.classes, objective.dense
     loss_sum = 0.0
-    preds = []
+    confusion = torch.zeros(k, k, dtype=torch.int64)
     n = int(images.shape[0])
     batches = IndexedBatches(images, labels, eval_batches(n, batch_size), workers=workers,
                              pin=device.type == "cuda")
     for logits, y in batch_logits(model, batches, device=device, degrees=degrees):
-        if logits.ndim != 2 or logits.shape[1] != classes:
+        expected = (logits.shape[0], k, *y.shape[1:]) if dense else (logits.shape[0], k)
+        if tuple(logits.shape) != expected:
+            what = "maps" if dense else "logits"
+            masks = f" and masks of {y.shape[1]}x{y.shape[2]}" if dense else ""
             raise EvalError(
-                f"the model outputs {tuple(logits.shape)} logits but the dataset has {classes} "
-                "classes; evaluate on the dataset it was trained for (--dataset)"
+                f"the model outputs {tuple(logits.shape)} {what} but the dataset has {k} "
+                f"classes{masks}; evaluate on the dataset it was trained for (--dataset)"
             )
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        preds.append(logits.argmax(dim=1).cpu())
-    return loss_sum, torch.cat(preds)
+        y = y.long()
+        loss_sum += float(objective.loss(logits, y, reduction="sum"))
+        if dense:
+            confusion += objective.confusion(logits, y).cpu()
+        else:
+            index = (y * k + logits.argmax(dim=1)).cpu()
+            confusion += torch.bincount(index, minlength=k * k).view(k, k)
+    return loss_sum, confusion
 
 
 def _check_fit(model: nn.Module, images: torch.Tensor, degrees: list[float]) -> None:
@@ -321,51 +296,73 @@ def evaluate(
             images = images.to(torch.float32)
     elif workers is None:
         workers = min(4, os.cpu_count() or 1)
-    labels = torch.as_tensor(dataset.labels).to(torch.int64)
+    labels = torch.as_tensor(dataset.labels)
     classes = [str(c) for c in dataset.classes]
     k = len(classes)
-    if images.ndim != 4 or labels.shape != (images.shape[0],) or images.shape[0] == 0:
-        raise EvalError(f"dataset {dataset.name!r}: expected images (N, C, H, W) and labels "
-                        f"(N,) with N > 0, got {tuple(images.shape)} and {tuple(labels.shape)}")
-    if int(labels.min()) < 0 or int(labels.max()) >= k:
-        raise EvalError(f"dataset {dataset.name!r}: labels outside 0..{k - 1}")
+    dense = labels.ndim == 3
+    _check_labels(dataset.name, images, labels, k, dense)
     angles = [float(a) for a in angles] if angles else []
     _check_fit(model, images, angles)
+    objective = Objective("segment" if dense else "classify", k)
 
     n = images.shape[0]
-    results: dict[float, tuple[float, torch.Tensor]] = {}  # degrees mod 360 -> loss, preds
+    results: dict[float, tuple[float, torch.Tensor]] = {}  # degrees mod 360 -> loss, confusion
     with eval_mode(model.to(device)):
         for degrees in [0.0, *angles]:
             key = degrees % 360.0
             if key not in results:
-                results[key] = _predict(model, images, labels, k, batch_size, device, key,
-                                        workers or 0)
+                results[key] = _confusion_pass(model, images, labels, objective, batch_size,
+                                               device, key, workers or 0)
 
     def result(degrees: float) -> tuple[float, torch.Tensor]:
         return results[degrees % 360.0]
 
-    loss_sum, preds = result(0.0)
-    confusion = torch.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+    loss_sum, confusion = result(0.0)
+    counted = max(int(confusion.sum()), 1)
     per_angle = []
     for degrees in angles:
-        a_loss, a_preds = result(degrees)
-        correct = int((a_preds == labels).sum())
-        per_angle.append(AngleResult(degrees=degrees, accuracy=correct / n, loss=a_loss / n,
-                                     correct=correct))
+        a_loss, a_confusion = result(degrees)
+        correct, total = int(a_confusion.trace()), max(int(a_confusion.sum()), 1)
+        per_angle.append(AngleResult(
+            degrees=degrees, accuracy=correct / total, loss=a_loss / total, correct=correct,
+            mean_iou=SegScores.of(a_confusion).mean_iou if dense else None))
     spec = getattr(model, "spec", None)
-    return EvalReport(
+    report = EvalReport(
         model=name or getattr(spec, "name", type(model).__name__),
         dataset=str(dataset.name),
         split=str(dataset.split),
         classes=classes,
         num_images=n,
-        loss=loss_sum / n,
-        accuracy=int(confusion.trace()) / n,
+        loss=loss_sum / counted,
+        accuracy=int(confusion.trace()) / counted,
         confusion=confusion.tolist(),
         angles=per_angle,
         device=str(device),
         source=str(getattr(dataset, "source", "")) or None,
     )
+    if dense:
+        seg = SegScores.of(confusion)
+        report.task, report.pixels = "segment", seg.pixels
+        report.mean_iou, report.iou, report.dice = seg.mean_iou, seg.iou, seg.dice
+    return report
+
+
+def _check_labels(name: str, images: torch.Tensor, labels: torch.Tensor, k: int,
+                  dense: bool) -> None:
+    """EvalError unless there are N > 0 images with one label each (a mask of their size for
+    a segmentation), every label a class (or IGNORE in a mask)."""
+    n = images.shape[0] if images.ndim == 4 else 0
+    shape = (n, *images.shape[2:]) if dense else (n,)
+    if images.ndim != 4 or tuple(labels.shape) != shape or n == 0:
+        what = "masks (N, H, W)" if dense else "labels (N,)"
+        raise EvalError(f"dataset {name!r}: expected images (N, C, H, W) and {what} with "
+                        f"N > 0, got {tuple(images.shape)} and {tuple(labels.shape)}")
+    values = labels.long()
+    if dense:
+        values = values[values != IGNORE]
+    if values.numel() and (int(values.min()) < 0 or int(values.max()) >= k):
+        raise EvalError(f"dataset {name!r}: labels outside 0..{k - 1}"
+                        + (f" (or {IGNORE}, ignore)" if dense else ""))
 
 
 def evaluate_checkpoint(

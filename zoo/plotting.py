@@ -39,7 +39,8 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Pa
     return path
 
 
-def _angle_axes(ax: Axes, degrees: list[float], chance: float | None) -> None:
+def _angle_axes(ax: Axes, degrees: list[float], chance: float | None,
+                score: str = "accuracy") -> None:
     """Limits, ticks (every 45° up to a 360° span, else every 90°), the 90° marks, the
     chance level and labels of an accuracy-against-angle axes."""
     lo, hi = min([0.0, *degrees]), max([90.0, *degrees])
@@ -56,13 +57,13 @@ def _angle_axes(ax: Axes, degrees: list[float], chance: float | None) -> None:
                    label=f"chance ({100.0 * chance:.0f}%)")
     ax.set_ylim(0.0, 102.0)
     ax.set_xlabel("rotation of the test images (degrees, counter-clockwise; dotted: 90° steps)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{score} (%)")
     ax.grid(axis="y", alpha=0.3)
 
 
 def _curve(ax: Axes, report: EvalReport, label: str, color: str | None = None) -> None:
     degrees = [a.degrees for a in report.angles]
-    accs = [100.0 * a.accuracy for a in report.angles]
+    accs = [100.0 * a.score for a in report.angles]
     order = np.argsort(degrees)
     ax.plot(np.asarray(degrees)[order], np.asarray(accs)[order], marker="o", markersize=3.5,
             linewidth=1.6, label=label, color=color)
@@ -88,7 +89,9 @@ def _confusion_axes(fig: Figure, ax: Axes, report: EvalReport) -> None:
                             color="white" if frac[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"confusion matrix, unrotated ({report.num_images} images, "
+    what = f"{report.num_images} images" if report.pixels is None \
+        else f"{report.pixels:,} pixels"
+    ax.set_title(f"confusion matrix, unrotated ({what}, "
                  f"accuracy {100.0 * report.accuracy:.1f}%)", fontsize=10)
 
 
@@ -100,15 +103,16 @@ def plot_report(report: EvalReport, path: str | os.PathLike[str]) -> Path:
     if with_angles:
         ax_curve, ax_conf = fig.subplots(1, 2, width_ratios=[1.25, 1.0])
         _curve(ax_curve, report, report.model, color="tab:blue")
-        _angle_axes(ax_curve, [a.degrees for a in report.angles], 1.0 / len(report.classes))
-        ax_curve.set_title("accuracy on the rotated test set", fontsize=10)
+        chance = None if report.mean_iou is not None else 1.0 / len(report.classes)
+        _angle_axes(ax_curve, [a.degrees for a in report.angles], chance, report.score_name)
+        ax_curve.set_title(f"{report.score_name} on the rotated test set", fontsize=10)
         ax_curve.legend(loc="best", fontsize=8)
     else:
         ax_conf = fig.subplots()
     _confusion_axes(fig, ax_conf, report)
     epoch = f", epoch {report.epoch}" if report.epoch is not None else ""
     fig.suptitle(f"{report.model}{epoch} on {report.dataset} ({report.split}): "
-                 f"loss {report.loss:.3f}, accuracy {100.0 * report.accuracy:.2f}%")
+                 f"loss {report.loss:.3f}, {report.score_name} {100.0 * report.score:.2f}%")
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -126,10 +130,15 @@ def plot_angle_curves(reports: Mapping[str, EvalReport], path: str | os.PathLike
     ax = fig.subplots()
     degrees: list[float] = []
     for label, report in reports.items():
-        _curve(ax, report, f"{label} ({100.0 * report.accuracy:.1f}% at 0°)")
+        _curve(ax, report, f"{label} ({100.0 * report.score:.1f}% at 0°)")
         degrees += [a.degrees for a in report.angles]
     chances = {len(r.classes) for r in reports.values()}
-    _angle_axes(ax, degrees, 1.0 / chances.pop() if len(chances) == 1 else None)
+    names = {r.score_name for r in reports.values()}
+    if len(names) > 1:
+        raise ValueError("plot_angle_curves draws one score: classifiers or segmentations")
+    score = names.pop()
+    chance = 1.0 / chances.pop() if len(chances) == 1 and score == "accuracy" else None
+    _angle_axes(ax, degrees, chance, score)
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title)
     fig.tight_layout()

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["IGNORE", "SegScores", "confusion_matrix"]
+from .data.masks import IGNORE
 
-IGNORE = 255
-"""The mask value of a pixel that counts for nothing (no loss, no score)."""
+__all__ = ["IGNORE", "SegScores", "confusion_matrix"]
 
 
 def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
