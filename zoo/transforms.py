@@ -44,15 +44,19 @@ _ROTATE_CHUNK = 4096
 
 
 def rotate_images(x: torch.Tensor, degrees: torch.Tensor | np.ndarray | Sequence[float],
-                  chunk: int = _ROTATE_CHUNK) -> torch.Tensor:
+                  chunk: int = _ROTATE_CHUNK, *, mode: str = "bilinear") -> torch.Tensor:
     """Rotate each image of (B, C, H, W) counter-clockwise (x right, y up) by its own angle
     ``degrees[b]`` about the centre: multiples of 90 degrees exactly with ``torch.rot90``,
-    other angles bilinear with zeros outside, ``chunk`` images at a time (bounds the sampling
-    grid's memory). Same dtype and device as ``x``; the one rotation of epdo (augmentation,
-    rotated evaluation, rotated datasets)."""
+    other angles resampled with zeros outside, ``chunk`` images at a time (bounds the
+    sampling grid's memory). ``mode`` is the resampling: ``bilinear`` for images,
+    ``nearest`` for maps of labels (every output value is an input value or 0; both modes
+    sample at the same points). Same dtype and device as ``x``; the one rotation of epdo
+    (augmentation, rotated evaluation, rotated datasets)."""
     if x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"x must be a floating (B, C, H, W) tensor, got {x.dtype} "
                          f"{tuple(x.shape)}")
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"mode must be bilinear or nearest, got {mode!r}")
     deg = torch.as_tensor(degrees, dtype=torch.float64).reshape(-1)
     if deg.numel() != x.shape[0]:
         raise ValueError(f"{deg.numel()} angles for {x.shape[0]} images")
@@ -84,7 +88,7 @@ def rotate_images(x: torch.Tensor, degrees: torch.Tensor | np.ndarray | Sequence
         batch = x[index]
         grid = F.affine_grid(mat.to(dtype=x.dtype, device=x.device), list(batch.shape),
                              align_corners=False)
-        out[index] = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros",
+        out[index] = F.grid_sample(batch, grid, mode=mode, padding_mode="zeros",
                                    align_corners=False)
     return out
 

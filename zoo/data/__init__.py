@@ -21,6 +21,12 @@ Datasets (:data:`DATASETS`):
   rotated / upright (:mod:`.sample`).
 - ``cifar10`` / ``cifar100``: torchvision's local folders, pickles read by a restricted
   unpickler (:mod:`.cifar`, :mod:`.safe_pickle`).
+- ``seg-sample``: segmentation, 64×64 canvases of rotated Fashion-MNIST garments with a
+  class per pixel, shipped in the package (:mod:`.seg_sample`); a
+  :class:`~.masks.MaskDataset` (images and ``(N, H, W)`` masks, 255 = ignore).
+
+A segmentation folder (``seg:PATH``, ``images/`` + ``masks/``) is read by
+:mod:`.seg_dataset`, a classification folder (``folder:PATH``) by :mod:`.folder_dataset`.
 
 Files are looked for in ``data_dir`` when given, else in ``$EPDO_DATA`` and then the
 dataset's default place (:mod:`.locations`). Every problem is one :class:`DataError`
@@ -33,6 +39,7 @@ from .fetch import fetch_dataset
 from .info import dataset_info, datasets_info
 from .loaders import dataset_classes, load_dataset
 from .locations import default_data_dir
+from .masks import IGNORE, MaskDataset
 from .names import DATASETS, SPLITS
 from .rotate import rotate_images, uniform_angles
 
@@ -40,7 +47,9 @@ __all__ = [
     "DATASETS",
     "SPLITS",
     "DataError",
+    "IGNORE",
     "ImageDataset",
+    "MaskDataset",
     "dataset_classes",
     "dataset_info",
     "datasets_info",

@@ -55,6 +55,7 @@ _ELSEWHERE = {
                    "install dataset-fashion-mnist` or put MNIST-format IDX files in a folder",
     "sample": "it ships with epdo, nothing to fetch",
     "sample-upright": "it ships with epdo, nothing to fetch",
+    "seg-sample": "it ships with epdo, nothing to fetch",
 }
 
 

@@ -18,6 +18,7 @@ from .mnist_rot import locate_mnist_rot, mnist_rot_rows
 from .names import DATASETS, SPLITS, check_name
 from .rotated_idx import ROTATED_TRAIN_SIZE
 from .sample import SAMPLE_FILE, SAMPLE_SOURCE, sample_arrays
+from .seg_sample import SEG_SAMPLE_FILE, seg_sample_arrays
 
 __all__ = ["dataset_info", "datasets_info"]
 
@@ -36,6 +37,8 @@ def _split_info(name: str, split: str,
         return str(images.parent), count
     if name in ("sample", "sample-upright"):
         return SAMPLE_SOURCE + f" ({SAMPLE_FILE})", len(sample_arrays(split)[1])
+    if name == "seg-sample":
+        return SAMPLE_SOURCE + f" ({SEG_SAMPLE_FILE})", len(seg_sample_arrays(split)[1])
     folder, _ = locate_cifar(name, split, data_dir)
     return str(folder), cifar_count(name, split, data_dir)
 
@@ -67,7 +70,8 @@ def dataset_info(name: str, data_dir: str | os.PathLike[str] | None = None) -> d
         classes = None
         errors.setdefault("classes", str(exc))
         broken = True
-    searched = [] if name in ("sample", "sample-upright") else search_roots(name, data_dir)
+    embedded = ("sample", "sample-upright", "seg-sample")
+    searched = [] if name in embedded else search_roots(name, data_dir)
     status = "broken" if broken else "missing" if errors else "found"
     return {"name": name, "description": DESCRIPTIONS[name], "found": not errors, "status": status,
             "sources": sources, "sizes": sizes, "classes": classes,

@@ -8,10 +8,12 @@ from .cifar import cifar_classes, load_cifar, locate_cifar
 from .dataset import ImageDataset
 from .errors import DataError
 from .idx import idx_classes, load_idx, locate_idx
+from .masks import MaskDataset
 from .mnist_rot import load_mnist_rot
 from .names import DATASETS, DIGIT_CLASSES, FASHION_CLASSES, check_name, check_split
 from .rotated_idx import load_rotated_idx
 from .sample import load_sample
+from .seg_sample import SEG_CLASSES, load_seg_sample
 
 __all__ = ["DATASETS", "DESCRIPTIONS", "dataset_classes", "load_dataset"]
 
@@ -25,12 +27,14 @@ DESCRIPTIONS = {
     "sample-upright": "the embedded Fashion-MNIST sample, upright",
     "cifar10": "CIFAR-10 from torchvision's cifar-10-batches-py folder",
     "cifar100": "CIFAR-100 (fine labels) from torchvision's cifar-100-python folder",
+    "seg-sample": "segmentation: the embedded sample of 64x64 canvases with one to three "
+                  "rotated Fashion-MNIST garments, a class per pixel (11 with background)",
 }
 assert set(DESCRIPTIONS) == set(DATASETS)
 
 
 def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None = None,
-                 seed: int = 0) -> ImageDataset:
+                 seed: int = 0) -> ImageDataset | MaskDataset:
     """Load split ``split`` (``"train"`` or ``"test"``) of dataset ``name``, fully in memory.
 
     Args:
@@ -44,7 +48,9 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
 
     Returns:
         An :class:`ImageDataset` with images ``(N, C, H, W)`` float32 in [0, 1] and labels
-        ``(N,)`` int64.
+        ``(N,)`` int64; for the segmentation sample ``seg-sample`` a
+        :class:`~.masks.MaskDataset` with images ``(N, 1, 64, 64)`` uint8 and masks
+        ``(N, 64, 64)`` uint8.
 
     Raises:
         DataError: unknown name or split, data not found, malformed files.
@@ -59,6 +65,8 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
         return load_rotated_idx(split, data_dir, seed)
     if name in ("sample", "sample-upright"):
         return load_sample(split, rotated=name == "sample", seed=seed)
+    if name == "seg-sample":
+        return load_seg_sample(split)
     return load_cifar(name, split, data_dir)
 
 
@@ -74,6 +82,8 @@ def dataset_classes(name: str, data_dir: str | os.PathLike[str] | None = None) -
         return list(DIGIT_CLASSES)
     if name in ("sample", "sample-upright"):
         return list(FASHION_CLASSES)
+    if name == "seg-sample":
+        return list(SEG_CLASSES)
     if name in ("idx", "rotated-idx"):
         try:
             images, _ = locate_idx("train", data_dir, name)

@@ -16,7 +16,8 @@ __all__ = [
 ]
 
 #: Every dataset :func:`epdo.zoo.data.load_dataset` knows.
-DATASETS = ("mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100")
+DATASETS = ("mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100",
+            "seg-sample")
 #: The splits of every dataset.
 SPLITS = ("train", "test")
 

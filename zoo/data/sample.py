@@ -29,7 +29,8 @@ from .errors import DataError
 from .names import FASHION_CLASSES
 from .rotate import rotate_unit_images, uniform_angles
 
-__all__ = ["SAMPLE_FILE", "SAMPLE_SOURCE", "load_sample", "sample_arrays", "sample_provenance"]
+__all__ = ["SAMPLE_FILE", "SAMPLE_SOURCE", "load_sample", "read_archive", "sample_arrays",
+           "sample_provenance"]
 
 #: The embedded archive.
 SAMPLE_FILE = Path(__file__).with_name("fashion_sample.npz")
@@ -38,17 +39,19 @@ SAMPLE_SOURCE = "embedded sample"
 _HINT = "the package is damaged: reinstall epdo (or rebuild it with scripts/make_sample.py)"
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def read_archive(path: Path, hint: str = _HINT) -> dict[str, np.ndarray]:
+    """Every array of an embedded ``.npz`` (no pickles); DataError ending in ``hint`` when
+    it cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read the embedded sample ({exc}); {_HINT}", path) from None
+        raise DataError(f"cannot read the embedded sample ({exc}); {hint}", path) from None
 
 
 def sample_arrays(split: str, path: Path = SAMPLE_FILE) -> tuple[np.ndarray, np.ndarray]:
     """``(images (N, 28, 28) uint8, labels (N,) int64)`` of ``split``, validated."""
-    arrays = _read(path)
+    arrays = read_archive(path)
     images = arrays.get(f"{split}_images")
     labels = arrays.get(f"{split}_labels")
     if images is None or labels is None:
@@ -66,7 +69,7 @@ def sample_arrays(split: str, path: Path = SAMPLE_FILE) -> tuple[np.ndarray, np.
 
 def sample_provenance(path: Path = SAMPLE_FILE) -> dict[str, Any]:
     """The provenance record stored in the archive."""
-    arrays = _read(path)
+    arrays = read_archive(path)
     return json.loads(str(arrays["provenance"][()])) if "provenance" in arrays else {}
 
 

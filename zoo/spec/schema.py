@@ -29,6 +29,9 @@ from .limits import MAX_INPUT_CHANNELS
 
 FITS = ("resize", "center_crop")
 """How an image of another size is fitted to the model's input (:class:`InputSpec`)."""
+PATH_DATASETS = ("folder", "seg")
+"""The datasets that are a folder: ``dataset: KIND:PATH`` reads as ``KIND`` with
+``data_dir: PATH``."""
 
 __all__ = ["AugmentSpec", "Defaults", "InputSpec", "Spec", "TrainSpec"]
 
@@ -223,15 +226,18 @@ class TrainSpec(_Section):
 
     dataset: Literal[
         "mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100",
-        "folder",
+        "folder", "seg-sample", "seg",
     ] = "sample"
     """``folder``: the user's images, one subfolder per class, in ``data_dir``
     (:mod:`epdo.zoo.data.folder`); ``folder:PATH`` is read as ``folder`` with ``data_dir:
-    PATH``."""
+    PATH``. ``seg``: a segmentation folder (``images/`` and ``masks/``) in ``data_dir``
+    (:mod:`epdo.zoo.data.seg_folder`), ``seg:PATH`` likewise; ``seg-sample``: the embedded
+    segmentation sample."""
     data_dir: Annotated[str | None, AfterValidator(_check_path_text)] = None
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     """The share of each class held out for testing when a ``folder`` dataset has no
-    ``test/`` (or ``val/``) subfolder (a seeded, stratified split)."""
+    ``test/`` (or ``val/``) subfolder (a seeded, stratified split); for a ``seg`` folder,
+    the share of its image/mask pairs."""
     batch_size: Annotated[int, Field(ge=1)] = 64
     epochs: Annotated[int, Field(ge=1)] = 10
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -255,18 +261,20 @@ class TrainSpec(_Section):
     @model_validator(mode="before")
     @classmethod
     def _folder_path(cls, value: Any) -> Any:
-        """``dataset: folder:PATH`` -> ``dataset: folder``, ``data_dir: PATH``."""
+        """``dataset: folder:PATH`` -> ``dataset: folder``, ``data_dir: PATH``; likewise
+        ``seg:PATH`` -> ``seg``."""
         if isinstance(value, dict) and isinstance(value.get("dataset"), str):
             name = value["dataset"]
-            if name.startswith("folder:"):
-                path = name[len("folder:"):]
+            kind = next((k for k in PATH_DATASETS if name.startswith(f"{k}:")), None)
+            if kind is not None:
+                path = name[len(kind) + 1:]
                 if not path:
-                    raise ValueError("dataset folder:PATH needs a path after 'folder:'")
+                    raise ValueError(f"dataset {kind}:PATH needs a path after '{kind}:'")
                 given = value.get("data_dir")
                 if given is not None and given != path:
                     raise ValueError(f"dataset {name!r} and data_dir {given!r} name two "
                                      "folders; give one")
-                value = {**value, "dataset": "folder", "data_dir": path}
+                value = {**value, "dataset": kind, "data_dir": path}
         return value
 
     @field_validator("lr_milestones", mode="before")

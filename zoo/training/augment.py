@@ -30,6 +30,11 @@ index, so they do not depend on batch order or on how many processes share the d
 
 Augmentation works on raw images in [0, 1] (padded and rotated-in zeros are black); the
 model normalises them itself (its first step).
+
+A segmentation mask (B, H, W) gets the same geometric transforms from the same draws
+(:meth:`AugmentDraws.apply_masks`): the resized crop and the rotation sample it at the same
+points as the image, nearest instead of bilinear, and its pixels from outside the canvas
+(rotated-in corners, crop padding) are ignore (255) instead of black.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..data.masks import IGNORE
 from ..spec import AugmentSpec
 from ..transforms import rotate_images
 
@@ -59,11 +65,13 @@ def vflip_batch(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.to(x.device).view(-1, 1, 1, 1), x.flip(-2), x)
 
 
-def crop_batch(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
-    """Zero-pad (B, C, H, W) by ``padding`` and crop H×W at ``offsets[b] = (row, col)``,
-    each in ``[0, 2 * padding]``; offsets ``(padding, padding)`` give back the image."""
+def crop_batch(x: torch.Tensor, padding: int, offsets: torch.Tensor,
+               value: float = 0.0) -> torch.Tensor:
+    """Pad (B, C, H, W) by ``padding`` with ``value`` (0: black) and crop H×W at
+    ``offsets[b] = (row, col)``, each in ``[0, 2 * padding]``; offsets ``(padding, padding)``
+    give back the image. Any dtype."""
     B, C, H, W = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    padded = F.pad(x, (padding, padding, padding, padding), value=value)
     offsets = offsets.to(x.device)
     rows = offsets[:, 0, None] + torch.arange(H, device=x.device)  # (B, H)
     cols = offsets[:, 1, None] + torch.arange(W, device=x.device)  # (B, W)
@@ -86,9 +94,11 @@ def crop_boxes(crops: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.stack([u * (1.0 - w), v * (1.0 - h), w, h], dim=-1)
 
 
-def resized_crop_batch(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+def resized_crop_batch(x: torch.Tensor, boxes: torch.Tensor,
+                       mode: str = "bilinear") -> torch.Tensor:
     """Each image ``b`` of (B, C, H, W) cut to ``boxes[b] = (left, top, w, h)`` (fractions
-    of the sides, inside [0, 1]) and resampled to H×W, bilinear, borders extended.
+    of the sides, inside [0, 1]) and resampled to H×W, borders extended; ``mode``:
+    ``bilinear`` (images) or ``nearest`` (label maps), at the same points.
 
     In ``affine_grid``'s normalized coordinates (align_corners=False: the image spans
     [-1, 1], pixel k's centre is at (2k + 1) / size - 1) the output point ``p`` samples the
@@ -103,7 +113,7 @@ def resized_crop_batch(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     theta[:, 0, 0], theta[:, 0, 2] = w, 2.0 * left + w - 1.0
     theta[:, 1, 1], theta[:, 1, 2] = h, 2.0 * top + h - 1.0
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
 
 
 @dataclass
@@ -173,3 +183,34 @@ class AugmentDraws:
         if self.offsets is not None:
             x = crop_batch(x, self.padding, self.offsets[index])
         return x
+
+    def apply_masks(self, masks: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Give the masks (B, H, W) of the training images ``index`` (B,) the geometric
+        transforms that :meth:`apply` gives those images, with the same draws: resized crop
+        and rotation sampled at the same points but nearest (no value is invented), flips,
+        padding crop. Pixels that come from outside the canvas (the corners a rotation
+        brings in, a crop's padding) become :data:`~epdo.zoo.data.masks.IGNORE`. Any integer
+        dtype (values below 2**24, e.g. class indices); the same dtype comes back."""
+        if masks.ndim != 3 or masks.is_floating_point():
+            raise ValueError(f"masks must be an integer (B, H, W) tensor, got {masks.dtype} "
+                             f"{tuple(masks.shape)}")
+        dtype = masks.dtype
+        m = masks.unsqueeze(1)
+        if self.crops is not None or self.angles is not None:
+            m = m.to(torch.float32)  # exact for integers below 2**24
+        if self.crops is not None:
+            crops = self.crops[index.to(self.crops.device)]
+            m = resized_crop_batch(m, crop_boxes(crops, m.shape[-2], m.shape[-1]), "nearest")
+        if self.angles is not None:
+            # shifted by one so that the zeros rotated in from outside mark the new pixels
+            m = rotate_images(m + 1.0, self.angles[index], mode="nearest")
+            m = torch.where(m == 0.0, float(IGNORE), m - 1.0)
+        if m.is_floating_point():
+            m = m.round().to(dtype)
+        if self.flips is not None:
+            m = flip_batch(m, self.flips[index])
+        if self.vflips is not None:
+            m = vflip_batch(m, self.vflips[index])
+        if self.offsets is not None:
+            m = crop_batch(m, self.padding, self.offsets[index], value=IGNORE)
+        return m.squeeze(1)

@@ -139,8 +139,8 @@ def with_overrides(spec: Spec, **overrides: Any) -> Spec:
     given = {key: value for key, value in overrides.items() if value is not None}
     if not given:
         return spec
-    if str(given.get("dataset", "")).startswith("folder:") and "data_dir" not in given:
-        given["data_dir"] = None  # --dataset folder:PATH names the folder itself
+    if str(given.get("dataset", "")).startswith(("folder:", "seg:")) and "data_dir" not in given:
+        given["data_dir"] = None  # --dataset folder:PATH (seg:PATH) names the folder itself
     train = validate_section(TrainSpec, {**spec.train.model_dump(), **given}, "train")
     return spec.model_copy(update={"train": train})
 
