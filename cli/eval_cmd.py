@@ -125,8 +125,8 @@ def eval_command(
         metavar="CHECKPOINT_OR_RUN", help="A checkpoint file or a run directory.")],
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Dataset to evaluate on (default: the spec's train.dataset; a run "
-        "trained on folder:PATH is evaluated on the test files it recorded), or "
-        "folder:PATH.")] = None,
+        "trained on folder:PATH or seg:PATH is evaluated on the test files it recorded), "
+        "folder:PATH or seg:PATH.")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Folder of the dataset's files (default: the spec's, $EPDO_DATA, "
         "the user cache).")] = None,

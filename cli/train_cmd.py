@@ -56,7 +56,8 @@ def train_command(
     lr: float | None = typer.Option(None, "--lr", help="Base learning rate."),
     dataset: str | None = typer.Option(
         None, "--dataset", help="mnist-rot, rotated-idx, idx, sample, sample-upright, cifar10, "
-        "cifar100, or folder:PATH (your images, one subfolder per class)."
+        "cifar100, seg-sample, folder:PATH (your images, one subfolder per class) or "
+        "seg:PATH (your images and masks: PATH/images/ and PATH/masks/)."
     ),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Where the dataset files are."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of weights, order, augmentation."),
@@ -120,9 +121,13 @@ def train_command(
                       highlight=False, soft_wrap=True)
         return
     final = result.final
+    if "test_miou" in final:  # a segmentation: the best epoch is the best mean IoU
+        score, key, best = "mIoU", "test_miou", result.best_test_miou
+    else:
+        score, key, best = "accuracy", "test_acc", result.best_test_acc
     console.print(
-        literal(f"final test accuracy: {100 * final['test_acc']:.2f}% (epoch {final['epoch']}; "
-                f"best {100 * (result.best_test_acc or 0.0):.2f}% at epoch {result.best_epoch}); "
+        literal(f"final test {score}: {100 * final[key]:.2f}% (epoch {final['epoch']}; "
+                f"best {100 * (best or 0.0):.2f}% at epoch {result.best_epoch}); "
                 f"run directory: {result.run_dir}"),
         highlight=False, soft_wrap=True,
     )

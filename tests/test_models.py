@@ -38,7 +38,9 @@ def test_every_spec_builds_and_runs(name: str) -> None:
     c, h, w = model.input_shape
     with torch.no_grad():
         y = model(torch.randn(2, c, h, w))
-    assert y.shape == (2, model.plan.num_classes)
+    out = model.plan.output
+    per_pixel = (out.height, out.width) if out.dense else ()
+    assert y.shape == (2, model.plan.num_classes, *per_pixel)
     assert torch.isfinite(y).all()
 
 

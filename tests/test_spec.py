@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from epdo.zoo.shipped import list_specs, resolve_spec_source, specs_dir
+from epdo.zoo.ops.dense_head import DenseHeadLayer
 from epdo.zoo.spec import (
     BODY_OPS,
     LAYER_OPS,
@@ -76,7 +77,8 @@ def test_every_shipped_spec_loads(name: str) -> None:
     assert spec.name == name
     assert spec.source_file is not None and spec.source_file.endswith(f"{name}.yaml")
     assert spec.description
-    assert isinstance(spec.layers[-1], HeadLayer)
+    assert isinstance(spec.layers[-1], HeadLayer | DenseHeadLayer)
+    assert spec.plan.num_classes is not None
 
 
 @pytest.mark.parametrize("name", list_specs())

@@ -2,9 +2,12 @@
 
 For an invariant classifier f and a group element g, the relative error is
 ``||f(g.x) - f(x)|| / ||f(x) - mean f||`` over a batch (the change relative to how much the
-logits vary between inputs). It is ~0 (float round-off) for the elements
-that map the pixel grid onto itself, and small but non-zero for rotations that need
-interpolation. The same figures for a plain CNN of the same input size put them in scale.
+logits vary between inputs). For a segmentation model, whose output is a map of per-pixel
+logits that must turn with the input, it is ``||f(g.x) - g.f(x)|| / ||f(x) - mean f||``,
+inside the inscribed disk (where a resampled rotation loses nothing). It is ~0 (float
+round-off) for the elements that map the pixel grid onto itself, and small but non-zero
+for rotations that need interpolation. The same figures for a plain CNN of the same input
+size put them in scale.
 
 For rotations that need resampling, the report also gives the *resampling floor*: the same
 figure for ``f(R_-t R_t x)``, an input rotated there and back, which differs from x only by
@@ -111,8 +114,21 @@ def _flip_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.flip(x, dims=(-2,))
 
 
-def plain_cnn_spec(channels: int, size: tuple[int, int], classes: int) -> dict:
-    """A small plain CNN (group C1) for the same input, used as the reference column."""
+def plain_cnn_spec(channels: int, size: tuple[int, int], classes: int,
+                   dense: bool = False) -> dict:
+    """A small plain CNN (group C1) for the same input, used as the reference column: a
+    classifier, or for a segmentation (``dense``) two convolutions and a dense head."""
+    if dense:
+        return {
+            "name": "reference_cnn",
+            "group": "C1",
+            "input": {"channels": channels, "size": list(size)},
+            "layers": [
+                {"op": "conv", "channels": 16, "kernel": 5},
+                {"op": "conv", "channels": 16, "kernel": 5},
+                {"op": "dense_head", "classes": classes},
+            ],
+        }
     return {
         "name": "reference_cnn",
         "group": "C1",
@@ -126,6 +142,11 @@ def plain_cnn_spec(channels: int, size: tuple[int, int], classes: int) -> dict:
     }
 
 
+def _moved(x: torch.Tensor, degrees: float, flip: bool) -> torch.Tensor:
+    """``x`` (B, C, H, W) flipped (rows, y -> -y) when ``flip``, then rotated by ``degrees``."""
+    return rotate_image(_flip_rows(x) if flip else x, degrees)
+
+
 @torch.no_grad()
 def equivariance_report(
     model: nn.Module,
@@ -133,14 +154,23 @@ def equivariance_report(
     inputs: torch.Tensor,
     angles: tuple[float, ...] = DEFAULT_ANGLES,
     reference: nn.Module | None = None,
+    dense: bool = False,
 ) -> EquivarianceReport:
     """Relative change of ``model``'s logits under rotations (and reflections for D_N).
 
     Rows: every multiple of 90 degrees (and each composed with the reflection y -> -y when
     the group has reflections), then ``angles`` (resampled bilinearly). ``inputs`` should be
     masked to the inscribed disk so that interpolated rotations lose nothing at the corners.
-    Both models are expected in eval mode with calibrated statistics.
+    Both models are expected in eval mode with calibrated statistics. ``dense``: the models
+    output maps (B, K, H, W), compared with the map of the untransformed input moved the
+    same way, inside the inscribed disk.
     """
+    h, w = inputs.shape[-2:]
+    disk = disk_mask(h, w, inputs.dtype) if dense else None
+
+    def seen(y: torch.Tensor) -> torch.Tensor:
+        return y * disk if disk is not None else y
+
     y = model(inputs)
     spread = float(y.std(dim=0).mean() / y.abs().mean().clamp_min(1e-300))
     y_ref = reference(inputs) if reference is not None else None
@@ -150,19 +180,24 @@ def equivariance_report(
     cases = [(90.0 * q, f) for f in flips for q in range(4) if q or f]
     cases += [(a, False) for a in angles]
     for degrees, flip in cases:
-        x = _flip_rows(inputs) if flip else inputs
-        x = rotate_image(x, degrees)
+        x = _moved(inputs, degrees, flip)
         quarter = abs(degrees / 90.0 - round(degrees / 90.0)) < 1e-12
         steps = degrees * group.N / 360.0
         in_group = abs(steps - round(steps)) < 1e-9 and (not flip or group.reflections)
         name = f"rot {degrees:g}°" + (" ∘ flip" if flip else "")
-        cnn_err = _rel(reference(x), y_ref) if reference is not None else None
-        row = CheckRow(name, degrees, flip, quarter, in_group, _rel(model(x), y), cnn_err)
-        if not quarter:
+
+        def error(f: nn.Module, base: torch.Tensor, x: torch.Tensor = x,
+                  degrees: float = degrees, flip: bool = flip) -> float:
+            target = _moved(base, degrees, flip) if dense else base
+            return _rel(seen(f(x)), seen(target))
+
+        cnn_err = error(reference, y_ref) if reference is not None else None
+        row = CheckRow(name, degrees, flip, quarter, in_group, error(model, y), cnn_err)
+        if not quarter:  # the round trip: f(R_-t R_t x) against f(x)
             back = rotate_image(x, -degrees)
-            row.model_floor = _rel(model(back), y)
+            row.model_floor = _rel(seen(model(back)), seen(y))
             if reference is not None:
-                row.cnn_floor = _rel(reference(back), y_ref)
+                row.cnn_floor = _rel(seen(reference(back)), seen(y_ref))
         report.rows.append(row)
     return report
 
@@ -185,8 +220,8 @@ def check_spec(
     classes = model.plan.num_classes
     if classes is None:
         raise SpecError(
-            f"epdo check needs a classifier: the last layer of {model.spec.name} is "
-            f"{last.op!r}, not a head",
+            f"epdo check needs class scores: the last layer of {model.spec.name} is "
+            f"{last.op!r}, not a head or dense_head",
             file=model.spec.source_file,
             path=last.path,
         )
@@ -194,8 +229,10 @@ def check_spec(
     calib = smooth_images(calibration, c, h, w, seed=seed + 1, dtype=dtype)
     inputs = smooth_images(batch, c, h, w, seed=seed + 2, dtype=dtype)
     calibrate_batchnorm(model, calib)
+    dense = model.plan.task == "segment"
     torch.manual_seed(seed)
-    reference = build_model(plain_cnn_spec(c, (h, w), classes)).to(dtype)
+    reference = build_model(plain_cnn_spec(c, (h, w), classes, dense)).to(dtype)
     calibrate_batchnorm(reference, calib)
-    # the logits are invariant under the group of the head's input (after any restriction)
-    return equivariance_report(model, last.inp.group, inputs, angles, reference)
+    # the logits are invariant (a map equivariant) under the group of the head's input
+    # (after any restriction)
+    return equivariance_report(model, last.inp.group, inputs, angles, reference, dense)

@@ -388,15 +388,17 @@ def evaluate_checkpoint(
     data = read_checkpoint(source)
     model, spec = model_from_checkpoint(data)
     name = dataset or spec.train.dataset
-    if name.startswith("folder:"):
-        name, data_dir = "folder", name[len("folder:"):]
-        if not data_dir:
-            raise EvalError("--dataset folder:PATH needs the folder after 'folder:'")
-    if name == "folder":
+    for kind in ("folder", "seg"):
+        if name.startswith(f"{kind}:"):
+            name, data_dir = kind, name[len(kind) + 1:]
+            if not data_dir:
+                raise EvalError(f"--dataset {kind}:PATH needs the folder after '{kind}:'")
+    if name in ("folder", "seg"):
         from .data.folder_run import run_split
 
-        checkpoint = data["path"] if spec.train.dataset == "folder" else None
-        test = run_split(spec, checkpoint, split, data_dir=data_dir, progress=progress)
+        checkpoint = data["path"] if spec.train.dataset == name else None
+        test = run_split(spec, checkpoint, split, data_dir=data_dir, progress=progress,
+                         kind=name)
     else:
         if data_dir is None and name == spec.train.dataset:
             data_dir = spec.train.data_dir

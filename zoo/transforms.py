@@ -106,6 +106,23 @@ def rotate_image(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return rotate_images(x, torch.full((x.shape[0],), float(degrees), dtype=torch.float64))
 
 
+def rotate_masks(masks: torch.Tensor, degrees: torch.Tensor | Sequence[float] | float,
+                 outside: int = 255) -> torch.Tensor:
+    """Label maps (B, H, W) of any integer dtype (values below 2**24) rotated like their
+    images (:func:`rotate_images` at the same sampling points), nearest: every pixel keeps
+    a label that was there, and the pixels brought in from outside the canvas get
+    ``outside`` (the ignore label). ``degrees``: one angle, or one per map."""
+    if masks.ndim != 3 or masks.is_floating_point():
+        raise ValueError(f"masks must be an integer (B, H, W) tensor, got {masks.dtype} "
+                         f"{tuple(masks.shape)}")
+    if isinstance(degrees, int | float):
+        degrees = torch.full((masks.shape[0],), float(degrees), dtype=torch.float64)
+    # shifted by one, so that the zeros rotated in from outside mark the new pixels
+    m = rotate_images(masks.unsqueeze(1).to(torch.float32) + 1.0, degrees, mode="nearest")
+    m = torch.where(m == 0.0, float(outside), m - 1.0)
+    return m.round().to(masks.dtype).squeeze(1)
+
+
 def disk_mask(height: int, width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """1 inside the inscribed disk, 0 outside: (H, W). Rotations keep it (nearly) fixed."""
     ys = torch.arange(height, dtype=dtype) - (height - 1) / 2

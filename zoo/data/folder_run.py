@@ -24,21 +24,23 @@ from .dataset import ImageDataset
 from .errors import DataError
 from .folder_dataset import DATA_RECORD, Progress, load_folder_split, read_record
 from .folder_images import PixelSettings
+from .masks import MaskDataset
 
 __all__ = ["run_record", "run_split"]
 
 
 def run_record(checkpoint: str | os.PathLike[str] | None,
-               classes: list[str] | None = None) -> dict[str, Any] | None:
-    """The ``data.json`` beside ``checkpoint`` (checked), or None when there is none.
-    ``classes``, the checkpoint's class names when it recorded them, must be the record's
-    (module docstring)."""
+               classes: list[str] | None = None, *,
+               task: str = "classify") -> dict[str, Any] | None:
+    """The ``data.json`` beside ``checkpoint`` (checked: a record of ``task``), or None when
+    there is none. ``classes``, the checkpoint's class names when it recorded them, must be
+    the record's (module docstring)."""
     if checkpoint is None:
         return None
     path = Path(checkpoint).parent / DATA_RECORD
     if not path.is_file():
         return None
-    record = read_record(path)
+    record = read_record(path, task=task)
     if classes is not None and list(record["classes"]) != list(classes):
         raise DataError(f"its class names ({_names(record['classes'])}) are not those of the "
                         f"checkpoint {checkpoint} ({_names(classes)}): the record was edited "
@@ -62,22 +64,32 @@ def _checkpoint_classes(spec: Any, checkpoint: str | os.PathLike[str]) -> list[s
 def run_split(spec: Any, checkpoint: str | os.PathLike[str] | None, split: str = "test", *,
               data_dir: str | os.PathLike[str] | None = None, limit: int | None = None,
               progress: Progress | None = None,
-              classes: list[str] | None = None) -> ImageDataset:
+              classes: list[str] | None = None,
+              kind: str | None = None) -> ImageDataset | MaskDataset:
     """Split ``split`` of the folder dataset that ``spec`` (a trained run's) names, as the
-    run saw it; ``data_dir`` replaces the folder (it moved); ``limit`` keeps the first
-    files. ``classes`` are the checkpoint's class names (read from ``checkpoint`` when not
-    given and a record is there), checked against the record's. Raises DataError (or the
-    checkpoint's CheckpointError)."""
+    run saw it: a ``folder`` of class subfolders, or a ``seg`` folder of image and mask
+    pairs; ``data_dir`` replaces the folder (it moved); ``limit`` keeps the first files.
+    ``classes`` are the checkpoint's class names (read from ``checkpoint`` when not given
+    and a record is there), checked against the record's. Raises DataError (or the
+    checkpoint's CheckpointError). ``kind`` (``folder`` or ``seg``) defaults to the spec's
+    dataset."""
+    task = "segment" if (kind or spec.train.dataset) == "seg" else "classify"
     if checkpoint is not None and classes is None \
             and (Path(checkpoint).parent / DATA_RECORD).is_file():
         classes = _checkpoint_classes(spec, checkpoint)
-    record = run_record(checkpoint, classes)
+    record = run_record(checkpoint, classes, task=task)
     root = data_dir or spec.train.data_dir or (record or {}).get("root")
     if not root:
         raise DataError(f"spec {spec.name!r} was trained on a folder of images that it does "
                         "not name; give the folder with --data-dir")
     inp = spec.input
     settings = PixelSettings(inp.channels, (inp.height, inp.width), inp.fit)
+    if task == "segment":
+        from .seg_dataset import load_seg_split
+
+        return load_seg_split(root, settings, split, record=record, seed=spec.train.seed,
+                              test_fraction=spec.train.test_fraction, limit=limit,
+                              progress=progress)
     return load_folder_split(root, settings, split, record=record, seed=spec.train.seed,
                              test_fraction=spec.train.test_fraction, limit=limit,
                              progress=progress)

@@ -253,6 +253,9 @@ class TrainSpec(_Section):
         default_factory=dict
     )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    class_weights: list[Annotated[float, Field(gt=0.0)]] | None = None
+    """One positive weight per class for the cross-entropy (``Σ w_t ℓ / Σ w_t`` over the
+    images, or the pixels not ignored); none: every class weighs 1."""
     seed: int = 0
     precision: Literal["fp32", "amp"] = "fp32"
     """fp32: float32 (TF32 matmuls on CUDA), the papers' setting; amp: mixed precision on

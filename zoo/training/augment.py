@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from ..data.masks import IGNORE
 from ..spec import AugmentSpec
-from ..transforms import rotate_images
+from ..transforms import rotate_images, rotate_masks
 
 __all__ = [
     "AugmentDraws", "crop_batch", "crop_boxes", "flip_batch", "resized_crop_batch",
@@ -194,19 +194,14 @@ class AugmentDraws:
         if masks.ndim != 3 or masks.is_floating_point():
             raise ValueError(f"masks must be an integer (B, H, W) tensor, got {masks.dtype} "
                              f"{tuple(masks.shape)}")
-        dtype = masks.dtype
         m = masks.unsqueeze(1)
-        if self.crops is not None or self.angles is not None:
-            m = m.to(torch.float32)  # exact for integers below 2**24
         if self.crops is not None:
             crops = self.crops[index.to(self.crops.device)]
-            m = resized_crop_batch(m, crop_boxes(crops, m.shape[-2], m.shape[-1]), "nearest")
+            boxes = crop_boxes(crops, m.shape[-2], m.shape[-1])
+            # float32 is exact for integers below 2**24
+            m = resized_crop_batch(m.to(torch.float32), boxes, "nearest").round().to(masks.dtype)
         if self.angles is not None:
-            # shifted by one so that the zeros rotated in from outside mark the new pixels
-            m = rotate_images(m + 1.0, self.angles[index], mode="nearest")
-            m = torch.where(m == 0.0, float(IGNORE), m - 1.0)
-        if m.is_floating_point():
-            m = m.round().to(dtype)
+            m = rotate_masks(m.squeeze(1), self.angles[index], outside=IGNORE).unsqueeze(1)
         if self.flips is not None:
             m = flip_batch(m, self.flips[index])
         if self.vflips is not None:

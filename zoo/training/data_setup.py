@@ -1,11 +1,12 @@
-"""A run's data: loaded (a named dataset, a folder of images, or given), checked against
-the spec, and the spec fitted to it.
+"""A run's data: loaded (a named dataset, a folder of images or of image and mask pairs,
+or given), checked against the spec, and the spec fitted to it.
 
 :func:`prepare_data` does it all for :func:`~epdo.zoo.training.train`: it loads the
 training and test splits, fits the spec to them (a folder's number of classes in the head,
 ``auto`` input statistics computed on the training split; :func:`fit_spec`), checks that
-their images and labels fit the fitted spec, and gives a :class:`TrainingData` whose tensors
-the loaders take as they are.
+their images and labels fit the fitted spec (one label per image for a classifier, one mask
+of the image's size for a segmentation, whose last layer is a ``dense_head``), and gives a
+:class:`TrainingData` whose tensors the loaders take as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..data.masks import IGNORE
 from ..spec import Spec
 from ..values import shape_text
 from .config import fitted_to_data
@@ -29,8 +31,8 @@ __all__ = ["LabeledImages", "TrainingData", "check_data", "fit_spec", "prepare_d
 class LabeledImages(Protocol):
     """What training needs of a dataset (:class:`epdo.zoo.data.ImageDataset` has it)."""
 
-    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
-    labels: torch.Tensor  # (N,) int64
+    images: torch.Tensor  # (N, C, H, W) float32 in [0, 1], or uint8 pixels
+    labels: torch.Tensor  # (N,) int64, or masks (N, H, W) uint8 (255: ignore)
     classes: list[str]
     name: str
 
@@ -47,9 +49,9 @@ class TrainingData:
 
     def __post_init__(self) -> None:
         self.train_images = _as_inputs(self.train_set.images)  # (N, C, H, W)
-        self.train_labels = self.train_set.labels.long().contiguous()  # (N,)
+        self.train_labels = _as_targets(self.train_set.labels)  # (N,) or (N, H, W)
         self.test_images = _as_inputs(self.test_set.images)
-        self.test_labels = self.test_set.labels.long().contiguous()
+        self.test_labels = _as_targets(self.test_set.labels)
 
     @property
     def classes(self) -> list[str]:
@@ -85,9 +87,11 @@ def prepare_data(
     folder = None
     if data is not None:
         train_set, test_set = data
-    elif spec.train.dataset == "folder":
-        folder = _load_folder(spec, _data_record(resume, classes), skip_bad, memory_budget,
-                              workers, report)
+    elif spec.train.dataset in ("folder", "seg"):
+        load = _load_folder if spec.train.dataset == "folder" else _load_seg_folder
+        task = "classify" if spec.train.dataset == "folder" else "segment"
+        folder = load(spec, _data_record(resume, classes, task), skip_bad, memory_budget,
+                      workers, report)
         train_set, test_set = folder.train, folder.test
     else:
         train_set, test_set = _load_data(spec)
@@ -97,12 +101,18 @@ def prepare_data(
 
 
 def check_data(spec: Spec, train_set: LabeledImages, test_set: LabeledImages) -> None:
-    """Both splits have images of the spec's input shape (N, C, H, W), one label per image,
-    at least one image, and labels within the head's classes; :class:`TrainError`
-    otherwise."""
+    """Both splits have images of the spec's input shape (N, C, H, W), at least one image,
+    and one label per image within the head's classes, or for a segmentation spec one mask
+    (N, H, W) of the images' size whose values are classes or 255 (ignore);
+    :class:`TrainError` otherwise."""
     inp, name = spec.input, spec.name
     expected = (inp.channels, inp.height, inp.width)
     classes = _num_classes(spec)
+    dense = spec.plan.task == "segment"
+    weights = spec.train.class_weights
+    if weights is not None and len(weights) != classes:
+        raise TrainError(f"train.class_weights has {len(weights)} weights but spec {name!r} has "
+                         f"{classes} classes; give one weight per class")
     for split, ds in (("train", train_set), ("test", test_set)):
         shape = tuple(ds.images.shape[1:])
         if len(ds.images.shape) != 4 or shape != expected:
@@ -111,16 +121,39 @@ def check_data(spec: Spec, train_set: LabeledImages, test_set: LabeledImages) ->
                 f"spec {name!r} expects {shape_text(expected)}; choose a matching --dataset "
                 "or spec"
             )
-        if len(ds.labels) != len(ds.images) or len(ds.images) == 0:
+        _check_task(spec, ds, dense)
+        if len(ds.labels) != len(ds.images) or len(ds.images) == 0 or (
+                dense and tuple(ds.labels.shape[1:]) != expected[1:]):
             raise TrainError(
-                f"dataset {ds.name!r} ({split}) has no images or mismatched labels"
+                f"dataset {ds.name!r} ({split}) has no images or mismatched "
+                + ("masks" if dense else "labels")
             )
-        top = int(ds.labels.max())
-        if top >= classes or int(ds.labels.min()) < 0:
+        values = ds.labels[ds.labels != IGNORE] if dense else ds.labels
+        if not values.numel():
+            continue
+        top = int(values.max())
+        if top >= classes or int(values.min()) < 0:
             raise TrainError(
                 f"dataset {ds.name!r} ({split}) has label {top} but spec {name!r} has "
                 f"{classes} classes; choose a matching --dataset or spec"
             )
+
+
+def _check_task(spec: Spec, ds: LabeledImages, dense: bool) -> None:
+    """A segmentation spec trains on masks, a classifier on labels (TrainError)."""
+    masks = ds.labels.ndim == 3
+    if dense and not masks:
+        raise TrainError(
+            f"spec {spec.name!r} labels every pixel (its last layer is a dense_head) but "
+            f"dataset {ds.name!r} has one label per image; train it on seg-sample or "
+            "seg:PATH (images/ and masks/)"
+        )
+    if masks and not dense:
+        raise TrainError(
+            f"dataset {ds.name!r} labels every pixel but spec {spec.name!r} labels whole "
+            "images (its last layer is a head); train a segmentation spec on it, such as "
+            "seg_regular_gauss"
+        )
 
 
 def fit_spec(spec: Spec, train_set: LabeledImages, folder: Any, report: Progress) -> Spec:
@@ -147,9 +180,10 @@ def fit_spec(spec: Spec, train_set: LabeledImages, folder: Any, report: Progress
 
 
 def _data_record(resume: str | os.PathLike[str] | None,
-                 classes: list[str] | None = None) -> dict[str, Any] | None:
-    """The ``data.json`` of the run being resumed, if it has one (its class names checked
-    against ``classes``, the resumed checkpoint's, when given)."""
+                 classes: list[str] | None = None,
+                 task: str = "classify") -> dict[str, Any] | None:
+    """The ``data.json`` of the run being resumed, if it has one (a record of ``task``, its
+    class names checked against ``classes``, the resumed checkpoint's, when given)."""
     if resume is None:
         return None
     from ..data.folder_dataset import read_record
@@ -158,8 +192,10 @@ def _data_record(resume: str | os.PathLike[str] | None,
     run = RunDir(resume)
     checkpoint = run.resume_checkpoint()
     if checkpoint is not None:
-        return run_record(checkpoint, classes)
-    return read_record(run.data) if run.data.is_file() else None  # killed before epoch 1
+        return run_record(checkpoint, classes, task=task)
+    if not run.data.is_file():  # killed before epoch 1
+        return None
+    return read_record(run.data, task=task)
 
 
 def _load_folder(spec: Spec, record: dict[str, Any] | None, skip_bad: bool,
@@ -189,6 +225,32 @@ def _load_folder(spec: Spec, record: dict[str, Any] | None, skip_bad: bool,
     return folder
 
 
+def _load_seg_folder(spec: Spec, record: dict[str, Any] | None, skip_bad: bool,
+                     budget: str | int | None, workers: int | None, report: Progress) -> Any:
+    """The spec's segmentation folder (images/ and masks/), decoded as the spec's input
+    says, its notes reported (always in memory; ``workers`` is not used)."""
+    from ..data import DataError
+    from ..data.folder_dataset import memory_budget
+    from ..data.folder_images import PixelSettings
+    from ..data.seg_dataset import load_seg_folder
+
+    t, inp = spec.train, spec.input
+    if not t.data_dir:
+        raise DataError(f"spec {spec.name!r} trains on a segmentation folder: give it with "
+                        "--dataset seg:PATH (PATH/images/ and PATH/masks/)")
+    if inp.channels not in (1, 3):
+        raise TrainError(f"a segmentation folder is read as 1 (grayscale) or 3 (RGB) "
+                         f"channels, but spec {spec.name!r} has {inp.channels}; use "
+                         "--channels 1 or 3")
+    settings = PixelSettings(inp.channels, (inp.height, inp.width), inp.fit)
+    folder = load_seg_folder(t.data_dir, settings, seed=t.seed, test_fraction=t.test_fraction,
+                             skip_bad=skip_bad, budget=memory_budget(budget), record=record,
+                             progress=report.data_progress)
+    for line in folder.notes:
+        report.note(line)
+    return folder
+
+
 def _load_data(spec: Spec) -> tuple[LabeledImages, LabeledImages]:
     """The spec's named dataset: its training and test splits."""
     from ..data import load_dataset
@@ -203,6 +265,14 @@ def _num_classes(spec: Spec) -> int:
     if classes is None:
         raise TrainError(f"spec {spec.name!r} has no head layer: training needs a classifier")
     return classes
+
+
+def _as_targets(labels: torch.Tensor) -> torch.Tensor:
+    """A split's labels as the loaders take them: int64 labels (N,), or masks (N, H, W)
+    kept as they are (uint8: converted on the device)."""
+    if labels.ndim == 3:
+        return labels.contiguous()
+    return labels.long().contiguous()
 
 
 def _as_inputs(images: Any) -> Any:

@@ -1,7 +1,8 @@
 """What a run minimises and counts, per task.
 
 - ``classify``: logits (B, K) against labels (B,); the loss is the mean cross-entropy over
-  the images, a batch counts its images and its correct top-1 predictions.
+  the images (weighted by the optional class weights, as below), a batch counts its images
+  and its correct top-1 predictions.
 - ``segment``: logits (B, K, H, W) against masks (B, H, W); the loss is the per-pixel
   cross-entropy ``-w_t log softmax(z)_t`` averaged over the pixels whose target t is not
   :data:`~epdo.zoo.segmentation_metrics.IGNORE` (weighted by the optional class weights
@@ -48,10 +49,11 @@ class Objective:
     def loss(self, logits: torch.Tensor, target: torch.Tensor,
              reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy of float32 ``logits`` against ``target`` (ignored pixels skipped)."""
+        weight = self._weight(logits.device)
         if not self.dense:
-            return F.cross_entropy(logits, target, reduction=reduction)
-        return F.cross_entropy(logits, target, weight=self._weight(logits.device),
-                               ignore_index=IGNORE, reduction=reduction)
+            return F.cross_entropy(logits, target, weight=weight, reduction=reduction)
+        return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE,
+                               reduction=reduction)
 
     def counts(self, logits: torch.Tensor, target: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,13 +67,10 @@ class Objective:
     def weight_sum(self, target: torch.Tensor) -> torch.Tensor:
         """What a ``mean`` loss of this batch divides by: the images, the counted pixels or
         (with class weights) their summed weights; loss * this is the batch's loss sum."""
-        if not self.dense:
-            return torch.tensor(float(target.shape[0]), device=target.device)
-        counted = target != IGNORE
+        counted = target != IGNORE if self.dense else torch.ones_like(target, dtype=torch.bool)
         if self.weights is None:
             return counted.sum().double()
-        w = self._weight(target.device)
-        return w[target[counted]].sum().double()
+        return self._weight(target.device)[target[counted]].sum().double()
 
     def confusion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The batch's (K, K) confusion matrix (segmentation)."""
