@@ -102,6 +102,13 @@ class SegFolderData:
         """Always: segmentation data is held in memory (or refused)."""
         return True
 
+    @property
+    def info(self) -> dict[str, dict[str, Any]]:
+        """Per split, what the run summary shows: the number of pairs and of labelled
+        (not ignored) pixels."""
+        return {split: {"pairs": len(ds), "labelled_pixels": int(ds.class_pixels().sum())}
+                for split, ds in (("train", self.train), ("test", self.test))}
+
     def record(self) -> dict[str, Any]:
         """The JSON record written as the run folder's ``data.json`` (module docstring)."""
         s = self.settings

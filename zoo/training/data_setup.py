@@ -114,6 +114,7 @@ def check_data(spec: Spec, train_set: LabeledImages, test_set: LabeledImages) ->
         raise TrainError(f"train.class_weights has {len(weights)} weights but spec {name!r} has "
                          f"{classes} classes; give one weight per class")
     for split, ds in (("train", train_set), ("test", test_set)):
+        _check_task(spec, ds, dense)
         shape = tuple(ds.images.shape[1:])
         if len(ds.images.shape) != 4 or shape != expected:
             raise TrainError(
@@ -121,7 +122,6 @@ def check_data(spec: Spec, train_set: LabeledImages, test_set: LabeledImages) ->
                 f"spec {name!r} expects {shape_text(expected)}; choose a matching --dataset "
                 "or spec"
             )
-        _check_task(spec, ds, dense)
         if len(ds.labels) != len(ds.images) or len(ds.images) == 0 or (
                 dense and tuple(ds.labels.shape[1:]) != expected[1:]):
             raise TrainError(
