@@ -183,8 +183,14 @@ def check_command(
                       "yes" if r.in_group else "no",
                       fmt(r.model_error), fmt(r.model_floor), fmt(r.cnn_error), fmt(r.cnn_floor))
     console.print(table)
-    _line("errors: ||f(g.x) - f(x)|| / ||f(x) - mean f|| over the inputs; floor: the "
-          "same for an input rotated there and back (interpolation error alone)")
+    if report.maps:
+        _line("errors: ||f(g.x) - g.f(x)|| / ||f(x) - mean f|| over the inputs, inside the "
+              "inscribed disk (the map of per-pixel logits turns with the input); floor: the "
+              "same for an input rotated there and back (interpolation error alone)")
+    else:
+        _line("errors: ||f(g.x) - f(x)|| / ||f(x) - mean f|| over the inputs; floor: the "
+              "same for an input rotated there and back (interpolation error alone)")
+    what = "equivariance" if report.maps else "invariance"
     _line(f"logit variation across inputs: {report.output_variation:.3f} "
-          "(non-zero: the invariance is not vacuous)")
+          f"(non-zero: the {what} is not vacuous)")
     _line(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")

@@ -59,6 +59,7 @@ class EquivarianceReport:
     batch: int
     output_variation: float  # std of logits across inputs / mean |logit|
     rows: list[CheckRow] = field(default_factory=list)
+    maps: bool = False  # per-pixel logits, compared with the moved map
 
     @property
     def max_exact_error(self) -> float:
@@ -175,7 +176,7 @@ def equivariance_report(
     spread = float(y.std(dim=0).mean() / y.abs().mean().clamp_min(1e-300))
     y_ref = reference(inputs) if reference is not None else None
     report = EquivarianceReport(group.name, str(inputs.dtype).replace("torch.", ""),
-                                inputs.shape[0], spread)
+                                inputs.shape[0], spread, maps=dense)
     flips = (False, True) if group.reflections else (False,)
     cases = [(90.0 * q, f) for f in flips for q in range(4) if q or f]
     cases += [(a, False) for a in angles]

@@ -51,7 +51,7 @@ class ModelSummary:
 
 def _type_name(stage: Stage) -> str:
     if stage.feature is None:
-        return f"{stage.logits} logits"
+        return f"{stage.logits} logits" + (" per pixel" if stage.dense else "")
     return f"{stage.feature.name} ({stage.group.name})"
 
 
@@ -115,7 +115,8 @@ def summarize(model: ZooModel) -> ModelSummary:
 
 def _row(plan: LayerPlan, block: torch.nn.Module, flops: int) -> LayerRow:
     out = plan.out
-    size = f"{out.height}x{out.width}" if out.feature is not None else str(out.logits)
+    size = f"{out.height}x{out.width}" if out.feature is not None or out.dense \
+        else str(out.logits)
     return LayerRow(
         path=plan.path,
         op=plan.op,
