@@ -222,21 +222,16 @@ def _extra(model: ZooModel) -> int:
     return sum(extra)
 
 
-def _batch(model: ZooModel, batch_size: int, device: torch.device,
-           classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(model: ZooModel, batch_size: int, device: torch.device
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random inputs and targets: labels (B,), or for a segmentation masks (B, H, W)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch_size, *model.input_shape, generator=gen).to(device)
-    y = torch.randint(0, classes, (batch_size,), generator=gen).to(device)
+    out = model.plan.output
+    per_pixel = (out.height, out.width) if out.dense else ()
+    classes = model.plan.num_classes or 1
+    y = torch.randint(0, classes, (batch_size, *per_pixel), generator=gen).to(device)
     return x, y
-
-
-def _classes(model: ZooModel, device: torch.device) -> int:
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, *model.input_shape, device=device))
-    model.train(was)
-    return int(out.shape[-1])
 
 
 def _train_step(model: ZooModel, opt: torch.optim.Optimizer, x: torch.Tensor,
@@ -332,7 +327,7 @@ def _peak_child(args_json: str) -> None:
     torch.manual_seed(0)
     model = build_model(args["spec"])
     device = torch.device("cpu")
-    x, y = _batch(model, args["batch_size"], device, _classes(model, device))
+    x, y = _batch(model, args["batch_size"], device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rss = _proc_status_mb("VmRSS")
     exact = rss is not None and _reset_rss_peak()
@@ -353,7 +348,7 @@ def train_peak_memory_mb(spec: Spec, batch_size: int, device: torch.device,
     if device.type == "cuda":
         torch.manual_seed(0)
         model = build_model(spec).to(device)
-        x, y = _batch(model, batch_size, device, _classes(model, device))
+        x, y = _batch(model, batch_size, device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -431,7 +426,7 @@ def run_benchmark(
         model, cold, warm = time_build(spec)
         model = model.to(dev)
         train_batch = max(batch_size, MIN_TRAIN_BATCH)
-        xt, yt = _batch(model, train_batch, dev, _classes(model, dev))
+        xt, yt = _batch(model, train_batch, dev)
         x = xt[:batch_size]
         flops_fwd, flops_train, flops_one = count_flops(model, xt, yt)
         if batch_size == 1:
