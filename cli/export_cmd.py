@@ -25,11 +25,13 @@ from epdo.exporters.formats import FORMATS, all_formats
 def report_table(report: Any) -> Table:
     """The verification checks as a Rich table."""
     table = Table(title=literal(f"verification of {report.spec_name} ({report.format})"))
-    for col in ("inputs", "batch", "max abs error", "max rel error", "top-1 agreement"):
+    for col in ("inputs", "batch", "max abs error", "max rel error",
+                report.kind.agreement_name):
         table.add_column(col, justify="left" if col == "inputs" else "right", no_wrap=True)
     for c in report.checks:
         table.add_row(literal(c.inputs), str(c.batch), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
-                      f"{100 * c.agreement:.1f}%")
+                      f"{100 * c.agreement:.2f}%" if report.kind.dense
+                      else f"{100 * c.agreement:.1f}%")
     return table
 
 
@@ -41,9 +43,9 @@ def _line(text: str) -> None:
 def _print_report(report: Any) -> None:
     console.print(report_table(report))
     _line(f"real images: {report.real_images}")
-    if report.rotation_max_rel is not None:
-        _line(f"90° rotation invariance of the logits: max relative difference "
-              f"{report.rotation_max_rel:.2e}")
+    rotation = report.rotation_text()
+    if rotation is not None:
+        _line(rotation)
     _line(f"export {report.export_seconds:.2f} s, verification "
           f"{report.verify_seconds:.2f} s (atol {report.atol:g})")
 

@@ -86,8 +86,8 @@ def serve_command(
         batcher = Batcher(lambda x, c=clf: c.predict(x, batch_size=len(x)), max_batch,
                           max_delay_ms / 1000.0, max_queue)
         models.append(ServedModel(name, clf, batcher))
-        print_note(f"serving {name}: {path} ({clf.format.name}, {len(clf.classes)} classes) at "
-                   f"http://{host}:{port}/v2/models/{name}/infer")
+        print_note(f"serving {name}: {path} ({clf.format.name}, {clf.task}, "
+                   f"{len(clf.classes)} classes) at http://{host}:{port}/v2/models/{name}/infer")
     config = uvicorn.Config(create_app(models), host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=30, access_log=False)
     # uvicorn answers SIGINT/SIGTERM itself (stop accepting, finish the requests in flight)

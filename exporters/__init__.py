@@ -2,7 +2,8 @@
 
 ``export_model`` writes a verified artifact in any registered format
 (:mod:`epdo.exporters.formats`: one module per format); ``read_metadata`` reads what an
-artifact stores, after every check; ``load_classifier`` serves one. The names are imported
+artifact stores, after every check; ``load_classifier`` serves one (a classifier or a
+segmentation: ``segment_files`` writes a segmentation's masks). The names are imported
 on first use, so ``import epdo.exporters.formats`` stays light (onnxruntime is imported only
 when an ONNX artifact is run: install the ``serve`` or ``serve-gpu`` extra).
 """
@@ -26,6 +27,7 @@ _NAMES = {
     "PT2Classifier": "runtime",
     "TorchScriptClassifier": "runtime",
     "load_classifier": "runtime",
+    "segment_files": "masks",
 }
 
 __all__ = sorted(_NAMES)

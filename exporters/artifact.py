@@ -38,6 +38,7 @@ from epdo.zoo.spec.schema import FITS
 from epdo.zoo.values import first_line, shown
 
 from .limits import MODEL_PIXELS
+from .tasks import output_shape, task_metadata, task_problem
 
 __all__ = [
     "DIGEST_KEY",
@@ -45,6 +46,7 @@ __all__ = [
     "EXTRA_FILE",
     "METADATA_DIGEST_KEY",
     "METADATA_KEYS",
+    "REQUIRED_KEYS",
     "ArtifactError",
     "Contents",
     "ExportError",
@@ -66,9 +68,13 @@ __all__ = [
     "with_metadata_digest",
 ]
 
-METADATA_KEYS = ("epdo.version", "epdo.spec_name", "epdo.spec", "epdo.classes",
+REQUIRED_KEYS = ("epdo.version", "epdo.spec_name", "epdo.spec", "epdo.classes",
                  "epdo.input_shape", "epdo.input_mean", "epdo.input_std", "epdo.preprocess",
                  "epdo.verification")
+"""The keys every epdo artifact has."""
+METADATA_KEYS = (*REQUIRED_KEYS, "epdo.task", "epdo.output")
+"""Every key epdo writes; the last two (:mod:`epdo.exporters.tasks`) are absent from
+artifacts written before they existed (classifiers)."""
 EXTRA_FILE = "epdo.json"
 """The zip formats' metadata entry (``extra/epdo.json`` under the archive's top folder)."""
 DIGEST_KEY = "graph_sha256"
@@ -147,6 +153,9 @@ class Verification(BaseModel):
     max_rel: _Number = _must("a number")
     agreement: _Number = _must("a number")
     rotation_max_rel: _Number | None = _must("a number or null")
+    rotation_max_abs: _Number | None = _must("a number or null")
+    rotation_atol: _Number | None = _must("a number or null")
+    min_agreement: _Number = _must("a number")
     real_images: str = _must("a string")
     checks: list[Check] = _must("a list of objects with a whole number batch")
     passed: Literal[True] = _must("true")
@@ -167,6 +176,16 @@ class Preprocess(BaseModel):
     scale: _Positive = _must("a finite positive number")
     fit: Literal[FITS] = _must(f"one of {', '.join(map(repr, FITS))}")  # type: ignore[valid-type]
     normalized_in_graph: bool = _must("true or false")
+
+
+class Output(BaseModel):
+    """``epdo.output``: the layout of the model's output (:mod:`epdo.exporters.tasks`)."""
+
+    model_config = _Strict
+    name: str = _must("a string")
+    kind: Literal["vector", "map"] = _must('"vector" or "map"')
+    shape: Annotated[list[_Size], Field(min_length=1, max_length=3)] = _must(
+        "[K] or [K, H, W], positive whole numbers")
 
 
 class Metadata(BaseModel):
@@ -190,6 +209,9 @@ class Metadata(BaseModel):
     preprocess: Preprocess = Field(None, alias="epdo.preprocess", description="a JSON object")
     verification: Verification = Field(None, alias="epdo.verification",
                                        description="a JSON object")
+    task: Literal["classify", "segment"] = Field(None, alias="epdo.task",
+                                                 description='"classify" or "segment"')
+    output: Output = Field(None, alias="epdo.output", description="a JSON object")
 
 
 def _schema_error(exc: ValidationError, meta: dict[str, Any], where: Any) -> ArtifactError:
@@ -236,6 +258,9 @@ def _relations(meta: dict[str, Any], where: Any) -> None:
             counts = f"1 or {shape[0]} " if shape[0] != 1 else "1 "
             raise ArtifactError(f"{where}: metadata {key} must be a list of {counts}finite "
                                 f"{sign}numbers, got {show(values)}")
+    problem = task_problem(meta)
+    if problem is not None:
+        raise ArtifactError(f"{where}: metadata {problem}")
     pre = meta.get("epdo.preprocess")
     if pre is None:
         return
@@ -259,7 +284,7 @@ def _relations(meta: dict[str, Any], where: Any) -> None:
 
 
 def _missing(meta: dict[str, Any], where: Any) -> None:
-    missing = [k for k in METADATA_KEYS if k not in meta]
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ArtifactError(f"{where}: not an epdo artifact (metadata lacks "
                             f"{', '.join(missing)})")
@@ -268,7 +293,7 @@ def _missing(meta: dict[str, Any], where: Any) -> None:
 def validate_metadata(meta: dict[str, Any], where: str | os.PathLike[str], *,
                       complete: bool = True) -> dict[str, Any]:
     """Check decoded metadata against :class:`Metadata` and :func:`_relations`; returns
-    ``meta`` unchanged. ``complete``: every key of :data:`METADATA_KEYS` must be there.
+    ``meta`` unchanged. ``complete``: every key of :data:`REQUIRED_KEYS` must be there.
 
     Raises:
         ArtifactError: one line naming the file and the key, e.g. ``metadata epdo.classes
@@ -329,7 +354,8 @@ class Contents:
             (``digest(input_shape) -> hex``).
         input_dims: ``(C, H, W)`` of the graph's input, None where it leaves one open or
             does not say (a compiled package).
-        num_logits: the number of logits of the graph, None when it does not say.
+        output_dims: the graph's output shape after the batch, ``(K,)`` or ``(K, H, W)``
+            (None for an open dimension), None when it does not say.
         unsafe: the graph's operators outside the format's allow-list (a format whose
             graph is code, TorchScript): refused unless the user vouches for the file.
         notes: format-specific facts (an ONNX graph's input and output names, an
@@ -339,7 +365,7 @@ class Contents:
     metadata: dict[str, Any]
     digest: Any
     input_dims: tuple[int | None, ...] | None = None
-    num_logits: int | None = None
+    output_dims: tuple[int | None, ...] | None = None
     unsafe: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -395,13 +421,16 @@ def check_metadata_digest(meta: dict[str, Any], where: str | os.PathLike[str]) -
 
 
 def check_graph_agreement(meta: dict[str, Any], input_dims: Sequence[int | None] | None,
-                          num_logits: int | None, where: str | os.PathLike[str]) -> None:
-    """The metadata against the graph: ``input_dims`` ``(C, H, W)`` of its input (None for
-    an open dimension) and its number of logits (None when open).
+                          output_dims: Sequence[int | None] | None,
+                          where: str | os.PathLike[str]) -> None:
+    """The metadata against the graph: ``input_dims`` ``(C, H, W)`` of its input and
+    ``output_dims`` of its output after the batch (None for an open dimension; either None
+    when the graph does not say).
 
     Raises:
-        ArtifactError: the declared input shape is not the graph's, or there are not as many
-            class names as logits.
+        ArtifactError: the declared input shape is not the graph's, there are not as many
+            class names as logits, or the declared output shape (``[K]``, or ``[K, H, W]``
+            for a segmentation) is not the graph's.
     """
     shape = meta.get("epdo.input_shape")
     if shape is not None and input_dims is not None:
@@ -410,10 +439,17 @@ def check_graph_agreement(meta: dict[str, Any], input_dims: Sequence[int | None]
             dims = ", ".join("?" if d is None else str(d) for d in input_dims)
             raise ArtifactError(f"{where}: metadata epdo.input_shape {shape} does not match "
                                 f"the graph's input (batch, {dims})")
-    classes = meta.get("epdo.classes")
-    if classes is not None and num_logits is not None and len(classes) != num_logits:
-        raise ArtifactError(f"{where}: metadata epdo.classes has {len(classes)} class names "
-                            f"but the model returns {num_logits} logits")
+    declared = output_shape(meta)
+    if declared is None or output_dims is None:
+        return
+    if len(output_dims) != len(declared) or any(
+            d is not None and d != s for d, s in zip(output_dims[1:], declared[1:], strict=True)):
+        dims = ", ".join("?" if d is None else str(d) for d in output_dims)
+        raise ArtifactError(f"{where}: metadata epdo.output shape {declared} does not match "
+                            f"the graph's output (batch, {dims})")
+    if output_dims[0] is not None and output_dims[0] != declared[0]:
+        raise ArtifactError(f"{where}: metadata epdo.classes has {declared[0]} class names "
+                            f"but the model returns {output_dims[0]} logits")
 
 
 # --------------------------------------------------------------------------- writing, reading
@@ -436,6 +472,7 @@ def build_metadata(spec: Any, classes: list[str], verification: dict[str, Any]) 
                             "scale": EXPORT_SCALE, "fit": spec.input.fit,
                             "normalized_in_graph": True},
         "epdo.verification": verification,
+        **task_metadata(spec.plan.task, len(classes), (h, w)),
     }
 
 

@@ -46,7 +46,8 @@ class Batcher:
     """Joins concurrent requests into batches of at most ``max_batch`` images.
 
     Args:
-        run: the model: ``(N, C, H, W)`` float32 -> ``(N, K)`` logits.
+        run: the model: ``(N, C, H, W)`` float32 -> ``(N, ...)`` logits (``(N, K)``, or a
+            segmentation's ``(N, K, H, W)``).
         max_batch: most images in one run (a single larger request runs alone).
         max_delay: seconds the first request of a batch may wait for others (0: run at once
             with whatever is waiting).
@@ -64,8 +65,8 @@ class Batcher:
         self._thread.start()
 
     def submit(self, images: np.ndarray) -> Future:
-        """Queue ``images`` ``(n, C, H, W)``; the future's result is their logits
-        ``(n, K)``, or the exception the model raised for them. QueueFull when full."""
+        """Queue ``images`` ``(n, C, H, W)``; the future's result is their logits (``n``
+        rows), or the exception the model raised for them. QueueFull when full."""
         future: Future = Future()
         try:
             self._queue.put_nowait(_Job(images, future, time.monotonic()))

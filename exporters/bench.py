@@ -52,7 +52,7 @@ def format_throughput(fmt: ArtifactFormat, graph: torch.nn.Module, spec: Spec,
     first = x[:1].detach().cpu()
     built = fmt.build(graph, torch.cat([first, first]), opset=None)
     with torch.no_grad():
-        classes = [str(i) for i in range(int(graph(first).shape[-1]))]
+        classes = [str(i) for i in range(int(graph(first).shape[1]))]
     data, _ = fmt.seal(built, build_metadata(spec, classes, {"format": fmt.name}), "benchmark")
     build = time.perf_counter() - start
     checked = check_artifact(fmt, data, "benchmark")

@@ -8,14 +8,13 @@ it to a temporary file beside the target, and loads that file exactly as serving
 the CPU). It runs the loaded artifact on random and real test images at batch sizes 1 and 7
 (one artifact, dynamic batch; fewer real images when fewer are asked for), compares its
 logits with the PyTorch model's, and checks invariance under 90 degree rotations when the
-group contains them. Then the figures go into the metadata, the artifact is sealed again
+group contains them (a segmentation: equivariance of its map). Then the figures go into the
+metadata, the artifact is sealed again
 (its digest must not change: the model bytes are the ones that were verified), read back
 through the same checks, and only then renamed onto the target. A failed verification
 raises :class:`VerificationError` and leaves nothing at the target.
 
-Error figures: ``max_abs = max |a - r|`` and ``max_rel = max |a - r| / max |r|`` over the
-logits ``a`` of the artifact and ``r`` of the PyTorch model; ``agreement`` is the fraction
-of inputs whose top-1 class is the same.
+The figures and how they are computed: :mod:`epdo.exporters.verification`.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,132 +32,45 @@ from torch import nn
 
 from epdo.zoo.fileio import atomic_path
 from epdo.zoo.spec import Spec
+from epdo.zoo.spec.schema import PATH_DATASETS
 
 from .artifact import ArtifactError, ExportError, build_metadata, with_metadata_digest
 from .formats import ArtifactFormat, format_named
 from .inference import inference_model
 from .loading import read_metadata
-
-BATCHES = (1, 7)
-
-Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-class VerificationError(ExportError):
-    """The artifact does not compute what the PyTorch model computes (``report`` says how);
-    the command line exits with code 1 (nothing was written)."""
-
-    exit_code = 1
-
-
-@dataclass
-class Check:
-    """One comparison of artifact and PyTorch logits."""
-
-    inputs: str
-    batch: int
-    max_abs: float
-    max_rel: float
-    agreement: float
-
-
-@dataclass
-class ExportReport:
-    """What an export did and how well the artifact agrees with the PyTorch model."""
-
-    format: str
-    path: str
-    spec_name: str
-    source: str | None
-    atol: float
-    real_images: str
-    checks: list[Check] = field(default_factory=list)
-    rotation_max_rel: float | None = None
-    export_seconds: float = 0.0
-    verify_seconds: float = 0.0
-    graph_sha256: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-    speed: dict[str, float] = field(default_factory=dict)
-    card: str | None = None
-
-    @property
-    def opset(self) -> int | None:
-        """The ONNX opset (None for the other formats)."""
-        return self.notes.get("opset")
-
-    @property
-    def torch_version(self) -> str | None:
-        """The torch that wrote a ``torch.export`` artifact (None for the others)."""
-        return self.notes.get("torch_version")
-
-    @property
-    def max_abs(self) -> float:
-        return max((c.max_abs for c in self.checks), default=float("nan"))
-
-    @property
-    def max_rel(self) -> float:
-        return max((c.max_rel for c in self.checks), default=float("nan"))
-
-    @property
-    def agreement(self) -> float:
-        return min((c.agreement for c in self.checks), default=float("nan"))
-
-    @property
-    def passed(self) -> bool:
-        """max abs error within ``atol`` and 100% top-1 agreement on every check."""
-        return bool(self.checks) and self.max_abs <= self.atol and self.agreement >= 1.0
-
-    def verification(self) -> dict[str, Any]:
-        """The figures stored in the artifact's ``epdo.verification`` metadata."""
-        out: dict[str, Any] = {
-            "format": self.format,
-            "opset": self.opset,
-            "atol": self.atol,
-            "max_abs": self.max_abs,
-            "max_rel": self.max_rel,
-            "agreement": self.agreement,
-            "rotation_max_rel": self.rotation_max_rel,
-            "real_images": self.real_images,
-            "checks": [asdict(c) for c in self.checks],
-        }
-        if self.checks:  # not before the artifact ran
-            out["passed"] = self.passed
-        out.update({k: v for k, v in self.notes.items() if k != "opset"})
-        if self.graph_sha256 is not None:
-            out["graph_sha256"] = self.graph_sha256
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the whole report."""
-        return {
-            "path": self.path,
-            "spec_name": self.spec_name,
-            "source": self.source,
-            "export_seconds": self.export_seconds,
-            "verify_seconds": self.verify_seconds,
-            "images_per_s": self.speed,
-            "model_card": self.card,
-            **self.verification(),
-        }
-
+from .verification import (
+    BATCHES,
+    Check,
+    ExportReport,
+    Runner,
+    VerificationError,
+    failure_text,
+    verify,
+)
 
 # --------------------------------------------------------------------------- inputs
 
 
 @functools.lru_cache(maxsize=4)
 def _test_images(dataset: str) -> tuple[torch.Tensor, str]:
+    """The first 64 test images of a named dataset as float in [0, 1] (whatever the data
+    layer stores: float images, or uint8 pixels of a segmentation dataset), else those of
+    the embedded sample."""
     from epdo.zoo.data import DataError, load_dataset
+    from epdo.zoo.transforms import to_unit_range
 
     try:
-        return load_dataset(dataset, "test").images[:64], f"{dataset} test split"
+        images, desc = load_dataset(dataset, "test").images[:64], f"{dataset} test split"
     except DataError:
-        sample = load_dataset("sample", "test").images[:64]
-        return sample, f"embedded sample test split ({dataset} not found)"
+        images = load_dataset("sample", "test").images[:64]
+        desc = f"embedded sample test split ({dataset} not found)"
+    return to_unit_range(images.clone()), desc
 
 
 def _folder_test_images(spec: Spec, checkpoint: Path | None,
                         n: int) -> tuple[torch.Tensor | None, str]:
-    """The first ``n`` test images a folder run recorded, read as training read them."""
+    """The first ``n`` test images a run on a folder recorded, read as training read them
+    (the data layer's :func:`~epdo.zoo.data.folder_run.run_split`)."""
     from epdo.zoo.data import DataError
     from epdo.zoo.data.folder_run import run_split
     from epdo.zoo.transforms import to_unit_range
@@ -175,12 +85,13 @@ def _folder_test_images(spec: Spec, checkpoint: Path | None,
 
 def real_test_images(spec: Spec, n: int,
                      checkpoint: Path | None = None) -> tuple[torch.Tensor | None, str]:
-    """Up to ``n`` real test images of the spec's dataset (the embedded sample when the
-    dataset is absent; a folder run's recorded test files, decoded exactly as ``epdo
-    predict`` decodes files), or None with the reason when none fit the input shape."""
+    """Up to ``n`` real test images ``(n, C, H, W)`` in [0, 1] of the spec's dataset (the
+    embedded sample when the dataset is absent; a run on a folder: its recorded test files,
+    decoded exactly as ``epdo predict`` decodes files), or None with the reason when none
+    fit the input shape (then the random inputs alone verify the artifact)."""
     if n <= 0:
         return None, "none requested"
-    if spec.train.dataset == "folder":
+    if spec.train.dataset in PATH_DATASETS:
         return _folder_test_images(spec, checkpoint, n)
     images, desc = _test_images(spec.train.dataset)
     shape = (spec.input.channels, spec.input.height, spec.input.width)
@@ -204,54 +115,6 @@ def _runner(path: Path, fmt: ArtifactFormat) -> Runner:
         return torch.from_numpy(np.array(classifier.session.run(x.numpy().astype(np.float32))))
 
     return run
-
-
-# --------------------------------------------------------------------------- verification
-
-
-def _compare(name: str, out: torch.Tensor, ref: torch.Tensor) -> Check:
-    diff = (out.double() - ref.double()).abs()
-    scale = ref.double().abs().max().item()
-    max_abs = diff.max().item()
-    return Check(
-        inputs=name,
-        batch=int(ref.shape[0]),
-        max_abs=max_abs,
-        max_rel=max_abs / scale if scale > 0 else max_abs,
-        agreement=(out.argmax(1) == ref.argmax(1)).double().mean().item(),
-    )
-
-
-def verify(run: Runner, model: nn.Module, spec: Spec, inputs: dict[str, torch.Tensor],
-           report: ExportReport) -> None:
-    """Fill ``report.checks``, ``report.rotation_max_rel`` and ``report.speed`` (images/s
-    per batch size: the fastest of the verification's calls at that size) by running the
-    artifact."""
-    rotate = spec.group_obj.N % 4 == 0
-    worst = 0.0
-    fastest: dict[int, float] = {}
-    for name, x in inputs.items():
-        with torch.no_grad():
-            ref = model(x)
-        out = ref
-        for b in sorted({min(b, x.shape[0]) for b in BATCHES}):
-            start = time.perf_counter()
-            out = run(x[:b].contiguous())
-            seconds = time.perf_counter() - start
-            fastest[b] = min(fastest.get(b, seconds), seconds)
-            if tuple(out.shape) != tuple(ref[:b].shape):
-                raise VerificationError(
-                    f"the artifact returned logits of shape {tuple(out.shape)} for {name} "
-                    f"inputs of batch {b}, expected {tuple(ref[:b].shape)}", report)
-            report.checks.append(_compare(name, out, ref[:b]))
-        if rotate:
-            # invariance under the generator r (90 degrees) implies it under r^2 and r^3
-            base = out.double()
-            rotated = run(torch.rot90(x, 1, dims=(2, 3)).contiguous()).double()
-            scale = base.abs().max().item() or 1.0
-            worst = max(worst, (rotated - base).abs().max().item() / scale)
-    report.rotation_max_rel = worst if rotate else None
-    report.speed = {f"batch {b}": b / t for b, t in sorted(fastest.items()) if t > 0}
 
 
 # --------------------------------------------------------------------------- export
@@ -294,7 +157,7 @@ def _classes(classes: Any, recorded: list[str] | None, spec: Spec,
     if classes is None:
         from epdo.zoo.data import dataset_classes
 
-        if spec.train.dataset == "folder":
+        if spec.train.dataset in PATH_DATASETS:
             classes = [str(i) for i in range(spec.plan.num_classes or 0)]
         else:
             classes = dataset_classes(spec.train.dataset)
@@ -367,7 +230,7 @@ def export_model(
     shape = (spec.input.channels, spec.input.height, spec.input.width)
     inputs = {"random": torch.rand((max(BATCHES), *shape), generator=gen)}
     with torch.no_grad():
-        num_logits = int(model(inputs["random"][:1]).shape[-1])
+        num_logits = int(model(inputs["random"][:1]).shape[1])
     classes = _classes(classes, recorded, spec, num_logits)
     real, real_desc = real_test_images(spec, real_images, checkpoint)
     if real is not None:
@@ -375,7 +238,7 @@ def export_model(
     built = fmt.build(inference_model(model, spec), inputs["random"][:2], opset=opset)
     report = ExportReport(format=fmt.name, path=str(target), spec_name=spec.name,
                           source=str(checkpoint) if checkpoint else None, atol=atol,
-                          real_images=real_desc, notes=fmt.notes(built))
+                          real_images=real_desc, task=spec.plan.task, notes=fmt.notes(built))
     with atomic_path(target, suffix=f".tmp{fmt.suffix}") as tmp:
         data, digest = fmt.seal(built, with_metadata_digest(
             build_metadata(spec, classes, report.verification())), target)
@@ -385,11 +248,8 @@ def export_model(
         verify(_runner(Path(tmp), fmt), model, spec, inputs, report)
         report.verify_seconds = time.perf_counter() - t1
         if not report.passed:
-            raise VerificationError(
-                f"verification failed: max abs error {report.max_abs:.3g} (atol {atol:g}), "
-                f"top-1 agreement {100 * report.agreement:.1f}%; nothing written to {target}",
-                report,
-            )
+            raise VerificationError(f"verification failed: {failure_text(report)}; nothing "
+                                    f"written to {target}", report)
         report.graph_sha256 = digest
         data, sealed = fmt.seal(built, with_metadata_digest(
             build_metadata(spec, classes, report.verification())), target)
@@ -405,6 +265,7 @@ def export_model(
 
 
 __all__ = [
+    "BATCHES",
     "ArtifactError",
     "Check",
     "ExportError",

@@ -27,7 +27,7 @@ from epdo.zoo.data.images import ImageError, decode_image, model_pixels
 from .artifact import ArtifactError, InputError, ServingError, first_line, validate_metadata
 from .files import open_regular
 
-__all__ = ["Preprocessing", "preprocess_input"]
+__all__ = ["Preprocessing", "preprocess_input", "read_input"]
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,8 @@ def _array_to_input(array: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
                      pre: Preprocessing) -> np.ndarray:
-    """One model input ``(C, H, W)`` float32 in [0, 1] from an image, a file or an array.
+    """One model input ``(C, H, W)`` float32 in [0, 1] from an image, a file or an array
+    (:func:`read_input` without the source's size).
 
     Args:
         source: a path to an image Pillow reads (PNG, JPEG, ...: converted to grayscale or
@@ -153,13 +154,21 @@ def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
     Raises:
         InputError: unreadable file, not an image, wrong dtype, range or shape.
     """
+    return read_input(source, pre)[0]
+
+
+def read_input(source: str | os.PathLike[str] | np.ndarray | Any,
+               pre: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(input, (H, W))``: the model input of :func:`preprocess_input` and the source's own
+    size (an image's before it was fitted; an array is the model's size), to map a
+    per-pixel answer back onto the image."""
     if isinstance(source, np.ndarray):
-        return _array_to_input(source, pre)
+        return _array_to_input(source, pre), pre.size
     if not isinstance(source, (str, os.PathLike)):
         from PIL import Image
 
         if isinstance(source, Image.Image):
-            return _image_to_array(source, pre)
+            return _image_to_array(source, pre), (source.height, source.width)
         if hasattr(source, "read") and hasattr(source, "seek"):
             return _read_image(source, pre)
         raise InputError(f"cannot preprocess a {type(source).__name__}")
@@ -170,7 +179,7 @@ def preprocess_input(source: str | os.PathLike[str] | np.ndarray | Any,
         raise InputError(exc.strerror or first_line(exc)) from exc
     with file:
         if path.suffix.lower() == ".npy":
-            return _array_to_input(_read_npy(file, pre), pre)
+            return _array_to_input(_read_npy(file, pre), pre), pre.size
         return _read_image(file, pre)
 
 
@@ -214,12 +223,13 @@ def _read_npy(file: Any, pre: Preprocessing) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def _read_image(file: Any, pre: Preprocessing) -> np.ndarray:
+def _read_image(file: Any, pre: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
     """One model input from an open image file, read exactly as training read its images
     (:func:`~epdo.zoo.data.images.decode_image`: the header's pixel count checked against
-    :data:`~epdo.exporters.limits.MAX_IMAGE_PIXELS` before anything is decoded)."""
+    :data:`~epdo.exporters.limits.MAX_IMAGE_PIXELS` before anything is decoded), and the
+    image's own ``(H, W)``."""
     try:
-        pixels, _ = decode_image(file, pre.channels, pre.size, pre.fit)
+        pixels, info = decode_image(file, pre.channels, pre.size, pre.fit)
     except ImageError as exc:
         raise InputError(str(exc)) from exc
-    return _scaled(pixels, pre.scale)
+    return _scaled(pixels, pre.scale), (info.height, info.width)

@@ -3,15 +3,19 @@ preprocessing.
 
 An exported artifact carries everything needed to serve it (see ``epdo export``): the graph
 takes ``images (batch, C, H, W)`` float32 raw pixels in [0, 1] (the normalization is inside
-the graph) and returns ``logits (batch, classes)``; its metadata holds the class names, the
-input shape and the preprocessing (:mod:`epdo.exporters.preprocess`).
+the graph) and returns ``logits (batch, classes)``, or for a segmentation
+``logits (batch, classes, H, W)`` (class scores per pixel; :mod:`epdo.exporters.tasks`); its
+metadata holds the task, the class names, the input shape and the preprocessing
+(:mod:`epdo.exporters.preprocess`).
 
 :class:`Classifier` (made by :func:`load_classifier`) reads an artifact the way every reader
 does (:mod:`epdo.exporters.loading`: the file read once, inspected, its digest and fit
 checked) and loads the checked bytes as its format says; then one plain gray input is run,
-whose logits must be finite and as many as the class names. ``predict`` (logits),
-``predict_proba`` (softmax), ``predict_top_k`` and ``preprocess`` serve it;
-:func:`predict_files` classifies many files at once, keeping one error per bad file.
+whose logits must be finite and of the declared shape. ``predict`` (logits, or maps),
+``predict_proba`` (softmax over the classes), ``predict_top_k`` (classifiers),
+``predict_masks`` (segmentations: the argmax of each pixel) and ``preprocess`` serve it;
+:func:`predict_files` classifies many files at once, keeping one error per bad file
+(a segmentation's files: :func:`epdo.exporters.masks.segment_files`).
 :class:`OnnxClassifier`, :class:`TorchScriptClassifier` and :class:`PT2Classifier` are the
 same classifier limited to one family of formats.
 """
@@ -39,6 +43,7 @@ from .formats import all_formats, format_for
 from .limits import MAX_BATCH_BYTES
 from .loading import check_artifact
 from .preprocess import Preprocessing, preprocess_input
+from .tasks import Task, output_shape, task_of
 
 __all__ = [
     "Classifier",
@@ -68,12 +73,13 @@ def _safe_formats() -> str:
 # --------------------------------------------------------------------------- predictions
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``(N, K)`` logits, computed in float64."""
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax ``exp(z_k) / sum_j exp(z_j)`` along ``axis`` (the classes: -1 of ``(N, K)``
+    logits, 1 of ``(N, K, H, W)`` maps), computed in float64."""
     z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
+    z = z - z.max(axis=axis, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,9 @@ class Classifier:
         verified: whether its digest was checked (False only for an artifact without one,
             loaded with ``trust=True``).
         classes: class names, one per logit.
+        task: ``classify`` or ``segment`` (:mod:`epdo.exporters.tasks`; ``classify`` for an
+            artifact written before segmentations existed).
+        output_shape: ``(K,)``, or ``(K, H, W)`` for a segmentation: the output of one input.
         input_shape: ``(C, H, W)`` of one input.
         preprocessing: the :class:`Preprocessing` read from the metadata.
         providers: where it runs (onnxruntime provider names, or the torch device).
@@ -210,20 +219,41 @@ class Classifier:
         """``(C, H, W)`` of one model input."""
         return self.preprocessing.input_shape
 
+    @property
+    def kind(self) -> Task:
+        """The model's :class:`~epdo.exporters.tasks.Task`."""
+        return task_of(self.metadata)
+
+    @property
+    def task(self) -> str:
+        """``classify`` or ``segment``."""
+        return self.kind.name
+
+    @property
+    def segments(self) -> bool:
+        """Whether the model segments: one class per pixel, ``(N, K, H, W)`` logits."""
+        return self.kind.dense
+
     def _setup(self, metadata: dict[str, Any], graph_shape: Sequence[int] | None) -> None:
-        """Preprocessing and classes from the (checked) metadata, then one run of a plain
-        gray input: its logits must be finite, and as many as the class names."""
+        """Preprocessing, task and classes from the (checked) metadata, then one run of a
+        plain gray input: its logits must be finite and of the declared output shape."""
         self.metadata = metadata
         self.verified = DIGEST_KEY in (metadata.get("epdo.verification") or {})
         self.preprocessing = Preprocessing.from_metadata(metadata, graph_shape)
         probe = self._forward(np.full((1, *self.input_shape), 0.5, np.float32))
-        if probe.ndim != 2 or probe.shape[0] != 1:
+        declared = output_shape(metadata)
+        if probe.ndim != 1 + self.kind.rank or probe.shape[0] != 1 or (
+                declared is not None and list(probe.shape[2:]) != declared[1:]):
+            want = self.kind.layout().replace("batch", "1")
+            if declared is not None and self.segments:
+                want = str((1, *declared))
             raise ServingError(f"{self.path}: the model returns an output of shape "
-                               f"{tuple(probe.shape)} for one input, expected (1, classes)")
+                               f"{tuple(probe.shape)} for one input, expected {want}")
         if not np.all(np.isfinite(probe)):
             raise ServingError(f"{self.path}: the model returns non-finite logits (NaN or "
                                "infinity) for a plain gray input: its weights are broken; "
                                "re-export it from its checkpoint")
+        self.output_shape = tuple(int(d) for d in probe.shape[1:])
         num_logits = int(probe.shape[1])
         classes = metadata.get("epdo.classes")
         if classes is None:
@@ -234,7 +264,8 @@ class Classifier:
         self.classes = list(classes)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits ``(n, K)`` of one batch ``(n, C, H, W)`` float32 (already preprocessed)."""
+        """Logits ``(n, *output_shape)`` of one batch ``(n, C, H, W)`` float32 (already
+        preprocessed)."""
         return self.session.run(batch)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
@@ -259,7 +290,7 @@ class Classifier:
         return np.ascontiguousarray(x)
 
     def _logits(self, array: np.ndarray, batch_size: int | None) -> np.ndarray:
-        """Logits ``(N, K)`` float32, unchecked: rows may be non-finite."""
+        """Logits ``(N, *output_shape)`` float32, unchecked: they may be non-finite."""
         x = self.as_batch(array)
         size = int(batch_size or self.batch_size)
         if size < 1:
@@ -270,18 +301,19 @@ class Classifier:
             std = np.asarray(pre.std, np.float32).reshape(1, -1, 1, 1)
             x = (x - mean) / std
         if len(x) == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
+            return np.zeros((0, *self.output_shape), np.float32)
         outs = [self._forward(x[i:i + size]) for i in range(0, len(x), size)]
         out = np.concatenate(outs, axis=0).astype(np.float32, copy=False)
-        if out.shape != (len(x), len(self.classes)):
+        if out.shape != (len(x), *self.output_shape):
             raise ServingError(f"{self.path}: the model returned logits of shape "
                                f"{tuple(out.shape)} for {len(x)} inputs, expected "
-                               f"({len(x)}, {len(self.classes)})")
+                               f"{(len(x), *self.output_shape)}")
         return out
 
     def predict(self, array: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Logits ``(N, K)`` float32 of raw inputs in [0, 1] (see :meth:`as_batch`),
-        run ``batch_size`` inputs at a time.
+        """Logits of raw inputs in [0, 1] (see :meth:`as_batch`), run ``batch_size`` inputs
+        at a time: ``(N, K)`` float32, or for a segmentation the maps ``(N, K, H, W)``
+        (the class scores of every pixel).
 
         Raises:
             InputError: an array of the wrong shape.
@@ -289,7 +321,7 @@ class Classifier:
                 on as probabilities).
         """
         out = self._logits(array, batch_size)
-        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=tuple(range(1, out.ndim))))
         if bad.size:
             raise ServingError(f"{self.path}: the model returned non-finite logits (NaN or "
                                f"infinity) for input {int(bad[0])} ({bad.size} of {len(out)} "
@@ -297,14 +329,30 @@ class Classifier:
         return out
 
     def predict_proba(self, array: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities ``(N, K)`` (softmax of :meth:`predict`, float64)."""
-        return softmax(self.predict(array, batch_size))
+        """Class probabilities (softmax of :meth:`predict` over the classes, float64):
+        ``(N, K)``, or ``(N, K, H, W)`` for a segmentation."""
+        return softmax(self.predict(array, batch_size), axis=1)
 
     def predict_top_k(self, array: np.ndarray, k: int = 5,
                       batch_size: int | None = None) -> list[list[Prediction]]:
         """The ``k`` most probable classes of every input, most probable first
-        (``k`` is capped at the number of classes)."""
+        (``k`` is capped at the number of classes); a classifier's only."""
+        self._need(False, "predict_top_k", "predict_masks")
         return _top_k(self.predict_proba(array, batch_size), self.classes, k)
+
+    def predict_masks(self, array: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """The class of every pixel, ``mask[n, i, j] = argmax_k logits[n, k, i, j]`` (the
+        first of equal scores): ``(N, H, W)`` int64 at the model's size; a segmentation's
+        only."""
+        self._need(True, "predict_masks", "predict_top_k")
+        return self.predict(array, batch_size).argmax(axis=1)
+
+    def _need(self, dense: bool, method: str, other: str) -> None:
+        """ServingError when ``method`` does not fit the model's task."""
+        if self.segments != dense:
+            raise ServingError(f"{self.path}: {method} is for "
+                               f"{'segmentation' if dense else 'classification'} models; "
+                               f"this one does {self.task}: use {other}")
 
     def preprocess(self, source: str | os.PathLike[str] | np.ndarray | Any) -> np.ndarray:
         """One input ``(C, H, W)`` float32 in [0, 1] from an image file, a ``.npy`` file, an
@@ -312,8 +360,9 @@ class Classifier:
         return preprocess_input(source, self.preprocessing)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({str(self.path)!r}, input {list(self.input_shape)}, "
-                f"{len(self.classes)} classes, providers {self.providers})")
+        return (f"{type(self).__name__}({str(self.path)!r}, {self.task}, input "
+                f"{list(self.input_shape)}, {len(self.classes)} classes, providers "
+                f"{self.providers})")
 
 
 class OnnxClassifier(Classifier):
@@ -356,8 +405,10 @@ def predict_files(classifier: Classifier, inputs: Iterable[str | os.PathLike[str
     One bad input never costs the others their predictions: a file that cannot be read or
     decoded, or whose logits come out NaN or infinite, gets its ``error``. At most
     ``batch_size`` inputs (fewer when they would take more than
-    :data:`~epdo.exporters.limits.MAX_BATCH_BYTES`) are held in memory at once.
+    :data:`~epdo.exporters.limits.MAX_BATCH_BYTES`) are held in memory at once. A
+    segmentation's files: :func:`epdo.exporters.masks.segment_files`.
     """
+    classifier._need(False, "predict_files", "epdo.exporters.masks.segment_files")
     results = [FilePrediction(input=str(p)) for p in inputs]
     per_input = 4 * math.prod(classifier.input_shape)
     size = max(1, min(int(batch_size or classifier.batch_size), MAX_BATCH_BYTES // per_input))

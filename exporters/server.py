@@ -11,23 +11,27 @@ Routes (FastAPI on uvicorn, the ``serve`` extra):
 A model takes ONE input per request: ``images``, FP32 ``[N, C, H, W]`` raw pixels in [0, 1]
 (the artifact's own input contract), or ``image_files``, BYTES ``[N]`` of encoded image files
 decoded by the image reader of training and ``epdo predict`` (the artifact's fit and size).
-It returns ``logits``, FP32 ``[N, classes]``; an output asked for with the parameter
-``classification: k`` (Triton's classification extension) is BYTES ``[N, k]`` of
-``"score:index:label"``, the k largest logits first, labelled with the artifact's class
-names. JSON bodies and Triton's binary tensor data extension are both spoken
-(:mod:`epdo.exporters.oip`).
+It returns ``logits``, FP32 ``[N, classes]``, or for a segmentation artifact
+``[N, classes, H, W]`` (the class scores of every pixel; the mask is their argmax over the
+classes); a classifier's output asked for with the parameter ``classification: k``
+(Triton's classification extension) is BYTES ``[N, k]`` of ``"score:index:label"``, the k
+largest logits first, labelled with the artifact's class names. JSON bodies and Triton's
+binary tensor data extension are both spoken (:mod:`epdo.exporters.oip`).
 
 Concurrent requests are joined by a :class:`~epdo.exporters.batcher.Batcher` per model. What
 goes wrong is one answer, and the server keeps serving: 400 (``{"error": ...}``) for a wrong
 name, datatype, shape, a non-finite or out-of-range value, or an undecodable image; 404 for
-an unknown model; 413 for a body over :data:`REQUEST_BYTES`; 503 at once when the queue is
-full; 500 for a failure inside the model, for that request only.
+an unknown model; 413 for a body over :data:`REQUEST_BYTES`; 400 for a request whose answer
+would be over :data:`RESPONSE_BYTES` (a segmentation answers K floats per input pixel);
+503 at once when the queue is full; 500 for a failure inside the model, for that request
+only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -47,10 +51,13 @@ from .oip import encode_response as encode
 from .preprocess import preprocess_input
 from .runtime import Classifier
 
-__all__ = ["REQUEST_BYTES", "ServedModel", "create_app"]
+__all__ = ["REQUEST_BYTES", "RESPONSE_BYTES", "ServedModel", "create_app"]
 
 REQUEST_BYTES = Limit(64 << 20, "EPDO_MAX_REQUEST_BYTES", "bytes")
 """The largest request body the server reads (64 MiB: 500 RGB images of 96 x 96 as FP32)."""
+RESPONSE_BYTES = Limit(256 << 20, "EPDO_MAX_RESPONSE_BYTES", "bytes")
+"""The largest answer, as FP32 logits, the server computes for one request (256 MiB: 1,500
+segmentations of 11 classes at 64 x 64)."""
 IMAGES, FILES, LOGITS = "images", "image_files", "logits"
 
 
@@ -70,7 +77,7 @@ class ServedModel:
                 "inputs": [{"name": IMAGES, "datatype": "FP32", "shape": [-1, c, h, w]},
                            {"name": FILES, "datatype": "BYTES", "shape": [-1]}],
                 "outputs": [{"name": LOGITS, "datatype": "FP32",
-                             "shape": [-1, len(self.classifier.classes)]}]}
+                             "shape": [-1, *self.classifier.output_shape]}]}
 
     def images(self, request: InferRequest) -> np.ndarray:
         """The request's images ``(N, C, H, W)`` float32, checked (ProtocolError)."""
@@ -106,9 +113,19 @@ class ServedModel:
                             f"this model takes '{IMAGES}' (FP32 [N, {c}, {h}, {w}]) or "
                             f"'{FILES}' (BYTES [N])")
 
+    def check_answer(self, count: int) -> None:
+        """ProtocolError when the logits of ``count`` inputs would be over
+        :data:`RESPONSE_BYTES`."""
+        size, limit = 4 * count * math.prod(self.classifier.output_shape), RESPONSE_BYTES.value()
+        if size > limit:
+            raise ProtocolError(f"the answer to {count} inputs would be {size:,} bytes of "
+                                f"logits, over the limit of {limit:,}; send fewer inputs per "
+                                f"request ({RESPONSE_BYTES.advice()} on the server)")
+
     def outputs(self, request: InferRequest, logits: np.ndarray) -> list[tuple[Output, str,
                                                                                list[int], Any]]:
-        """The requested outputs (``logits`` by default) of ``logits`` ``(N, K)``."""
+        """The requested outputs (``logits`` by default) of ``logits`` ``(N, K)`` (a
+        segmentation's ``(N, K, H, W)``, which has no classification extension)."""
         wanted = request.outputs or [Output(LOGITS, request.binary_output)]
         result = []
         for out in wanted:
@@ -118,6 +135,10 @@ class ServedModel:
             if not out.classification:
                 result.append((out, "FP32", list(logits.shape), logits))
                 continue
+            if self.classifier.segments:
+                raise ProtocolError(f"output '{LOGITS}': the classification extension labels "
+                                    "whole images; this model segments (its logits are "
+                                    "[N, classes, H, W]): ask for the tensor")
             k = min(out.classification, logits.shape[1])
             order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
             names = self.classifier.classes
@@ -194,6 +215,7 @@ def create_app(models: Iterable[ServedModel]) -> FastAPI:
             decoded = await run_in_threadpool(decode_request, body,
                                               request.headers.get(HEADER_LENGTH))
             images = await run_in_threadpool(model.images, decoded)
+            model.check_answer(len(images))
             future = model.batcher.submit(images)
         except QueueFull as exc:
             return _error(503, str(exc))

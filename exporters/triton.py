@@ -5,7 +5,10 @@ file, served at scale without any of epdo's Python (Triton, or KServe with Trito
 
     folder/<name>/config.pbtxt     platform, max_batch_size, dynamic_batching, the input
                                    "images" (FP32, dims C, H, W) and output "logits" (FP32,
-                                   dims classes) with their labels file
+                                   dims classes, with the labels file; a segmentation's
+                                   dims classes, H, W: per-pixel scores, the labels file
+                                   not attached, as Triton's classification extension
+                                   ranks whole outputs)
     folder/<name>/labels.txt       the class names, one per line (Triton's classification
                                    extension labels its answers with them)
     folder/<name>/1/<model file>   the artifact, byte for byte
@@ -25,23 +28,27 @@ from epdo.zoo.fileio import atomic_write
 
 from .artifact import ExportError
 from .loading import open_artifact
+from .tasks import output_shape, task_of
 
 __all__ = ["config_text", "write_repository"]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def config_text(name: str, platform: str, input_shape: list[int], num_classes: int,
-                max_batch_size: int, max_delay_us: int) -> str:
-    """The ``config.pbtxt`` of a model (Triton's protobuf text format of ``ModelConfig``)."""
+def config_text(name: str, platform: str, input_shape: list[int], output_dims: list[int],
+                max_batch_size: int, max_delay_us: int, labels: bool = True) -> str:
+    """The ``config.pbtxt`` of a model (Triton's protobuf text format of ``ModelConfig``):
+    the output's ``dims`` are ``output_dims`` (``[K]`` or ``[K, H, W]``), labelled by
+    ``labels.txt`` when ``labels``."""
     c, h, w = input_shape
+    label = '    label_filename: "labels.txt"\n' if labels else ""
     return (f'name: "{name}"\n'
             f'platform: "{platform}"\n'
             f"max_batch_size: {max_batch_size}\n"
             "input [\n  {\n    name: \"images\"\n    data_type: TYPE_FP32\n"
             f"    dims: [ {c}, {h}, {w} ]\n  }}\n]\n"
             "output [\n  {\n    name: \"logits\"\n    data_type: TYPE_FP32\n"
-            f"    dims: [ {num_classes} ]\n    label_filename: \"labels.txt\"\n  }}\n]\n"
+            f"    dims: [ {', '.join(str(d) for d in output_dims)} ]\n{label}  }}\n]\n"
             "dynamic_batching {\n"
             f"  max_queue_delay_microseconds: {max_delay_us}\n}}\n")
 
@@ -76,6 +83,6 @@ def write_repository(artifact: str | os.PathLike[str], folder: str | os.PathLike
     atomic_write(model / "1" / checked.format.triton_file, checked.data)
     atomic_write(model / "labels.txt", "".join(f"{c}\n" for c in classes))
     atomic_write(model / "config.pbtxt",
-                 config_text(name, platform, meta["epdo.input_shape"], len(classes),
-                             max_batch_size, max_delay_us))
+                 config_text(name, platform, meta["epdo.input_shape"], output_shape(meta),
+                             max_batch_size, max_delay_us, labels=not task_of(meta).dense))
     return model

@@ -22,7 +22,7 @@ What it does (every method takes or returns bytes; nothing reads a path twice):
 - :meth:`~ArtifactFormat.build`: the expensive step (trace, export, compile), once;
 - :meth:`~ArtifactFormat.seal`: the artifact's bytes with the metadata and its digest;
 - :meth:`~ArtifactFormat.inspect`: read the bytes safely, running nothing: the checked
-  metadata, the digest of what was read, the graph's input and logits
+  metadata, the digest of what was read, the graph's input and output shapes
   (:class:`~epdo.exporters.artifact.Contents`);
 - :meth:`~ArtifactFormat.check_fits`: that the artifact runs here (default: metadata and
   graph agree);
@@ -67,7 +67,8 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits ``(n, K)`` of a batch ``(n, C, H, W)`` float32 raw pixels in [0, 1]."""
+        """Logits ``(n, K)`` (a segmentation's ``(n, K, H, W)``) of a batch
+        ``(n, C, H, W)`` float32 raw pixels in [0, 1]."""
 
 
 class ArtifactFormat(abc.ABC):
@@ -101,7 +102,8 @@ class ArtifactFormat(abc.ABC):
 
     @abc.abstractmethod
     def build(self, graph: Any, example: Any, *, opset: int) -> Any:
-        """The format's form of the inference ``graph`` (raw images in, logits out),
+        """The format's form of the inference ``graph`` (raw images in, logits out: a
+        vector per image or a map per image),
         traced or exported at ``example`` ``(B, C, H, W)``, B >= 2, batch left dynamic.
         ``opset`` is the ONNX opset (other formats ignore it)."""
 
@@ -122,7 +124,7 @@ class ArtifactFormat(abc.ABC):
 
     def check_fits(self, contents: Contents, where: Any) -> None:
         """That the artifact can run here and its metadata fits its graph."""
-        check_graph_agreement(contents.metadata, contents.input_dims, contents.num_logits,
+        check_graph_agreement(contents.metadata, contents.input_dims, contents.output_dims,
                               where)
 
     def accepts(self, provider: str, where: Any) -> None:

@@ -2,7 +2,8 @@
 any other ONNX runtime.
 
 - Written by torch's TorchScript-based ONNX exporter (input ``images (batch, C, H, W)``,
-  output ``logits (batch, classes)``, dynamic batch, opset :data:`OPSET` or newer); each
+  output ``logits (batch, classes)``, or ``(batch, classes, H, W)`` for a segmentation,
+  dynamic batch, opset :data:`OPSET` or newer); each
   Neural ePDO product placeholder is then expanded into standard-op loops
   (:mod:`epdo.exporters.onnx_product`).
 - Metadata: ``metadata_props``, one entry per key, each value JSON-encoded.
@@ -232,13 +233,14 @@ class OnnxFormat(ArtifactFormat):
         if meta and len(in_dims) != 4:
             raise ArtifactError(f"{where}: the graph's input has {len(in_dims)} dimensions, "
                                 "expected 4 (batch, C, H, W)")
-        if meta and len(out_dims) != 2:
+        if meta and len(out_dims) not in (2, 4):
             raise ArtifactError(f"{where}: the graph's output has {len(out_dims)} "
-                                "dimensions, expected 2 (batch, classes)")
+                                "dimensions, expected 2 (batch, classes) or 4 (batch, "
+                                "classes, H, W)")
         digest = graph_digest(model)
         return Contents(metadata=meta, digest=lambda shape: digest,
                         input_dims=tuple(in_dims[1:]) if len(in_dims) == 4 else None,
-                        num_logits=out_dims[1] if len(out_dims) == 2 else None,
+                        output_dims=tuple(out_dims[1:]) if len(out_dims) in (2, 4) else None,
                         notes={"input_name": in_name, "output_name": out_name})
 
     def load(self, data: bytes, where: Any, contents: Contents, provider: str, *,

@@ -84,10 +84,11 @@ class Pt2Format(ArtifactFormat):
                           "NAME.aoti.pt2")
             entries = archive.entries_digest()  # reads every entry: checks every CRC
             text = archive.metadata_text()
-            dims, logits, writer = check_program(archive, where)
+            dims, out_dims, writer = check_program(archive, where)
         meta = decode_text(text, where, complete=complete)
         return Contents(metadata=meta, digest=lambda shape: archive_digest(entries, shape),
-                        input_dims=dims, num_logits=logits, notes={"torch_version": writer})
+                        input_dims=dims, output_dims=out_dims,
+                        notes={"torch_version": writer})
 
     def load(self, data: bytes, where: Any, contents: Contents, provider: str, *,
              threads: int | None = None) -> Session:

@@ -128,10 +128,11 @@ def check_entries(archive: Archive, pattern: re.Pattern[str], required: tuple[st
         raise bad(where, kind, f"it lacks {', '.join(missing)}")
 
 
-def check_program(archive: Archive, where: Any) -> tuple[tuple[int | None, ...], int | None,
-                                                         str]:
+def check_program(archive: Archive,
+                  where: Any) -> tuple[tuple[int | None, ...], tuple[int | None, ...], str]:
     """Check a ``.pt2``'s entries as the module docstring says; returns ``(input dims
-    (C, H, W), number of logits, the writer's torch version)`` from its graph."""
+    (C, H, W), output dims ((K,) or (K, H, W)), the writer's torch version)`` from its
+    graph."""
     check_entries(archive, PROGRAM_ENTRIES, REQUIRED_PROGRAM, where, PROGRAM)
     program = json_entry(archive, "models/model.json", where, PROGRAM)
     for folder, prefix in (("weights", "weight_"), ("constants", "tensor_")):
@@ -286,7 +287,8 @@ def _check_nodes(graph: dict[str, Any], where: Any) -> None:
                       "the pure tensor operators epdo loads (PT2_OPS)")
 
 
-def _check_program(program: Any, where: Any) -> tuple[tuple[int | None, ...], int | None, str]:
+def _check_program(program: Any, where: Any) -> tuple[tuple[int | None, ...],
+                                                      tuple[int | None, ...], str]:
     """The checks of the serialized ``ExportedProgram`` (``models/model.json``)."""
     import torch
 
@@ -324,8 +326,9 @@ def _check_program(program: Any, where: Any) -> tuple[tuple[int | None, ...], in
     _check_nodes(graph, where)
     inp, out = _check_signature(module, where)
     in_sizes, out_sizes = _sizes(graph, inp, where), _sizes(graph, out, where)
-    if len(in_sizes) != 4 or len(out_sizes) != 2:
+    if len(in_sizes) != 4 or len(out_sizes) not in (2, 4):
         raise bad(where, PROGRAM, f"the graph maps a tensor of {len(in_sizes)} dimensions to "
-                  f"one of {len(out_sizes)}, not (batch, C, H, W) to (batch, classes)")
-    return tuple(in_sizes[1:]), out_sizes[1], writer
+                  f"one of {len(out_sizes)}, not (batch, C, H, W) to (batch, classes) or "
+                  "(batch, classes, H, W)")
+    return tuple(in_sizes[1:]), tuple(out_sizes[1:]), writer
 
