@@ -40,7 +40,8 @@ def artifact_rows(path: str | os.PathLike[str], meta: dict[str, Any]) -> list[tu
     c, h, w = meta["epdo.input_shape"]
     pre = meta["epdo.preprocess"]
     shape = ", ".join(str(d) for d in output_shape(meta) or [])
-    what = "class scores of every pixel; the mask is their argmax" if task.dense else "logits"
+    what = "class scores of every pixel; the mask is their argmax" if task.dense \
+        else "class scores of each image"
     agreement = ver.get("agreement", float("nan"))
     return [
         ("spec", meta["epdo.spec_name"]),
