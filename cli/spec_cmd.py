@@ -103,8 +103,8 @@ def info_command(
 def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     """Print the metadata of an exported artifact (one error line if unreadable, tampered or
     of the wrong types; see :func:`epdo.exporters.loading.read_metadata`)."""
-    from epdo.exporters.artifact import DIGEST_KEY, METADATA_DIGEST_KEY
-    from epdo.exporters.formats import format_for
+    from epdo.exporters.artifact import DIGEST_KEY
+    from epdo.exporters.info import artifact_rows
     from epdo.exporters.loading import read_metadata
 
     meta = read_metadata(path, trust=trust)
@@ -116,35 +116,10 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     if as_json:
         print_json(meta)
         return
-    c, h, w = meta["epdo.input_shape"]
     table = Table(title=literal(f"{path}: exported {meta['epdo.spec_name']}"), show_header=False)
     table.add_column("key", no_wrap=True)
     table.add_column("value")
-    rows = [
-        ("spec", meta["epdo.spec_name"]),
-        ("group", str(meta["epdo.spec"].get("group", "?"))),
-        ("format", f"{ver.get('format')}" + (f", opset {ver['opset']}" if ver.get("opset")
-                                            else "")),
-        *format_for(path).runtime_rows(ver),
-        ("epdo version", meta["epdo.version"]),
-        ("input", f"images (batch, {c}, {h}, {w}) float32 in [0, 1], "
-                  f"{meta['epdo.preprocess'].get('color')}; files are fitted by "
-                  f"{meta['epdo.preprocess'].get('fit', 'resize')}"),
-        ("normalization", f"(x - {meta['epdo.input_mean']}) / {meta['epdo.input_std']} "
-                          "(inside the graph)"),
-        ("classes", f"{len(meta['epdo.classes'])}: {', '.join(meta['epdo.classes'])}"),
-        ("max abs error", f"{ver.get('max_abs', float('nan')):.2e} (atol {ver.get('atol')})"),
-        ("max rel error", f"{ver.get('max_rel', float('nan')):.2e}"),
-        ("top-1 agreement", f"{100 * ver.get('agreement', float('nan')):.1f}%"),
-        ("90° rotation", "-" if ver.get("rotation_max_rel") is None
-         else f"max rel difference {ver['rotation_max_rel']:.2e}"),
-        ("verified on", f"random inputs and {ver.get('real_images')}, batches "
-                        f"{sorted({ch['batch'] for ch in ver.get('checks', [])})}"),
-        ("digest", "none: unverified (--trust)" if digest is None
-         else f"sha256 {digest[:16]}… matches the model"
-         + (" and its metadata" if METADATA_DIGEST_KEY in ver
-            else "; its metadata is not covered (written before metadata digests)")),
-    ]
+    rows = artifact_rows(path, meta)
     for key, value in rows:
         table.add_row(literal(key), literal(value))
     console.print(table)

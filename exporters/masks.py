@@ -37,8 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from epdo.zoo.data.images import ImageError, decode_image
-from epdo.zoo.data.images import _fit_box as fit_box
+from epdo.zoo.data.images import ImageError, decode_image, fit_box
 from epdo.zoo.fileio import atomic_write
 
 from .artifact import InputError, ServingError

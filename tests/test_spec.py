@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from epdo.zoo.shipped import list_specs, resolve_spec_source, specs_dir
 from epdo.zoo.ops.dense_head import DenseHeadLayer
+from epdo.zoo.shipped import list_specs, resolve_spec_source, specs_dir
 from epdo.zoo.spec import (
     BODY_OPS,
     LAYER_OPS,

@@ -172,7 +172,7 @@ class _Steps:
             previous.close()
 
 
-def _fit_box(width: int, height: int, size: tuple[int, int],
+def fit_box(width: int, height: int, size: tuple[int, int],
              fit: str) -> tuple[int, int, int, int]:
     """The source box ``(left, top, right, bottom)`` in whole pixels that becomes the H×W
     input: the whole image for ``resize``; for ``center_crop`` the largest centred box of
@@ -218,7 +218,7 @@ def model_pixels(image: Any, channels: int, size: tuple[int, int], fit: str = "r
     if steps.image.mode != target and not gray_to_rgb:
         steps.replace(steps.image.convert(target))
     height, width = size
-    box = _fit_box(steps.image.width, steps.image.height, (height, width), fit)
+    box = fit_box(steps.image.width, steps.image.height, (height, width), fit)
     if box != (0, 0, steps.image.width, steps.image.height):
         # crop first: Pillow's resize(box=...) would also weigh pixels just outside the box
         steps.replace(steps.image.crop(box))
@@ -358,7 +358,7 @@ def decode_mask(file: str | os.PathLike[str] | BinaryIO, size: tuple[int, int],
     pixel value is the class index, 255 is ignore. It is opened and checked exactly as
     :func:`decode_image` does (regular file, :data:`~epdo.zoo.envlimits.IMAGE_PIXELS`,
     Pillow's decompression-bomb limit, decoded whole) and given the same geometry as an image
-    of its size with the same ``fit``: the same box (:func:`_fit_box`) cut out, then scaled
+    of its size with the same ``fit``: the same box (:func:`fit_box`) cut out, then scaled
     to ``size`` ``(H, W)`` with nearest-neighbour sampling (Pillow's ``NEAREST`` takes the
     source pixel under each output pixel's centre, the centres that ``BILINEAR`` weighs
     around), so no value is invented.
@@ -384,7 +384,7 @@ def decode_mask(file: str | os.PathLike[str] | BinaryIO, size: tuple[int, int],
     counts = np.bincount(values.ravel(), minlength=256)
     info = MaskInfo(width, height, mode, tuple(int(v) for v in np.flatnonzero(counts)))
     out_h, out_w = size
-    box = _fit_box(width, height, (out_h, out_w), fit)
+    box = fit_box(width, height, (out_h, out_w), fit)
     if box == (0, 0, width, height) and (height, width) == (out_h, out_w):
         return values, info
     with Image.fromarray(values) as plain:
