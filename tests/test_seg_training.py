@@ -186,3 +186,25 @@ def test_class_weights_must_match_the_classes(trained, tmp_path: Path) -> None:
     result = cli("train", path, "--dataset", f"seg:{folder}", "--out", tmp_path / "r",
                  "--device", "cpu")
     refused(result, 2, "class_weights", "2 weights", "3 classes")
+
+
+def test_export_and_predict_write_the_checkpoint_models_masks(trained, tmp_path: Path) -> None:
+    from epdo.zoo.checkpoint import load_model
+
+    _, folder, run = trained
+    artifact = tmp_path / "seg.onnx"
+    result = cli("export", run, "--format", "onnx", "--output", artifact)
+    assert result.exit_code == 0, result.output
+    images = sorted((folder / "images").glob("*.png"))[:6]
+    out = tmp_path / "masks"
+    result = cli("predict", artifact, *images, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    model, _ = load_model(run)
+    x = torch.stack([torch.from_numpy(np.asarray(Image.open(p), dtype=np.float32) / 255.0)
+                     for p in images])[:, None]
+    with torch.no_grad():
+        expected = model(x).argmax(1).numpy()
+    for image, want in zip(images, expected, strict=True):
+        mask = Image.open(out / f"{image.stem}.png")
+        assert mask.mode == "P" and mask.size == (16, 16)
+        np.testing.assert_array_equal(np.asarray(mask), want)
