@@ -56,8 +56,8 @@ def train_command(
     lr: float | None = typer.Option(None, "--lr", help="Base learning rate."),
     dataset: str | None = typer.Option(
         None, "--dataset", help="mnist-rot, rotated-idx, idx, sample, sample-upright, cifar10, "
-        "cifar100, seg-sample, folder:PATH (your images, one subfolder per class) or "
-        "seg:PATH (your images and masks: PATH/images/ and PATH/masks/)."
+        "cifar100, seg-sample, seg-sample-upright, folder:PATH (your images, one subfolder "
+        "per class) or seg:PATH (your images and masks: PATH/images/ and PATH/masks/)."
     ),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Where the dataset files are."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of weights, order, augmentation."),

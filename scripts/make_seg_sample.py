@@ -20,10 +20,11 @@ Each 28×28 garment (pixels / 255) is centred in a 40×40 black patch (28·√2 
 cut at any angle), rotated counter-clockwise about the patch centre by its angle with
 ``epdo.zoo.transforms.rotate_images`` (float64, bilinear, zeros outside) and laid on a black
 64×64 canvas with the patch's top-left corner at its place. Where the rotated garment's
-value is above :data:`THRESHOLD` (0.1, i.e. 25.5 of 255: the garment, not the faint fringe
+value is above ``THRESHOLD`` (0.1, i.e. 25.5 of 255: the garment, not the faint fringe
 bilinear sampling spreads around it), the canvas takes that value and the mask takes the
 garment's class + 1; elsewhere both stay as they were (0 = background). Later garments lie
-on top. The canvas is stored as ``rint(value · 255)`` uint8. The output is deterministic:
+on top (``epdo.zoo.data.seg_sample.compose``, which also gives ``seg-sample-upright``). The
+canvas is stored as ``rint(value · 255)`` uint8. The output is deterministic:
 the same source file and seed give the same bytes (see ``zoo/data/SEG_SAMPLE.md``).
 """
 
@@ -37,21 +38,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from epdo.zoo.data.rotate import seeded_rng
 from epdo.zoo.data.sample import SAMPLE_FILE, sample_arrays
-from epdo.zoo.transforms import rotate_images
+from epdo.zoo.data.seg_sample import CANVAS, MAX_GARMENTS, PATCH, THRESHOLD, compose
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "zoo" / "data" / "seg_sample.npz"
 MAX_BYTES = 1_600_000
-CANVAS = 64
-PATCH = 40
-GARMENT = 28
-MAX_GARMENTS = 3
-THRESHOLD = 0.1
-"""A rotated garment's value (in [0, 1]) above which a pixel belongs to it."""
 COUNTS = {"train": 800, "test": 200}
 
 
@@ -65,44 +59,6 @@ def draw(n: int, available: int, seed: int, split: str) -> dict[str, np.ndarray]
     angles = rng.uniform(0.0, 360.0, size=total)
     places = rng.integers(0, CANVAS - PATCH + 1, size=(total, 2))
     return {"counts": counts, "chosen": chosen, "angles": angles, "places": places}
-
-
-def rotated_garments(images: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """``images`` (n, 28, 28) uint8 centred in 40×40 patches and rotated: (n, 40, 40)
-    float64 in [0, 1]."""
-    pad = (PATCH - GARMENT) // 2
-    patches = np.zeros((len(images), 1, PATCH, PATCH), dtype=np.float64)
-    patches[:, 0, pad:pad + GARMENT, pad:pad + GARMENT] = images / 255.0
-    rotated = rotate_images(torch.from_numpy(patches), torch.from_numpy(angles))
-    return np.clip(rotated[:, 0].numpy(), 0.0, 1.0)
-
-
-def compose(images: np.ndarray, labels: np.ndarray, picks: dict[str, np.ndarray]
-            ) -> dict[str, np.ndarray]:
-    """The canvases, masks and per-canvas garment records of one split."""
-    n = len(picks["counts"])
-    garments = rotated_garments(images[picks["chosen"]], picks["angles"])
-    canvas = np.zeros((n, CANVAS, CANVAS), dtype=np.float64)
-    masks = np.zeros((n, CANVAS, CANVAS), dtype=np.uint8)
-    sources = np.full((n, MAX_GARMENTS), -1, dtype=np.int64)
-    angles = np.zeros((n, MAX_GARMENTS), dtype=np.float64)
-    places = np.full((n, MAX_GARMENTS, 2), -1, dtype=np.int16)
-    j = 0
-    for c, count in enumerate(picks["counts"]):
-        for k in range(int(count)):
-            top, left = (int(v) for v in picks["places"][j])
-            garment = garments[j]
-            cover = garment > THRESHOLD
-            region = (slice(top, top + PATCH), slice(left, left + PATCH))
-            canvas[c][region][cover] = garment[cover]
-            masks[c][region][cover] = labels[picks["chosen"][j]] + 1
-            sources[c, k] = picks["chosen"][j]
-            angles[c, k] = picks["angles"][j]
-            places[c, k] = (top, left)
-            j += 1
-    pixels = np.rint(canvas * 255.0).astype(np.uint8)
-    return {"images": pixels, "masks": masks, "sources": sources, "angles": angles,
-            "places": places}
 
 
 def build(source: Path, counts: dict[str, int], seed: int) -> bytes:

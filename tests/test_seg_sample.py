@@ -93,3 +93,31 @@ def test_the_builder_rebuilds_the_file_byte_for_byte(tmp_path, capsys) -> None:
     other = tmp_path / "other.npz"
     assert builder.main(["--out", str(other), "--seed", "1", "--train", "4", "--test", "2"]) == 0
     assert builder.main(["--out", str(other), "--check"]) == 1  # another seed: other bytes
+
+
+def test_the_upright_sample_lays_the_same_garments_unrotated() -> None:
+    from epdo.zoo.data import load_dataset
+    from epdo.zoo.data.sample import sample_arrays
+    from epdo.zoo.data.seg_sample import PATCH, SEG_SAMPLE_FILE, THRESHOLD, read_archive
+
+    turned, upright = load_dataset("seg-sample", "test"), load_dataset("seg-sample-upright",
+                                                                       "test")
+    assert upright.name == "seg-sample-upright" and upright.classes == turned.classes
+    assert upright.images.shape == turned.images.shape and upright.labels.dtype == torch.uint8
+    arrays = read_archive(SEG_SAMPLE_FILE, "")
+    sources, places = arrays["test_sources"], arrays["test_places"]
+    garments, labels = sample_arrays("test")
+    pad = (PATCH - 28) // 2
+    for c in range(20):  # each canvas's last garment lies on top, unrotated, at its place
+        k = int((sources[c] >= 0).sum()) - 1
+        top, left = (int(v) + pad for v in places[c, k])
+        source = garments[sources[c, k]]
+        cover = source / 255.0 > THRESHOLD
+        window = upright.images[c, 0, top:top + 28, left:left + 28].numpy()
+        np.testing.assert_array_equal(window[cover], source[cover])
+        mask = upright.labels[c, top:top + 28, left:left + 28].numpy()
+        assert (mask[cover] == labels[sources[c, k]] + 1).all()
+    # the same garments: the same classes, in about the same amounts (rotation resamples)
+    for k in range(1, len(turned.classes)):
+        a, b = int((turned.labels == k).sum()), int((upright.labels == k).sum())
+        assert (a == 0) == (b == 0)

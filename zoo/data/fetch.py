@@ -56,6 +56,7 @@ _ELSEWHERE = {
     "sample": "it ships with epdo, nothing to fetch",
     "sample-upright": "it ships with epdo, nothing to fetch",
     "seg-sample": "it ships with epdo, nothing to fetch",
+    "seg-sample-upright": "it ships with epdo, nothing to fetch",
 }
 
 

@@ -37,7 +37,7 @@ def _split_info(name: str, split: str,
         return str(images.parent), count
     if name in ("sample", "sample-upright"):
         return SAMPLE_SOURCE + f" ({SAMPLE_FILE})", len(sample_arrays(split)[1])
-    if name == "seg-sample":
+    if name in ("seg-sample", "seg-sample-upright"):
         return SAMPLE_SOURCE + f" ({SEG_SAMPLE_FILE})", len(seg_sample_arrays(split)[1])
     folder, _ = locate_cifar(name, split, data_dir)
     return str(folder), cifar_count(name, split, data_dir)
@@ -70,7 +70,7 @@ def dataset_info(name: str, data_dir: str | os.PathLike[str] | None = None) -> d
         classes = None
         errors.setdefault("classes", str(exc))
         broken = True
-    embedded = ("sample", "sample-upright", "seg-sample")
+    embedded = ("sample", "sample-upright", "seg-sample", "seg-sample-upright")
     searched = [] if name in embedded else search_roots(name, data_dir)
     status = "broken" if broken else "missing" if errors else "found"
     return {"name": name, "description": DESCRIPTIONS[name], "found": not errors, "status": status,

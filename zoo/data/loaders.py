@@ -29,6 +29,8 @@ DESCRIPTIONS = {
     "cifar100": "CIFAR-100 (fine labels) from torchvision's cifar-100-python folder",
     "seg-sample": "segmentation: the embedded sample of 64x64 canvases with one to three "
                   "rotated Fashion-MNIST garments, a class per pixel (11 with background)",
+    "seg-sample-upright": "segmentation: the embedded sample's canvases with every garment "
+                          "upright (for the angle sweep of an upright-trained model)",
 }
 assert set(DESCRIPTIONS) == set(DATASETS)
 
@@ -65,8 +67,8 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike[str] | None 
         return load_rotated_idx(split, data_dir, seed)
     if name in ("sample", "sample-upright"):
         return load_sample(split, rotated=name == "sample", seed=seed)
-    if name == "seg-sample":
-        return load_seg_sample(split)
+    if name in ("seg-sample", "seg-sample-upright"):
+        return load_seg_sample(split, upright=name == "seg-sample-upright")
     return load_cifar(name, split, data_dir)
 
 
@@ -82,7 +84,7 @@ def dataset_classes(name: str, data_dir: str | os.PathLike[str] | None = None) -
         return list(DIGIT_CLASSES)
     if name in ("sample", "sample-upright"):
         return list(FASHION_CLASSES)
-    if name == "seg-sample":
+    if name in ("seg-sample", "seg-sample-upright"):
         return list(SEG_CLASSES)
     if name in ("idx", "rotated-idx"):
         try:

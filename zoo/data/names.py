@@ -17,7 +17,7 @@ __all__ = [
 
 #: Every dataset :func:`epdo.zoo.data.load_dataset` knows.
 DATASETS = ("mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100",
-            "seg-sample")
+            "seg-sample", "seg-sample-upright")
 #: The splits of every dataset.
 SPLITS = ("train", "test")
 

@@ -226,13 +226,13 @@ class TrainSpec(_Section):
 
     dataset: Literal[
         "mnist-rot", "rotated-idx", "idx", "sample", "sample-upright", "cifar10", "cifar100",
-        "folder", "seg-sample", "seg",
+        "folder", "seg-sample", "seg-sample-upright", "seg",
     ] = "sample"
     """``folder``: the user's images, one subfolder per class, in ``data_dir``
     (:mod:`epdo.zoo.data.folder`); ``folder:PATH`` is read as ``folder`` with ``data_dir:
     PATH``. ``seg``: a segmentation folder (``images/`` and ``masks/``) in ``data_dir``
     (:mod:`epdo.zoo.data.seg_folder`), ``seg:PATH`` likewise; ``seg-sample``: the embedded
-    segmentation sample."""
+    segmentation sample (``seg-sample-upright``: its garments unrotated)."""
     data_dir: Annotated[str | None, AfterValidator(_check_path_text)] = None
     test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     """The share of each class held out for testing when a ``folder`` dataset has no
