@@ -1,12 +1,14 @@
-"""`epdo list`, `epdo info` and `epdo check`: the zoo's specs, one spec's layers (or an
-exported artifact's metadata), and a randomly initialised model's equivariance (thin layers
-over :mod:`epdo.zoo.catalog`, :mod:`epdo.zoo.summary`, :mod:`epdo.exporters.loading` and
-:mod:`epdo.zoo.equivariance`).
+"""`epdo list`, `epdo info` and `epdo check`: the zoo's specs, one spec's layers and exact
+input sizes (or an exported artifact's metadata), and a model's equivariance, per layer,
+before or after training (thin layers over :mod:`epdo.zoo.catalog`,
+:mod:`epdo.zoo.summary`, :mod:`epdo.zoo.exactness`, :mod:`epdo.exporters.loading` and
+:mod:`epdo.zoo.check`).
 """
 
 from __future__ import annotations
 
 import typer
+from rich import box
 from rich.table import Table
 
 from epdo.cli.app import console, print_json, print_note
@@ -14,8 +16,9 @@ from epdo.cli.text import literal, shown
 
 
 def _line(text: str) -> None:
-    """One line on stdout, printed literally (no markup, no emoji codes)."""
-    console.print(literal(text), highlight=False)
+    """One line on stdout, printed literally (no markup, no emoji codes) and not broken at
+    the console's width (the terminal wraps it)."""
+    console.print(literal(text), highlight=False, soft_wrap=True)
 
 
 def _headline(text: str, limit: int = 60) -> str:
@@ -63,20 +66,24 @@ def info_command(
     trust: bool = typer.Option(False, "--trust", help="Show an artifact that carries no "
                                "digest (unverified) instead of refusing it."),
 ) -> None:
-    """Layer table, total parameters and forward FLOPs per image of a spec; for an exported
-    artifact (.onnx / .ts / .pt2 / .aoti.pt2), its metadata, once its digest and metadata
-    are checked."""
+    """Layer table, total parameters, forward FLOPs per image and the input sizes at which
+    it is exactly equivariant (the rule, from the plan) of a spec; for an exported artifact
+    (.onnx / .ts / .pt2 / .aoti.pt2), its metadata, once its digest and metadata are
+    checked."""
     from epdo.exporters.formats import find_format
 
     if find_format(spec) is not None:
         _artifact_info(spec, as_json, trust)
         return
     from epdo.zoo import build_model
+    from epdo.zoo.exactness import size_rule
     from epdo.zoo.summary import summarize
 
-    summary = summarize(build_model(spec))
+    model = build_model(spec)
+    summary = summarize(model)
+    rule = size_rule(model.spec)
     if as_json:
-        print_json(summary.to_dict())
+        print_json({**summary.to_dict(), "exactness": rule.to_dict()})
         return
     c, h, w = summary.input_shape
     table = Table(
@@ -98,6 +105,7 @@ def info_command(
     console.print(table)
     _line(f"parameters: {summary.params:,}   forward FLOPs per image: "
           f"{_human(summary.flops)} ({summary.flops:,})")
+    _line(rule.line())
 
 
 def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
@@ -126,25 +134,31 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
 
 
 def check_command(
-    spec: str = typer.Argument(..., help="A spec: a YAML file or a shipped spec name."),
+    target: str = typer.Argument(
+        ..., metavar="SPEC|RUN", help="A spec (a YAML file or a shipped spec name: random "
+        "weights) or a run (a run directory or a .pt checkpoint: its trained weights)."),
     batch: int = typer.Option(8, "--batch", min=2, help="Number of test inputs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the weights and inputs."),
-    angles: str = typer.Option("22.5,45", "--angles",
+    angles: str = typer.Option("15,45", "--angles",
                                help="Comma-separated rotations (degrees) that need resampling."),
     float32: bool = typer.Option(False, "--float32",
                                  help="Check in float32 instead of float64."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Equivariance report of a randomly initialised model (eval mode), beside a plain CNN."""
-    from epdo.zoo.equivariance import check_spec
-    from epdo.zoo.evaluation import parse_angles
+    """Equivariance of a model, before training (a spec, random weights) or after (a run):
+    the final logits beside a plain CNN, every layer's error at the quarter turns (and flips)
+    and at --angles, where exactness breaks and why, and the exact input sizes."""
+    from epdo.zoo.check import run_check
+    from epdo.zoo.eval_args import parse_angles
 
     extra = tuple(parse_angles(angles, option="--angles", allow_empty=True))
-    report = check_spec(spec, batch=batch, seed=seed, angles=extra, float64=not float32)
+    result = run_check(target, batch=batch, seed=seed, angles=extra, float64=not float32,
+                       warn=lambda line: print_note(f"note: {line}"))
     if as_json:
-        print_json(report.to_dict())
+        print_json(result.to_dict())
         return
-    table = Table(title=literal(f"equivariance of {spec} ({report.group}, {report.dtype}, "
+    report = result.logits
+    table = Table(title=literal(f"equivariance of {target} ({report.group}, {report.dtype}, "
                              f"{report.batch} inputs)"))
     for col in ("transform", "grid-exact", "in group", "model", "model floor", "plain CNN",
                 "CNN floor"):
@@ -157,6 +171,7 @@ def check_command(
         table.add_row(literal(r.transform), "yes" if r.grid_exact else "no",
                       "yes" if r.in_group else "no",
                       fmt(r.model_error), fmt(r.model_floor), fmt(r.cnn_error), fmt(r.cnn_floor))
+    _line(result.source)
     console.print(table)
     if report.maps:
         _line("errors: ||f(g.x) - g.f(x)|| / ||f(x) - mean f|| over the inputs, inside the "
@@ -169,3 +184,38 @@ def check_command(
     _line(f"logit variation across inputs: {report.output_variation:.3f} "
           f"(non-zero: the {what} is not vacuous)")
     _line(f"max error over grid-exact group elements: {report.max_exact_error:.2e}")
+    _layer_table(result.layers)
+    _line(result.rule.line())
+
+
+def _layer_table(report) -> None:
+    """The per-layer report (:class:`epdo.zoo.layer_equivariance.LayerReport`): a row per
+    block, a column per transformation, then where exactness breaks."""
+    table = Table(title=literal(f"per-layer equivariance error of {report.name} "
+                                f"({report.group}, {report.dtype})"),
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                  padding=(0, 1, 0, 0))
+    for col in ("layer", "op", "output", "size"):
+        table.add_column(col, no_wrap=col != "output")
+    for c in report.columns:
+        table.add_column(literal(c.name), justify="right", no_wrap=True)
+    def cell(err: float | None, symmetric: bool) -> str:
+        if err is None:
+            return "-"
+        text = f"{err:.0e}" if err < 1e-3 else f"{err:.2f}"  # round-off: its magnitude
+        return text if symmetric else f"[dim]{text}[/dim]"
+
+    for row in report.rows:
+        cells = [cell(e, s) for e, s in zip(row.errors, row.symmetric, strict=True)]
+        table.add_row(literal(row.label), literal(row.op), literal(row.fields),
+                      literal(row.size), *cells)
+    console.print(table)
+    _line("per layer: ||f_i(g.x) - g.f_i(x)|| / ||f_i(x) - mean f_i||, g acting on the "
+          "layer's fields by their representation (on logits: none); resampled angles are "
+          "compared inside the inscribed disk; dim: g is not a symmetry of that layer "
+          "(not expected to be small); -: g does not act on its fields")
+    if report.restricted is not None:
+        row = report.rows[report.restricted]
+        _line(f"the flips stop acting at {row.label} ({row.op}: {report.group} -> "
+              f"{row.group})")
+    _line(report.verdict())

@@ -9,6 +9,7 @@ map, norm, activation, pooling and dropout), so tables and reports can follow th
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -69,12 +70,29 @@ class ZooModel(nn.Module):
 
     def _tapped_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks in order, keeping named outputs and feeding each skip its own."""
+        y = x
+        for y in self._run_blocks(x):  # noqa: B007 - the last block's output is returned
+            pass
+        return y
+
+    def _run_blocks(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Each block's output in turn, from the normalised input ``x``, keeping the outputs
+        of named layers and feeding each skip the one it reads."""
         kept: list[torch.Tensor] = []
         for block, keep, source in zip(self.blocks, self.keep, self.source, strict=True):
             x = block(x) if source < 0 else block(x, kept[source])
             if keep >= 0:
                 kept.append(x)
-        return x
+            yield x
+
+    def block_outputs(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The output of every block in turn (``blocks[i]`` for the spec path ``paths[i]``)
+        for raw images ``x`` (B, C, H, W): fields (B, channels, h, w) of the block's planned
+        type, then the head's logits; the last is ``self(x)``. A generator, so a caller that
+        looks at one block at a time holds one block's output at a time (and the kept
+        outputs of named layers)."""
+        x = self.normalize(x).contiguous(memory_format=torch.channels_last)
+        yield from self._run_blocks(x)
 
     def export(self) -> InferenceModel:
         """The inference graph of this model in eval semantics, plain PyTorch modules only

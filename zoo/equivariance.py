@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .builder import build_model
+from .builder import ZooModel, build_model
 from .groups import Group
-from .spec import SpecError
+from .spec import Spec, SpecError, load_spec
 from .transforms import disk_mask, rotate_image
 
-DEFAULT_ANGLES = (22.5, 45.0)
+DEFAULT_ANGLES = (15.0, 45.0)
 
 
 @dataclass
@@ -143,8 +143,10 @@ def plain_cnn_spec(channels: int, size: tuple[int, int], classes: int,
     }
 
 
-def _moved(x: torch.Tensor, degrees: float, flip: bool) -> torch.Tensor:
-    """``x`` (B, C, H, W) flipped (rows, y -> -y) when ``flip``, then rotated by ``degrees``."""
+def moved(x: torch.Tensor, degrees: float, flip: bool) -> torch.Tensor:
+    """``x`` (B, C, H, W) flipped (rows, y -> -y) when ``flip``, then rotated by ``degrees``
+    counter-clockwise (exactly for multiples of 90, else bilinearly): the spatial action of
+    the element ``rot(degrees) flip^flip`` on images and maps."""
     return rotate_image(_flip_rows(x) if flip else x, degrees)
 
 
@@ -181,7 +183,7 @@ def equivariance_report(
     cases = [(90.0 * q, f) for f in flips for q in range(4) if q or f]
     cases += [(a, False) for a in angles]
     for degrees, flip in cases:
-        x = _moved(inputs, degrees, flip)
+        x = moved(inputs, degrees, flip)
         quarter = abs(degrees / 90.0 - round(degrees / 90.0)) < 1e-12
         steps = degrees * group.N / 360.0
         in_group = abs(steps - round(steps)) < 1e-9 and (not flip or group.reflections)
@@ -189,7 +191,7 @@ def equivariance_report(
 
         def error(f: nn.Module, base: torch.Tensor, x: torch.Tensor = x,
                   degrees: float = degrees, flip: bool = flip) -> float:
-            target = _moved(base, degrees, flip) if dense else base
+            target = moved(base, degrees, flip) if dense else base
             return _rel(seen(f(x)), seen(target))
 
         cnn_err = error(reference, y_ref) if reference is not None else None
@@ -201,6 +203,56 @@ def equivariance_report(
                 row.cnn_floor = _rel(seen(reference(back)), seen(y_ref))
         report.rows.append(row)
     return report
+
+
+def require_classes(spec: Spec) -> int:
+    """The number of class scores ``spec``'s network ends with; a SpecError at its last
+    layer when it ends in fields (nothing to be invariant)."""
+    classes = spec.plan.num_classes
+    if classes is None:
+        last = spec.plan.layers[-1]
+        raise SpecError(
+            f"epdo check needs class scores: the last layer of {spec.name} is "
+            f"{last.op!r}, not a head or dense_head",
+            file=spec.source_file,
+            path=last.path,
+        )
+    return classes
+
+
+def calibrated_model(
+    spec, seed: int = 0, dtype: torch.dtype = torch.float64, calibration: int = 32
+) -> tuple[ZooModel, torch.Tensor]:
+    """``spec``'s model with random weights (seeded) in ``dtype``, its BatchNorm statistics
+    calibrated on ``calibration`` smooth random images (returned too: a reference model is
+    calibrated on the same ones), in eval mode."""
+    torch.manual_seed(seed)
+    model = build_model(spec).to(dtype)
+    c, h, w = model.input_shape
+    calib = smooth_images(calibration, c, h, w, seed=seed + 1, dtype=dtype)
+    calibrate_batchnorm(model, calib)
+    return model, calib
+
+
+def check_model(
+    model: ZooModel,
+    inputs: torch.Tensor,
+    calib: torch.Tensor,
+    seed: int = 0,
+    angles: tuple[float, ...] = DEFAULT_ANGLES,
+) -> EquivarianceReport:
+    """The :func:`equivariance_report` of ``model`` (eval mode, in ``inputs``' dtype) on
+    ``inputs``, beside a plain CNN of the same input and classes (seeded weights, BatchNorm
+    calibrated on ``calib``). The logits are invariant (a map equivariant) under the group
+    of the head's input, after any restriction."""
+    classes = require_classes(model.spec)
+    last = model.plan.layers[-1]
+    c, h, w = model.input_shape
+    dense = model.plan.task == "segment"
+    torch.manual_seed(seed)
+    reference = build_model(plain_cnn_spec(c, (h, w), classes, dense)).to(inputs.dtype)
+    calibrate_batchnorm(reference, calib)
+    return equivariance_report(model, last.inp.group, inputs, angles, reference, dense)
 
 
 def check_spec(
@@ -215,25 +267,9 @@ def check_spec(
     ``calibration`` smooth random images, and report its equivariance on ``batch`` others,
     beside a plain CNN treated the same way."""
     dtype = torch.float64 if float64 else torch.float32
-    torch.manual_seed(seed)
-    model = build_model(spec).to(dtype)
-    last = model.plan.layers[-1]
-    classes = model.plan.num_classes
-    if classes is None:
-        raise SpecError(
-            f"epdo check needs class scores: the last layer of {model.spec.name} is "
-            f"{last.op!r}, not a head or dense_head",
-            file=model.spec.source_file,
-            path=last.path,
-        )
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    require_classes(spec)  # refused before anything is built
+    model, calib = calibrated_model(spec, seed, dtype, calibration)
     c, h, w = model.input_shape
-    calib = smooth_images(calibration, c, h, w, seed=seed + 1, dtype=dtype)
     inputs = smooth_images(batch, c, h, w, seed=seed + 2, dtype=dtype)
-    calibrate_batchnorm(model, calib)
-    dense = model.plan.task == "segment"
-    torch.manual_seed(seed)
-    reference = build_model(plain_cnn_spec(c, (h, w), classes, dense)).to(dtype)
-    calibrate_batchnorm(reference, calib)
-    # the logits are invariant (a map equivariant) under the group of the head's input
-    # (after any restriction)
-    return equivariance_report(model, last.inp.group, inputs, angles, reference, dense)
+    return check_model(model, inputs, calib, seed, angles)

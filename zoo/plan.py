@@ -31,6 +31,7 @@ __all__ = [
     "fitting_sizes",
     "input_stage",
     "plan_cost",
+    "plan_layers",
     "plan_model",
 ]
 
@@ -200,19 +201,23 @@ def check_cost(plan: ModelPlan) -> Cost:
     return total
 
 
+def plan_layers(spec: Any, height: int, width: int) -> tuple[LayerPlan, ...] | None:
+    """The spec's layer plans for a ``height x width`` input (the spec's own size aside), or
+    None when they do not plan there (a map that vanishes, a skip or a dense head meeting
+    maps of different sizes). The size limits are not checked."""
+    start = input_stage(spec)
+    stage = Stage(start.group, start.feature, height, width)
+    try:
+        layers, _ = _Planner(stage).sequence(spec.layers, "layers", stage)
+    except SpecError:
+        return None
+    return layers
+
+
 def fitting_sizes(spec: Any, most: int = 256) -> list[int]:
     """The square input sizes ``n`` (1 <= n <= ``most``) at which the spec's layers plan
     (skips and a dense head meet maps of equal size), found by planning each."""
-    start = input_stage(spec)
-    sizes = []
-    for n in range(1, most + 1):
-        stage = Stage(start.group, start.feature, n, n)
-        try:
-            _Planner(stage).sequence(spec.layers, "layers", stage)
-        except SpecError:
-            continue
-        sizes.append(n)
-    return sizes
+    return [n for n in range(1, most + 1) if plan_layers(spec, n, n) is not None]
 
 
 def _size_hint(spec: Any) -> str:

@@ -24,8 +24,10 @@ __all__ = [
     "divisors",
     "field_type",
     "listing",
+    "pool_break",
     "pooled",
     "require_features",
+    "stride_break",
     "strided",
     "values_of",
 ]
@@ -142,6 +144,41 @@ def field_type(group: Group, name: str | list[str], path: str) -> FieldRep:
 def strided(size: int, stride: int) -> int:
     """Output size of a conv with odd kernel k, padding k // 2 and ``stride``."""
     return (size - 1) // stride + 1
+
+
+def stride_break(height: int, width: int, stride: int, what: str = "stride") -> str | None:
+    """Why sampling every ``stride``-th pixel of a ``height x width`` map (a conv of odd kernel
+    k with padding k // 2, output ``(n - 1) // stride + 1``) is not exactly equivariant under
+    the grid-exact elements, or None when it is.
+
+    Along an axis of n pixels the outputs sit at 0, s, ..., s(m - 1); a quarter or half turn
+    or a flip maps pixel i to n - 1 - i (the zero padding is symmetric), so the sampled set is
+    mapped onto itself exactly when s(m - 1) = n - 1, i.e. when s divides n - 1. ``what``
+    names the sampling in the reason (``stride``, ``the shortcut's stride``)."""
+    for n in dict.fromkeys((height, width)):
+        if (n - 1) % stride:
+            last = stride * ((n - 1) // stride)
+            return (f"{what} {stride} on a {height}x{width} map samples pixels 0, {stride}, "
+                    f"..., {last} of 0..{n - 1}, which a turn or flip does not map onto themselves "
+                    f"(exact when {stride} divides {n} - 1)")
+    return None
+
+
+def pool_break(height: int, width: int, size: int) -> str | None:
+    """Why a ``size x size`` pool with stride ``size`` (no padding, output ``n // size``) on a
+    ``height x width`` map is not exactly equivariant under the grid-exact elements, or None.
+
+    The windows cover pixels 0 .. size * (n // size) - 1 of each axis and leave out the last
+    ``n % size``; a turn or flip (i -> n - 1 - i) moves the left-out pixels to the other
+    side, so the pool is exact when ``size`` divides n."""
+    for n in dict.fromkeys((height, width)):
+        if n % size:
+            left = n % size
+            rows = "row and column" if left == 1 else f"{left} rows and columns"
+            return (f"pool {size} on a {height}x{width} map: {n} is not a multiple of {size}, "
+                    f"so the windows leave out the last {rows}, which a turn or flip moves "
+                    "to the other side")
+    return None
 
 
 def pooled(stage: Stage, size: int | None, path: str) -> tuple[int, int]:

@@ -11,6 +11,11 @@ holds everything the zoo needs to know about it:
 - ``cost(plan) -> Cost`` (optional): its weights and the values it computes for one image,
   estimated from the plan, so that a model too large to build is refused before it is
   (:func:`epdo.zoo.plan.plan_cost`); without it, no weights and just its output.
+- ``exactness(plan) -> str | None`` (optional): why the planned layer is not exactly
+  equivariant under the grid-exact elements of its group (the quarter and half turns and the
+  flips that map the pixel grid onto itself) at its planned input size -- a stride, a pool
+  or a padding such a turn does not map onto itself -- or None when it is; without it the
+  op is exact at every size (:mod:`epdo.zoo.exactness` walks a plan with it).
 
 The module it builds carries the rest: ``export()`` (its inference form in plain PyTorch
 ops, see :mod:`epdo.zoo.layers.export`) and, when it computes more than convolutions and
@@ -29,7 +34,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator
 
-from ..stages import Cost, LayerPlan, Stage, pooled, strided, values_of
+from ..stages import (
+    Cost,
+    LayerPlan,
+    Stage,
+    pool_break,
+    pooled,
+    stride_break,
+    strided,
+    values_of,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,6 +63,7 @@ __all__ = [
     "conv_stack",
     "register_op",
     "stack_cost",
+    "stack_exactness",
     "stack_output",
 ]
 
@@ -144,7 +159,9 @@ class Op:
 
     ``in_body``: the op may appear inside a residual body (false for the head and for
     containers); ``cost``: the estimate of one planned layer (see :class:`Cost`), nested
-    plans (a residual's body) not included."""
+    plans (a residual's body) not included; ``exactness``: why a planned layer is not
+    exactly equivariant under its group's grid-exact elements, or None (None: always
+    exact)."""
 
     name: str
     schema: type[LayerSchema]
@@ -152,10 +169,16 @@ class Op:
     build: Callable[[LayerPlan, Builder], nn.Module]
     in_body: bool = True
     cost: Callable[[LayerPlan], Cost] | None = None
+    exactness: Callable[[LayerPlan], str | None] | None = None
 
     def estimate(self, plan: LayerPlan) -> Cost:
         """:attr:`cost` of ``plan``, or no weights and its output's values."""
         return self.cost(plan) if self.cost is not None else Cost(0, values_of(plan.out))
+
+    def why_inexact(self, plan: LayerPlan) -> str | None:
+        """Why ``plan`` breaks exact equivariance under the grid-exact elements (quarter and
+        half turns, flips) at its planned size, from :attr:`exactness`; None when exact."""
+        return self.exactness(plan) if self.exactness is not None else None
 
     @property
     def summary(self) -> str:
@@ -182,9 +205,10 @@ def register_op(
     *,
     in_body: bool = True,
     cost: Callable[[LayerPlan], Cost] | None = None,
+    exactness: Callable[[LayerPlan], str | None] | None = None,
 ) -> Op:
     """Register the op whose schema declares ``op: Literal[name]``; names are unique."""
-    op = Op(_op_name(schema), schema, plan, build, in_body, cost)
+    op = Op(_op_name(schema), schema, plan, build, in_body, cost, exactness)
     if op.name in OPS:
         raise ValueError(f"op {op.name!r} is registered twice")
     OPS[op.name] = op
@@ -227,3 +251,17 @@ def stack_cost(plan: LayerPlan, taps: int, extra: Cost | None = None) -> Cost:
     before_pool = c_out * strided(inp.height, stride) * strided(inp.width, stride)
     weights = c_in * c_out * taps + 3 * c_out
     return Cost(weights, before_pool + values_of(out)) + (extra or Cost())
+
+
+def stack_exactness(plan: LayerPlan) -> str | None:
+    """Why a conv stack (a linear map of odd kernel k, padding k // 2 and ``stride``, then an
+    optional pool) breaks exact equivariance at its planned size, or None: the stride's
+    sampling must be symmetric on the input (:func:`~epdo.zoo.stages.stride_break`: s
+    divides n - 1) and the pool's windows must tile the strided map
+    (:func:`~epdo.zoo.stages.pool_break`: the pool divides its size)."""
+    layer, inp = plan.layer, plan.inp
+    stride = getattr(layer, "stride", 1)
+    reason = stride_break(inp.height, inp.width, stride) if stride > 1 else None
+    if reason is None and layer.pool:
+        reason = pool_break(strided(inp.height, stride), strided(inp.width, stride), layer.pool)
+    return reason

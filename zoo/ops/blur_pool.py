@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..stages import LayerPlan, Stage, require_features, strided
+from ..stages import LayerPlan, Stage, require_features, stride_break, strided
 from .base import Builder, LayerSchema, Planner, register_op
 
 
@@ -31,4 +31,10 @@ def build(plan: LayerPlan, builder: Builder):
     return BlurPool(plan.inp.feature, plan.layer.stride)
 
 
-OP = register_op(BlurPoolLayer, plan, build)
+def exactness(plan: LayerPlan) -> str | None:
+    """The blur (3x3 binomial, zero padding 1) is symmetric; the subsampling keeps pixels
+    0, stride, ..., so the layer is exact when ``stride`` divides H - 1 and W - 1."""
+    return stride_break(plan.inp.height, plan.inp.width, plan.layer.stride)
+
+
+OP = register_op(BlurPoolLayer, plan, build, exactness=exactness)

@@ -17,6 +17,7 @@ from .base import (
     conv_stack,
     register_op,
     stack_cost,
+    stack_exactness,
     stack_output,
 )
 
@@ -70,4 +71,4 @@ def cost(plan: LayerPlan) -> Cost:
     return stack_cost(plan, plan.layer.kernel**2)
 
 
-OP = register_op(ConvLayer, plan, build, cost=cost)
+OP = register_op(ConvLayer, plan, build, cost=cost, exactness=stack_exactness)

@@ -17,6 +17,7 @@ from .base import (
     conv_stack,
     register_op,
     stack_cost,
+    stack_exactness,
     stack_output,
 )
 
@@ -52,4 +53,4 @@ def cost(plan: LayerPlan) -> Cost:
     return stack_cost(plan, 1)
 
 
-OP = register_op(Conv1x1Layer, plan, build, cost=cost)
+OP = register_op(Conv1x1Layer, plan, build, cost=cost, exactness=stack_exactness)

@@ -58,4 +58,16 @@ def cost(plan: LayerPlan) -> Cost:
     return Cost(weights, values_of(plan.inp) + pooled + sum(widths))
 
 
-OP = register_op(HeadLayer, plan, build, in_body=False, cost=cost)
+def exactness(plan: LayerPlan) -> str | None:
+    """Global pooling is exact at any size; without group pooling the classifier reads
+    every channel of fields that a turn permutes (any field of dim > 1), so the logits are
+    not invariant."""
+    feature = plan.inp.feature
+    if plan.layer.group_pool == "none" and feature.field.dim > 1:
+        return (f"group_pool: none feeds the {feature.channels} channels of "
+                f"{feature.name} fields to the classifier, and a turn permutes them: the "
+                "logits are not invariant")
+    return None
+
+
+OP = register_op(HeadLayer, plan, build, in_body=False, cost=cost, exactness=exactness)

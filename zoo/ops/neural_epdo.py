@@ -30,6 +30,7 @@ from .base import (
     conv_stack,
     register_op,
     stack_cost,
+    stack_exactness,
     stack_output,
 )
 
@@ -109,4 +110,4 @@ def cost(plan: LayerPlan) -> Cost:
     return stack_cost(plan, 1, Cost(weights, pixels * (mid + stencils + c_in)))
 
 
-OP = register_op(NeuralEpdoLayer, plan, build, cost=cost)
+OP = register_op(NeuralEpdoLayer, plan, build, cost=cost, exactness=stack_exactness)

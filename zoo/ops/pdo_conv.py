@@ -23,6 +23,7 @@ from .base import (
     conv_stack,
     register_op,
     stack_cost,
+    stack_exactness,
     stack_output,
 )
 
@@ -95,4 +96,4 @@ def cost(plan: LayerPlan) -> Cost:
     return stack_cost(plan, 25)
 
 
-OP = register_op(PdoConvLayer, plan, build, cost=cost)
+OP = register_op(PdoConvLayer, plan, build, cost=cost, exactness=stack_exactness)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..stages import LayerPlan, Stage, pooled, require_features
+from ..stages import LayerPlan, Stage, pool_break, pooled, require_features
 from .base import Builder, LayerSchema, Planner, PoolKind, register_op
 
 
@@ -31,4 +31,9 @@ def build(plan: LayerPlan, builder: Builder):
     return SpatialPool(plan.inp.feature, plan.layer.size, plan.layer.kind)
 
 
-OP = register_op(PoolLayer, plan, build)
+def exactness(plan: LayerPlan) -> str | None:
+    """Exact when ``size`` divides the map's height and width (the windows tile it)."""
+    return pool_break(plan.inp.height, plan.inp.width, plan.layer.size)
+
+
+OP = register_op(PoolLayer, plan, build, exactness=exactness)

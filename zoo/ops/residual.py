@@ -15,8 +15,16 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from ..spec.errors import SpecError
-from ..stages import Cost, LayerPlan, Stage, require_features, strided, values_of
-from .base import Builder, LayerSchema, Planner, register_op
+from ..stages import (
+    Cost,
+    LayerPlan,
+    Stage,
+    require_features,
+    stride_break,
+    strided,
+    values_of,
+)
+from .base import OPS, Builder, LayerSchema, Planner, register_op
 
 if TYPE_CHECKING:
     BodyLayer = LayerSchema
@@ -86,6 +94,14 @@ def plan(layer: ResidualLayer, path: str, inp: Stage, planner: Planner) -> Layer
     )
 
 
+def _pooled_shortcut(plan: LayerPlan) -> bool:
+    """A post-activation projection average-pools by its stride when the body shrinks the
+    map by exactly that factor (see :func:`_projection`)."""
+    inp, out, k = plan.inp, plan.out, plan.shortcut_stride
+    return not plan.layer.preact and k > 1 and inp.height == k * out.height \
+        and inp.width == k * out.width
+
+
 def _projection(plan: LayerPlan, builder: Builder):
     """The shortcut's projection (see the module docstring)."""
     from torch import nn
@@ -98,7 +114,7 @@ def _projection(plan: LayerPlan, builder: Builder):
     basis = builder.kernel_basis
     if plan.layer.preact:
         return Conv1x1(inp.feature, out.feature, k, basis=basis)
-    pooled = k > 1 and inp.height == k * out.height and inp.width == k * out.width
+    pooled = _pooled_shortcut(plan)
     mods: list[nn.Module] = [SpatialPool(inp.feature, k, "avg")] if pooled else []
     mods += [Conv1x1(inp.feature, out.feature, 1 if pooled else k, basis=basis),
              FieldBatchNorm(out.feature)]
@@ -127,4 +143,19 @@ def cost(plan: LayerPlan) -> Cost:
     return Cost(weights + (2 * c_in if plan.layer.preact else 0), values)
 
 
-OP = register_op(ResidualLayer, plan, build, in_body=False, cost=cost)
+def exactness(plan: LayerPlan) -> str | None:
+    """The first body layer that is not exact (its reason, at its path), else the shortcut:
+    the identity and an average pool that tiles the map are exact; a strided 1x1 is exact
+    when its stride divides H - 1 and W - 1."""
+    for inner in plan.body:
+        reason = OPS[inner.op].why_inexact(inner)
+        if reason is not None:
+            return f"{inner.path}: {reason}"
+    k = plan.shortcut_stride
+    if plan.shortcut != "conv1x1" or k == 1 or _pooled_shortcut(plan):
+        return None
+    reason = stride_break(plan.inp.height, plan.inp.width, k, "the 1x1 shortcut's stride")
+    return None if reason is None else f"{plan.path}.shortcut: {reason}"
+
+
+OP = register_op(ResidualLayer, plan, build, in_body=False, cost=cost, exactness=exactness)

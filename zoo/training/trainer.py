@@ -32,6 +32,7 @@ from torch import nn
 
 from ..builder import build_model
 from ..checkpoint import BEST, LAST, load_weights, save_checkpoint
+from ..exactness import exactness_note
 from ..spec import Spec, load_spec
 from .augment import AugmentDraws
 from .claim import RunClaim
@@ -102,7 +103,9 @@ def train(
     new or empty folder, or a run folder that saved no checkpoint (see :mod:`.rundir`);
     the run folder is locked against other trainers until this returns. ``augment=False``
     turns the spec's augmentation off (the upright-only experiment). ``data`` = (train,
-    test) bypasses dataset loading.
+    test) bypasses dataset loading. When the input size breaks exact equivariance under the
+    group's grid-exact elements, ``progress`` gets one note saying where and the nearest
+    exact sizes (:func:`~epdo.zoo.exactness.exactness_note`).
 
     ``input_size`` and ``channels`` replace the spec's input (a new run only). A ``folder``
     dataset (:mod:`epdo.zoo.data.folder_dataset`) sets the head's number of classes to its
@@ -154,6 +157,9 @@ def train(
                                       report=report,
                                       classes=list(state.classes) if state and state.classes
                                       else None)
+        note = exactness_note(spec)
+        if note is not None:  # once, before training: the input size breaks exactness
+            report.note(note)
         if workers is None:
             workers = prepared.default_workers()
         run = _Run(spec, prepared, env=env, device=dev, precision=precision, workers=workers,
