@@ -1,6 +1,7 @@
-"""`epdo eval`: test loss, accuracy (a segmentation's mIoU, IoU and Dice), confusion matrix
-and accuracy against rotation angle of a trained checkpoint (a thin layer over
-:mod:`epdo.zoo.evaluation` and :mod:`epdo.zoo.plotting`).
+"""`epdo eval`: test loss, accuracy (a segmentation's mIoU, IoU and Dice), confusion matrix,
+images/s and accuracy against rotation angle of trained checkpoints, with rotation
+test-time augmentation, several runs side by side (a thin layer over
+:mod:`epdo.zoo.comparison`, :mod:`epdo.zoo.evaluation` and :mod:`epdo.zoo.plotting`).
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def _line(*parts: str | tuple[str, str]) -> None:
 def _print_report(report: Any) -> None:
     epoch = f", epoch {report.epoch}" if report.epoch is not None else ""
     where = f" ({report.checkpoint}{epoch})" if report.checkpoint else ""
+    speed = f", {report.images_per_second:,.0f} images/s" if report.images_per_second else ""
     _line((str(report.model), "bold"), f"{where} on {report.dataset} {report.split}: "
-          f"{report.num_images:,} images, device {report.device}")
+          f"{report.num_images:,} images, device {report.device}{speed}")
     if report.mean_iou is not None:
         _print_segmentation(report)
         return
@@ -120,9 +122,59 @@ def _print_segmentation(report: Any) -> None:
               f"mean {100.0 * sum(scores) / len(scores):.2f}%")
 
 
+def _comparison_table(reports: list[Any], runs: list[str]) -> Table:
+    """One row per run and TTA setting: the score unrotated and over the angles, images/s
+    and the time per image against the same run without TTA."""
+    score = reports[0].score_name
+    table = Table(title=f"{score} and speed by run and TTA (images/s measured in this run)",
+                  title_justify="left")
+    cols = ["run", "TTA", score]
+    if reports[0].angles:
+        cols += ["mean (angles)", "min (angles)"]
+    for col in (*cols, "images/s", "time"):
+        table.add_column(col, justify="left" if col in ("run", "TTA") else "right")
+    alone = {r.checkpoint: r.images_per_second for r in reports if r.tta_views == 1}
+    for report, run in zip(reports, runs, strict=True):
+        setting = f"x{report.tta}" + ("+flip" if report.tta_flip else "")
+        cells = [literal(run), "-" if report.tta_views == 1 else setting,
+                 f"{100.0 * report.score:.2f}%"]
+        if report.angles:
+            scores = [a.score for a in report.angles]
+            cells += [f"{100.0 * sum(scores) / len(scores):.2f}%", f"{100.0 * min(scores):.2f}%"]
+        speed, base = report.images_per_second, alone.get(report.checkpoint)
+        cells += ["-" if speed is None else f"{speed:,.0f}",
+                  f"{base / speed:.1f}x" if speed and base else "-"]
+        table.add_row(*cells)
+    return table
+
+
+def _angle_columns(reports: list[Any], labels: list[str]) -> Table:
+    """The score of every report (columns) at every angle (rows)."""
+    table = Table(title=f"{reports[0].score_name} on the rotated test set (counter-clockwise)",
+                  title_justify="left")
+    table.add_column("angle", justify="right", no_wrap=True)
+    for label in labels:
+        table.add_column(literal(label), justify="right")
+    for i, a in enumerate(reports[0].angles):
+        table.add_row(f"{a.degrees:g}°", *(f"{100.0 * r.angles[i].score:.2f}%" for r in reports))
+    return table
+
+
+def _print_comparison(reports: list[Any], labels: list[str], runs: list[str]) -> None:
+    for report in dict((r.checkpoint, r) for r in reports).values():
+        epoch = f", epoch {report.epoch}" if report.epoch is not None else ""
+        _line((str(report.model), "bold"), f" ({report.checkpoint}{epoch}) on "
+              f"{report.dataset} {report.split}: {report.num_images:,} images, device "
+              f"{report.device}")
+    console.print(_comparison_table(reports, runs))
+    if reports[0].angles:
+        console.print(_angle_columns(reports, labels))
+
+
 def eval_command(
-    source: Annotated[Path, typer.Argument(
-        metavar="CHECKPOINT_OR_RUN", help="A checkpoint file or a run directory.")],
+    sources: Annotated[list[Path], typer.Argument(
+        metavar="RUN...", help="Checkpoint files or run directories; several are compared "
+        "in one table and one --plot figure.")],
     dataset: Annotated[str | None, typer.Option(
         "--dataset", help="Dataset to evaluate on (default: the spec's train.dataset; a run "
         "trained on folder:PATH or seg:PATH is evaluated on the test files it recorded), "
@@ -133,37 +185,58 @@ def eval_command(
     angles: Annotated[str | None, typer.Option(
         "--angles", help="Also evaluate on the test set rotated by these degrees: "
         "start:stop:step (stop exclusive) like 0:360:15, or a list like 0,90,180.")] = None,
+    tta: Annotated[str | None, typer.Option(
+        "--tta", metavar="N[,N...]", help="Rotation test-time augmentation: average the "
+        "softmax over N turns of each image by multiples of 360/N degrees (N divides 360; "
+        "only N = 1, 2, 4 are exact on the pixel grid). Each run is evaluated without TTA "
+        "and at each N (e.g. 4 or 1,4,8), with accuracy and images/s side by side.")] = None,
+    tta_flip: Annotated[bool, typer.Option(
+        "--tta-flip", help="Also mirror every TTA view (2N views).")] = False,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Write a PNG: accuracy (a segmentation's mIoU) against angle and "
-        "the confusion matrix.")] = None,
+        "the confusion matrix; with several runs or --tta, every run and setting against "
+        "angle in one figure (needs --angles).")] = None,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Images per batch.")] = 256,
     device: Annotated[str, typer.Option(
         "--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print the report as JSON only.")] = False,
+        "--json", help="Print the report as JSON only (a list of reports for several runs "
+        "or --tta).")] = False,
 ) -> None:
-    """Test loss, accuracy and confusion matrix of a trained model (a segmentation's mIoU,
-    per-class IoU and Dice); with --angles, its accuracy (mIoU) on the test images rotated
-    by each angle (what equivariance buys)."""
-    from epdo.zoo.evaluation import evaluate_checkpoint, parse_angles
+    """Test loss, accuracy, confusion matrix and images/s of a trained model (a
+    segmentation's mIoU, per-class IoU and Dice); with --angles, its accuracy (mIoU) on the
+    test images rotated by each angle (what equivariance buys); with --tta, the same with
+    rotation test-time augmentation; with several runs, all of them side by side."""
+    from epdo.zoo.comparison import comparison_labels, evaluate_runs, run_names
+    from epdo.zoo.eval_args import parse_tta
+    from epdo.zoo.evaluation import EvalError, parse_angles
     from epdo.zoo.training.progress import RichProgress
 
     degrees = parse_angles(angles) if angles is not None else None
+    counts = parse_tta(tta) if tta is not None else None
+    several = len(sources) > 1 or counts is not None or tta_flip
+    if plot is not None and several and degrees is None:
+        raise EvalError("--plot of several runs or TTA settings draws score against angle; "
+                        "add --angles, e.g. --angles 0:360:15")
     bars = RichProgress(err_console if as_json else console)
     try:
-        report = evaluate_checkpoint(source, dataset=dataset, data_dir=data_dir,
-                                     angles=degrees, batch_size=batch_size, device=device,
-                                     progress=bars.data_progress)
+        reports = evaluate_runs(sources, tta=counts, tta_flip=tta_flip, dataset=dataset,
+                                data_dir=data_dir, angles=degrees, batch_size=batch_size,
+                                device=device, progress=bars.data_progress)
     finally:
         bars.close()
+    labels = comparison_labels(reports)
     if as_json:
-        print_json(report.to_dict())
+        print_json([r.to_dict() for r in reports] if several else reports[0].to_dict())
+    elif several:
+        _print_comparison(reports, labels, run_names(reports))
     else:
-        _print_report(report)
+        _print_report(reports[0])
     if plot is not None:
-        from epdo.zoo.plotting import plot_report
+        from epdo.zoo.plotting import plot_comparison, plot_report
 
-        written = plot_report(report, plot)
+        written = plot_comparison(reports, labels, plot) if several \
+            else plot_report(reports[0], plot)
         (err_console if as_json else console).print(literal(f"plot written to {written}"),
                                                     highlight=False)

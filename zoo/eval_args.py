@@ -1,6 +1,7 @@
 """What evaluation is asked for, read and checked: rotation angles as the command line
-gives them (``start:stop:step`` ranges and lists, :func:`parse_angles`), and the error of
-evaluation arguments that cannot work (:class:`EvalError`)."""
+gives them (``start:stop:step`` ranges and lists, :func:`parse_angles`), the numbers of
+test-time rotations (``4`` or ``1,4,8``, :func:`parse_tta`), and the error of evaluation
+arguments that cannot work (:class:`EvalError`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 
 from .errors import EpdoError
 
-__all__ = ["MAX_ANGLES", "EvalError", "parse_angles"]
+__all__ = ["MAX_ANGLES", "EvalError", "parse_angles", "parse_tta"]
 
 
 class EvalError(EpdoError, ValueError):
@@ -83,3 +84,24 @@ def parse_angles(text: str, *, option: str = "angles", allow_empty: bool = False
         raise EvalError(f"{option} {text!r}: {len(angles):,} angles; at most {MAX_ANGLES} "
                         "(each is a full pass over the test set)")
     return list(dict.fromkeys(angles))  # duplicates dropped (values are rounded to 1e-9)
+
+
+def parse_tta(text: str, *, option: str = "--tta") -> list[int]:
+    """Numbers of test-time rotations from ``"4"`` or a comma list ``"1,4,8"`` (duplicates
+    dropped, order kept): each n >= 1 must divide 360, so that the views are turns by whole
+    degrees (multiples of 360°/n); 1 is the model alone. ``parse_tta("1,4,8") == [1, 4, 8]``.
+
+    Raises :class:`EvalError` with a one-line message starting with ``option``.
+    """
+    counts: list[int] = []
+    for item in (part.strip() for part in str(text).split(",")):
+        try:
+            n = int(item)
+        except ValueError:
+            raise EvalError(f"{option} {text!r}: {item!r} is not a whole number of rotations; "
+                            "use e.g. 4 or 1,4,8") from None
+        if n < 1 or 360 % n:
+            raise EvalError(f"{option} {text!r}: {n} rotations: the number must be at least 1 "
+                            "and divide 360 (turns by whole degrees), e.g. 1, 2, 4, 8, 12")
+        counts.append(n)
+    return list(dict.fromkeys(counts))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +38,8 @@ from .scoring import batch_logits, eval_mode
 from .segmentation_metrics import IGNORE, SegScores
 from .training.objective import Objective
 from .training.sampling import IndexedBatches, eval_batches
+from .transforms import to_unit_range
+from .tta import RotationTTA
 
 __all__ = [
     "DEVICES",
@@ -49,6 +52,7 @@ __all__ = [
     "load_dataset",
     "parse_angles",
     "resolve_device",
+    "test_set_of",
 ]
 
 class Dataset(Protocol):
@@ -110,6 +114,12 @@ class EvalReport:
         angles: one :class:`AngleResult` per requested angle (empty when none were asked);
             0° is the plain test set.
         checkpoint, epoch: the checkpoint file and its completed epochs, when known.
+        tta, tta_flip: the model was averaged over ``tta`` rotations by multiples of
+            360°/tta, each also mirrored with ``tta_flip`` (:mod:`epdo.zoo.tta`;
+            ``tta_views`` = tta or 2·tta forward passes per image); 1, False: the model alone.
+        seconds, images_per_second: wall time of the evaluation passes (every angle, after
+            a warm-up call) and test images scored per second over them (each angle's
+            pass counts its images).
     """
 
     model: str
@@ -130,6 +140,15 @@ class EvalReport:
     mean_iou: float | None = None
     iou: list[float | None] | None = None
     dice: list[float | None] | None = None
+    tta: int = 1
+    tta_flip: bool = False
+    seconds: float | None = None
+    images_per_second: float | None = None
+
+    @property
+    def tta_views(self) -> int:
+        """Forward passes per image: ``tta``, doubled with ``tta_flip``."""
+        return self.tta * (2 if self.tta_flip else 1)
 
     @property
     def score(self) -> float:
@@ -167,6 +186,7 @@ class EvalReport:
             for angle in out["angles"]:
                 del angle["mean_iou"]
         out["correct"] = self.correct
+        out["tta_views"] = self.tta_views
         out["error"] = 1.0 - self.accuracy
         out["per_class_accuracy"] = self.per_class_accuracy
         accs = [a.accuracy for a in self.angles]
@@ -187,9 +207,6 @@ class EvalReport:
         kwargs["angles"] = [AngleResult(**{k: v for k, v in a.items() if k in fields})
                             for a in data.get("angles", [])]
         return cls(**kwargs)
-
-
-# --------------------------------------------------------------------------- angles
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -270,9 +287,11 @@ def evaluate(
     angles: list[float] | None = None,
     name: str | None = None,
     workers: int | None = None,
+    tta: int = 1,
+    tta_flip: bool = False,
 ) -> EvalReport:
     """Evaluate ``model`` on ``dataset`` (no gradients, eval mode; the training mode is
-    restored afterwards and the model is moved to ``device``).
+    restored afterwards and the model is moved to ``device``), timing the passes.
 
     Args:
         model: raw (B, C, H, W) images in [0, 1] -> (B, K) logits (a zoo model normalises
@@ -283,6 +302,9 @@ def evaluate(
         name: the model's name in the report (default: its spec's name).
         workers: DataLoader processes (default: 0 for images in memory, up to 4 for
             streamed ones).
+        tta, tta_flip: score :class:`~epdo.zoo.tta.RotationTTA` ``(model, tta, tta_flip)``
+            instead (the softmax averaged over the turned, and mirrored, images); the
+            rotations of ``angles`` are applied first, the views to the rotated images.
     """
     if batch_size < 1:
         raise EvalError(f"batch size must be at least 1, got {batch_size}")
@@ -304,15 +326,21 @@ def evaluate(
     angles = [float(a) for a in angles] if angles else []
     _check_fit(model, images, angles)
     objective = Objective("segment" if dense else "classify", k)
+    scored = _with_tta(model, images, tta, tta_flip)
 
     n = images.shape[0]
     results: dict[float, tuple[float, torch.Tensor]] = {}  # degrees mod 360 -> loss, confusion
-    with eval_mode(model.to(device)):
+    with eval_mode(scored.to(device)):
+        _warm_up(scored, images, batch_size, device)
+        start = time.perf_counter()
         for degrees in [0.0, *angles]:
             key = degrees % 360.0
             if key not in results:
-                results[key] = _confusion_pass(model, images, labels, objective, batch_size,
+                results[key] = _confusion_pass(scored, images, labels, objective, batch_size,
                                                device, key, workers or 0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
 
     def result(degrees: float) -> tuple[float, torch.Tensor]:
         return results[degrees % 360.0]
@@ -339,12 +367,41 @@ def evaluate(
         angles=per_angle,
         device=str(device),
         source=str(getattr(dataset, "source", "")) or None,
+        tta=tta,
+        tta_flip=tta_flip,
+        seconds=seconds,
+        images_per_second=n * len(results) / seconds if seconds > 0 else None,
     )
     if dense:
         seg = SegScores.of(confusion)
         report.task, report.pixels = "segment", seg.pixels
         report.mean_iou, report.iou, report.dice = seg.mean_iou, seg.iou, seg.dice
     return report
+
+
+def _with_tta(model: nn.Module, images: Any, tta: int, flip: bool) -> nn.Module:
+    """``model`` itself (tta 1, no flip) or its :class:`RotationTTA`; EvalError for a count
+    below 1 or quarter-turn views of images that are not square."""
+    if isinstance(tta, bool) or not isinstance(tta, int) or tta < 1:
+        raise EvalError(f"TTA needs at least 1 rotation, got {tta!r}")
+    if tta == 1 and not flip:
+        return model
+    height, width = images.shape[-2:]
+    if tta % 4 == 0 and height != width:
+        raise EvalError(f"TTA over {tta} rotations turns the {height}x{width} images by 90°, "
+                        "which changes their shape; use a count not divisible by 4")
+    return RotationTTA(model, tta, flip)
+
+
+@torch.no_grad()
+def _warm_up(model: nn.Module, images: Any, batch_size: int, device: torch.device) -> None:
+    """One call at each batch size the passes will use, on images held in memory, before
+    the clock starts (lazy initialisation, kernels chosen per shape), so that images/s
+    compares models and settings fairly."""
+    if isinstance(images, torch.Tensor):
+        n = int(images.shape[0])
+        for size in dict.fromkeys((min(batch_size, n), n % batch_size or batch_size)):
+            model(to_unit_range(images[:size].to(device)))
 
 
 def _check_labels(name: str, images: torch.Tensor, labels: torch.Tensor, k: int,
@@ -365,28 +422,20 @@ def _check_labels(name: str, images: torch.Tensor, labels: torch.Tensor, k: int,
                         + (f" (or {IGNORE}, ignore)" if dense else ""))
 
 
-def evaluate_checkpoint(
-    source: str | os.PathLike[str],
+def test_set_of(
+    data: dict[str, Any],
+    spec: Any,
     *,
     dataset: str | None = None,
     data_dir: str | os.PathLike[str] | None = None,
-    angles: list[float] | None = None,
-    batch_size: int = 256,
-    device: str | torch.device = "auto",
     split: str = "test",
     progress: Any = None,
-) -> EvalReport:
-    """Evaluate a checkpoint file or run directory on the test split of its spec's dataset.
-
-    The dataset and data folder default to the spec's ``train.dataset`` / ``train.data_dir``
-    (the spec's folder is used only for the spec's own dataset). A run trained on a
-    ``folder`` dataset is evaluated on the test files it recorded (:mod:`.data.folder_run`;
-    ``progress(what, done, total)`` follows their decoding). Raises CheckpointError,
-    DataError or :class:`EvalError`, each with a one-line message.
-    """
-    dev = resolve_device(device)
-    data = read_checkpoint(source)
-    model, spec = model_from_checkpoint(data)
+) -> Dataset:
+    """The split a checkpoint (``data``, :func:`~epdo.zoo.checkpoint.read_checkpoint`, of
+    ``spec``) is evaluated on: ``dataset`` (default: the spec's ``train.dataset``; the
+    spec's ``train.data_dir`` only for the spec's own dataset), or for a run trained on a
+    ``folder`` / ``seg`` dataset the test files it recorded (:mod:`.data.folder_run`;
+    ``progress(what, done, total)`` follows their decoding)."""
     name = dataset or spec.train.dataset
     for kind in ("folder", "seg"):
         if name.startswith(f"{kind}:"):
@@ -397,13 +446,37 @@ def evaluate_checkpoint(
         from .data.folder_run import run_split
 
         checkpoint = data["path"] if spec.train.dataset == name else None
-        test = run_split(spec, checkpoint, split, data_dir=data_dir, progress=progress,
+        return run_split(spec, checkpoint, split, data_dir=data_dir, progress=progress,
                          kind=name)
-    else:
-        if data_dir is None and name == spec.train.dataset:
-            data_dir = spec.train.data_dir
-        test = load_dataset(name, split, data_dir=data_dir)
-    report = evaluate(model, test, batch_size=batch_size, device=dev, angles=angles, name=spec.name)
+    if data_dir is None and name == spec.train.dataset:
+        data_dir = spec.train.data_dir
+    return load_dataset(name, split, data_dir=data_dir)
+
+
+def evaluate_checkpoint(
+    source: str | os.PathLike[str],
+    *,
+    dataset: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    angles: list[float] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    split: str = "test",
+    progress: Any = None,
+    tta: int = 1,
+    tta_flip: bool = False,
+) -> EvalReport:
+    """Evaluate a checkpoint file or run directory on the test split of its spec's dataset
+    (:func:`test_set_of`), with rotation TTA when asked (:func:`evaluate`). Raises
+    CheckpointError, DataError or :class:`EvalError`, each with a one-line message.
+    """
+    dev = resolve_device(device)
+    data = read_checkpoint(source)
+    model, spec = model_from_checkpoint(data)
+    test = test_set_of(data, spec, dataset=dataset, data_dir=data_dir, split=split,
+                       progress=progress)
+    report = evaluate(model, test, batch_size=batch_size, device=dev, angles=angles,
+                      name=spec.name, tta=tta, tta_flip=tta_flip)
     report.checkpoint = str(data["path"])
     report.epoch = int(data["epoch"])
     return report

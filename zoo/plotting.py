@@ -4,6 +4,8 @@
   confusion matrix (row-normalized colours, counts in the cells).
 - :func:`plot_angle_curves`: several models' accuracy-against-angle curves in one axes,
   e.g. a Neural ePDO model against a plain CNN.
+- :func:`plot_comparison`: the same for several runs at several rotation-TTA settings
+  (:mod:`epdo.zoo.comparison`): one colour per run, one line style per TTA setting.
 
 Multiples of 90° (the rotations that map the pixel grid onto itself, where an equivariant
 model is exactly invariant) are marked with vertical lines. Files are written atomically
@@ -13,8 +15,9 @@ model is exactly invariant) are marked with vertical lines. Files are written at
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -24,7 +27,7 @@ from matplotlib.figure import Figure
 from .evaluation import EvalReport
 from .fileio import atomic_path
 
-__all__ = ["plot_angle_curves", "plot_report", "save_figure"]
+__all__ = ["plot_angle_curves", "plot_comparison", "plot_report", "save_figure"]
 
 _ANNOTATE_MAX = 12  # write counts into the confusion cells up to this many classes
 _TICKS_MAX = 30  # label every class on the confusion axes up to this many classes
@@ -61,12 +64,13 @@ def _angle_axes(ax: Axes, degrees: list[float], chance: float | None,
     ax.grid(axis="y", alpha=0.3)
 
 
-def _curve(ax: Axes, report: EvalReport, label: str, color: str | None = None) -> None:
+def _curve(ax: Axes, report: EvalReport, label: str, color: str | None = None,
+           linestyle: str = "-", marker: str = "o") -> None:
     degrees = [a.degrees for a in report.angles]
     accs = [100.0 * a.score for a in report.angles]
     order = np.argsort(degrees)
-    ax.plot(np.asarray(degrees)[order], np.asarray(accs)[order], marker="o", markersize=3.5,
-            linewidth=1.6, label=label, color=color)
+    ax.plot(np.asarray(degrees)[order], np.asarray(accs)[order], marker=marker, markersize=3.5,
+            linewidth=1.6, label=label, color=color, linestyle=linestyle)
 
 
 def _confusion_axes(fig: Figure, ax: Axes, report: EvalReport) -> None:
@@ -123,20 +127,55 @@ def plot_angle_curves(reports: Mapping[str, EvalReport], path: str | os.PathLike
     in one axes, as a PNG at ``path``; returns the path."""
     if not reports:
         raise ValueError("plot_angle_curves needs at least one report")
-    missing = [label for label, r in reports.items() if not r.angles]
+    curves = [(r, f"{label} ({100.0 * r.score:.1f}% at 0°)", None, "-", "o")
+              for label, r in reports.items()]
+    return _curves_figure(curves, path, title, (8.0, 5.0))
+
+
+_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v")]
+
+
+def plot_comparison(reports: Sequence[EvalReport], labels: Sequence[str],
+                    path: str | os.PathLike[str], title: str | None = None) -> Path:
+    """Score (accuracy, or mIoU for segmentations) against angle of several reports in one
+    axes, as a PNG at ``path``: one colour per run (``report.checkpoint``, else the model
+    name), one line style and marker per TTA setting (``tta``, ``tta_flip``), ``labels`` in
+    the legend; the title names the score and the test set unless ``title`` is given."""
+    if not reports or len(labels) != len(reports):
+        raise ValueError("plot_comparison needs reports and one label per report")
+    runs = list(dict.fromkeys(r.checkpoint or r.model for r in reports))
+    settings = list(dict.fromkeys((r.tta, r.tta_flip) for r in reports))
+    curves = []
+    for label, r in zip(labels, reports, strict=True):
+        style, marker = _STYLES[settings.index((r.tta, r.tta_flip)) % len(_STYLES)]
+        color = f"C{runs.index(r.checkpoint or r.model) % 10}"
+        curves.append((r, label, color, style, marker))
+    if title is None:
+        data = {f"{r.dataset} {r.split}" for r in reports}
+        on = f" ({data.pop()})" if len(data) == 1 else ""
+        title = f"{reports[0].score_name} against rotation of the test images{on}"
+    return _curves_figure(curves, path, title, (9.0, 5.4))
+
+
+def _curves_figure(curves: list[tuple[EvalReport, str, str | None, Any, str]],
+                   path: str | os.PathLike[str], title: str,
+                   size: tuple[float, float]) -> Path:
+    """``(report, label, colour, line style, marker)`` curves in one axes, written as a PNG;
+    ValueError for a report without angles, or accuracy mixed with mIoU."""
+    missing = [label for r, label, *_ in curves if not r.angles]
     if missing:
         raise ValueError(f"reports without angles: {', '.join(missing)}; evaluate with angles")
-    fig = Figure(figsize=(8.0, 5.0))
+    names = {r.score_name for r, *_ in curves}
+    if len(names) > 1:
+        raise ValueError("one figure draws one score: classifiers or segmentations, not both")
+    score = names.pop()
+    fig = Figure(figsize=size)
     ax = fig.subplots()
     degrees: list[float] = []
-    for label, report in reports.items():
-        _curve(ax, report, f"{label} ({100.0 * report.score:.1f}% at 0°)")
-        degrees += [a.degrees for a in report.angles]
-    chances = {len(r.classes) for r in reports.values()}
-    names = {r.score_name for r in reports.values()}
-    if len(names) > 1:
-        raise ValueError("plot_angle_curves draws one score: classifiers or segmentations")
-    score = names.pop()
+    for r, label, color, style, marker in curves:
+        _curve(ax, r, label, color=color, linestyle=style, marker=marker)
+        degrees += [a.degrees for a in r.angles]
+    chances = {len(r.classes) for r, *_ in curves}
     chance = 1.0 / chances.pop() if len(chances) == 1 and score == "accuracy" else None
     _angle_axes(ax, degrees, chance, score)
     ax.legend(loc="best", fontsize=8)
