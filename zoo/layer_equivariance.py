@@ -162,13 +162,15 @@ class LayerReport:
                 text += f"; the plan expected a break at {self.predicted.describe()}"
             return text
         row = self.rows[self.measured_break]
-        err = row.max_symmetric_error or 0.0
-        where = f"exactness under {self.symmetries} breaks first at {row.label} ({row.op}, " \
-            f"error {err:.1e} > {self.tolerance:g})"
+        err = f"error {row.max_symmetric_error or 0.0:.1e} > {self.tolerance:g}"
+        where = f"exactness under {self.symmetries} breaks first at {row.label}"
         brk = self.predicted
-        if brk is not None and brk.index <= self.measured_break:
-            return f"{where}: {brk.describe()}"
-        return f"{where}: the plan gives no reason (not a stride, pool or head; round-off?)"
+        if brk is not None and brk.index == self.measured_break:
+            return f"{where} ({row.op}, {brk.height}x{brk.width} in, {err}): {brk.reason}"
+        if brk is not None and brk.index < self.measured_break:
+            return f"{where} ({row.op}, {err}); the plan breaks it at {brk.describe()}"
+        return (f"{where} ({row.op}, {err}): the plan gives no reason (no stride, pool or "
+                "head that breaks it; round-off above the tolerance?)")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -245,7 +247,7 @@ def layer_report(
         fields, size = _describe(stage)
         row = LayerRow(i, plan.path, labels[i], plan.op, fields, size, stage.group.name)
         base = out[:batch]
-        disk = disk_mask(*out.shape[-2:], out.dtype) if out.ndim == 4 else None
+        disk = disk_mask(*out.shape[-2:], out.dtype).to(out.device) if out.ndim == 4 else None
         for j, col in enumerate(cols):
             g = col.element(stage.group)
             if g is None and not _trivial(stage):
