@@ -79,6 +79,24 @@ def test_resampled_angles_act_by_permutation_when_in_the_group() -> None:
     assert head.errors[3] is not None and not head.symmetric[3]  # logits: invariance
 
 
+def test_published_cifar_resnet_breaks_at_its_first_stride() -> None:
+    """The PDO-eConvs p6 ResNet-26 as published strides on 32 px: its stem and first stage
+    are exact under the half turn (C6 has no quarter turn), the first downsampling block is
+    not, and the plan says why."""
+    report = report_of("cifar10_pdoeconv_p6_resnet26")
+    assert [c.name for c in report.columns] == ["90°", "180°", "270°"]
+    half = 1
+    first = next(i for i, r in enumerate(report.rows) if r.path == "layers[2]")
+    assert first >= 2 and all(r.errors[half] < TOL for r in report.rows[:first])
+    assert all(r.errors[0] is None for r in report.rows[:-1])  # 90° is not in C6
+    assert report.measured_break == first and report.predicted.index == first
+    assert report.rows[first].errors[half] > 0.1
+    verdict = report.verdict()
+    assert verdict.startswith("exactness under the half turn breaks first at layers[2] "
+                              "(residual, 32x32 in")
+    assert "layers[2].body[0]: stride 2 on a 32x32 map" in verdict
+
+
 BREAKS = {
     "name": "breaks",
     "group": "C4",
