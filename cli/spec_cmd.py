@@ -211,7 +211,8 @@ def _layer_table(report) -> None:
                       literal(row.size), *cells)
     console.print(table)
     _line("per layer: ||f_i(g.x) - g.f_i(x)|| / ||f_i(x) - mean f_i||, g acting on the "
-          "layer's fields by their representation (on logits: none); resampled angles are "
+          "layer's fields by their representation (on a classifier's logits: not at all; on "
+          "per-pixel logits: the map moves); resampled angles are "
           "compared inside the inscribed disk; dim: g is not a symmetry of that layer "
           "(not expected to be small); -: g does not act on its fields")
     if report.restricted is not None:
