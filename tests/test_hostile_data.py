@@ -191,14 +191,14 @@ def _old_model_pixels(image: Image.Image, channels: int, size: tuple[int, int],
                       fit: str) -> np.ndarray:
     """The reader before issue 20, step by step (whole-image float64 map, then convert,
     crop, resize), as the reference for ordinary images."""
-    from epdo.zoo.data.images import _fit_box
+    from epdo.zoo.data.images import fit_box
 
     if image.mode in ("I", "I;16", "F"):
         image = Image.fromarray(_as_8bit(np.asarray(image)))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     image = image.convert("L" if channels == 1 else "RGB")
-    box = _fit_box(image.width, image.height, size, fit)
+    box = fit_box(image.width, image.height, size, fit)
     if box != (0, 0, image.width, image.height):
         image = image.crop(box)
     if image.size != (size[1], size[0]):
