@@ -125,6 +125,8 @@ def _print_segmentation(report: Any) -> None:
 def _comparison_table(reports: list[Any], runs: list[str]) -> Table:
     """One row per run and TTA setting: the score unrotated and over the angles, images/s
     and the time per image against the same run without TTA."""
+    from epdo.zoo.tta import tta_label
+
     score = reports[0].score_name
     table = Table(title=f"{score} and speed by run and TTA (images/s measured in this run)",
                   title_justify="left")
@@ -135,8 +137,7 @@ def _comparison_table(reports: list[Any], runs: list[str]) -> Table:
         table.add_column(col, justify="left" if col in ("run", "TTA") else "right")
     alone = {r.checkpoint: r.images_per_second for r in reports if r.tta_views == 1}
     for report, run in zip(reports, runs, strict=True):
-        setting = f"x{report.tta}" + ("+flip" if report.tta_flip else "")
-        cells = [literal(run), "-" if report.tta_views == 1 else setting,
+        cells = [literal(run), tta_label(report.tta, report.tta_flip, short=True),
                  f"{100.0 * report.score:.2f}%"]
         if report.angles:
             scores = [a.score for a in report.angles]

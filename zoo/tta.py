@@ -9,10 +9,10 @@ with ``flip``), V = n or 2n of them, and
     classifier:    p(x)    = 1/V Σ_g softmax(f(g·x))
     segmentation:  p(x)(u) = Σ_g [g⁻¹·softmax(f(g·x))](u) / Σ_g [g⁻¹·1](u)
 
-where g⁻¹· turns a map back (F, then R_r⁻¹, so that view g's prediction lies over the pixels
-of x it was made from). The module returns log p, so that the cross-entropy of evaluation
-(``cross_entropy(log p, y)`` = -log p_y, since log p is already log-normalised) and the
-argmax stay what they are for logits.
+where g⁻¹ = F^m R_r⁻¹ turns a map back (R_r⁻¹ first, then the mirror, so that view g's
+prediction lies over the pixels of x it was made from). The module returns log p, so that
+the cross-entropy of evaluation (``cross_entropy(log p, y)`` = -log p_y, since log p is
+already log-normalised) and the argmax stay what they are for logits.
 
 Exactness. The views form the group C_n (D_n with ``flip``), so replacing x by h·x for a view
 h only permutes the terms of the sum: p(h·x) = p(x) for a classifier and p(h·x) = h·p(x) for a
@@ -72,11 +72,12 @@ def tta_views(n: int, flip: bool = False) -> list[View]:
     return [View(t, m) for m in ((False, True) if flip else (False,)) for t in turns]
 
 
-def tta_label(n: int, flip: bool = False) -> str:
-    """How a setting is named in tables and legends: ``no TTA``, ``TTA x4``, ``TTA x4+flip``."""
+def tta_label(n: int, flip: bool = False, short: bool = False) -> str:
+    """How a setting is named in legends: ``no TTA``, ``TTA x4``, ``TTA x4+flip``; ``short``
+    (a table's TTA column): ``-``, ``x4``, ``x4+flip``."""
     if n == 1 and not flip:
-        return "no TTA"
-    return f"TTA x{n}" + ("+flip" if flip else "")
+        return "-" if short else "no TTA"
+    return ("" if short else "TTA ") + f"x{n}" + ("+flip" if flip else "")
 
 
 class RotationTTA(nn.Module):
