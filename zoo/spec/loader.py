@@ -152,9 +152,17 @@ def _find_parent(value: str, base_dir: Path | None, where: dict[str, Any]) -> Pa
             continue
     raise SpecError(
         f"cannot find the parent spec {_shown(value)}: no shipped spec of that name "
-        f"({', '.join(shipped) or 'none'}) and no file {_shown(_display(candidates[0]))}",
+        f"({_names(shipped)}) and no file {_shown(_display(candidates[0]))}",
         **where,
     )
+
+
+def _names(shipped: list[str], most: int = 6) -> str:
+    """``a, b, c`` or, for many, the first ``most`` and how many more ``epdo list`` shows."""
+    if not shipped:
+        return "none"
+    more = len(shipped) - most
+    return ", ".join(shipped[:most]) + (f" and {more} more: epdo list" if more > 0 else "")
 
 
 def _resolve_extends(raw: _Raw, base_dir: Path | None, chain: tuple[Path, ...]) -> _Raw:
