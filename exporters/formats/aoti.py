@@ -123,6 +123,8 @@ def load_package(data: bytes, where: Any) -> Any:
     ``torch._inductor.aoti_load_package``. This runs the package's native code."""
     import torch
 
+    import epdo.zoo.layers.product_op  # noqa: F401  (the package calls it by the dispatcher)
+
     try:
         with tempfile.TemporaryDirectory(prefix="epdo-aoti-") as folder:
             path = os.path.join(folder, "model.aoti.pt2")

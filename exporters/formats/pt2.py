@@ -1,5 +1,7 @@
-"""The ``torch.export`` program (``.pt2``): the inference graph as ATen operators, run by
-torch op by op, without a compiler or epdo's model code.
+"""The ``torch.export`` program (``.pt2``): the inference graph as ATen operators and the
+Neural ePDO's fused product (``epdo::stencil_product``), run by torch op by op, without a
+compiler or epdo's model code; a program that calls the product loads where epdo is
+installed (it registers the operator; earlier programs spell it in ATen operators).
 
 - Written by ``torch.export.export`` (dynamic batch >= 1) and ``torch.export.save``: a zip
   of stored entries under one top folder, ``models/model.json`` (the graph, as JSON), the
@@ -33,6 +35,8 @@ def load_program(data: bytes, where: Any, device: Any = "cpu") -> Any:
     bytes, moved to ``device``, ``.module(check_guards=False)``; ArtifactError (one line)
     when torch cannot load it."""
     import torch
+
+    import epdo.zoo.layers.product_op  # noqa: F401  (registers the ops a program may call)
 
     try:
         with quiet_torch():

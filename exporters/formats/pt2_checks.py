@@ -20,7 +20,9 @@ program that is not exactly what ``epdo export --format pt2`` writes:
   so torch's first try succeeds and its fallback is never reached;
 - the graph: one tensor input, one tensor output, parameters, buffers and tensor constants;
   every node an operator of :data:`PT2_OPS` (pure tensor functions: no file names, no
-  in-place or ``out=`` variants); no subgraphs, operators as arguments or custom objects;
+  in-place or ``out=`` variants) or the Neural ePDO's fused product of epdo's own
+  namespace with its exact schema (:data:`EPDO_OPS`); no subgraphs, operators as
+  arguments or custom objects;
   every shape expression a symbol or arithmetic on symbols and integers (a fixed grammar:
   no attributes, no strings but symbol names, no powers); no guard code; plain names.
 
@@ -42,8 +44,8 @@ from ..archive import Archive
 from ..artifact import ArtifactError, first_line, show
 from .torch_common import quiet_torch
 
-__all__ = ["PROGRAM", "PROGRAM_ENTRIES", "PT2_OPS", "bad", "check_entries", "check_program",
-           "json_entry"]
+__all__ = ["EPDO_OPS", "PROGRAM", "PROGRAM_ENTRIES", "PT2_OPS", "bad", "check_entries",
+           "check_program", "json_entry"]
 
 PROGRAM = "torch.export program"
 """How messages name a ``.pt2`` file."""
@@ -64,6 +66,18 @@ PT2_OPS = frozenset({
 overload but ``out`` ones; no in-place ``NAME_``): pure functions of tensors and numbers.
 An operator outside it refuses the file; a new layer that needs one adds it here once its
 schema is checked (no file names, no writes; ``tests/test_pt2.py`` checks every entry)."""
+
+EPDO_OPS: dict[str, tuple[tuple[str, str], ...]] = {
+    "stencil_product": (("h", "as_tensor"), ("x", "as_tensor"), ("weight", "as_tensor"),
+                        ("groups", "as_int"), ("g", "as_int"), ("k", "as_int"),
+                        ("eps", "as_float")),
+}
+"""The operators of epdo's own namespace a ``.pt2`` program may call
+(``torch.ops.epdo.NAME.default``), each with its arguments exactly as the serialized graph
+spells them (name, kind) and one tensor result: the Neural ePDO's fused product
+(``epdo::stencil_product``, :mod:`epdo.zoo.layers.product_op`, whose registered schema
+``tests/test_pt2.py`` checks against this). Any other operator of the namespace, another
+overload or other arguments refuse the file."""
 
 _OTHER_TARGETS = frozenset({"_operator.getitem"})
 """Node targets outside ATen that are allowed: picking one output of a multi-output op."""
@@ -280,11 +294,36 @@ def _check_nodes(graph: dict[str, Any], where: Any) -> None:
             raise bad(where, PROGRAM, "a graph node has no operator")
         if target in _OTHER_TARGETS:
             continue
+        if target.startswith("torch.ops.epdo."):
+            _check_epdo_node(node, target, where)
+            continue
         match = re.fullmatch(r"torch\.ops\.aten\.([a-z0-9_]+)\.([A-Za-z0-9_]+)", target)
         if (match is None or match.group(1) not in PT2_OPS
                 or "out" in match.group(2).split("_")):
             raise bad(where, PROGRAM, f"the graph calls {show(target)}, which is not one of "
                       "the pure tensor operators epdo loads (PT2_OPS)")
+
+
+def _check_epdo_node(node: dict[str, Any], target: str, where: Any) -> None:
+    """A call of an operator of epdo's namespace: one of :data:`EPDO_OPS`, its default
+    overload, with exactly its arguments and one tensor result."""
+    match = re.fullmatch(r"torch\.ops\.epdo\.([a-z0-9_]+)\.default", target)
+    expected = EPDO_OPS.get(match.group(1)) if match else None
+    if expected is None:
+        raise bad(where, PROGRAM, f"the graph calls {show(target)}, which is not one of the "
+                  "operators of epdo's namespace epdo loads (EPDO_OPS)")
+    inputs = node.get("inputs")
+    spelled: list[tuple[Any, Any]] = []
+    for item in inputs if isinstance(inputs, list) else [None]:
+        arg = item.get("arg") if isinstance(item, dict) else None
+        kinds = list(arg) if isinstance(arg, dict) else [None]
+        spelled.append((item.get("name") if isinstance(item, dict) else None,
+                        kinds[0] if len(kinds) == 1 else None))
+    outputs = node.get("outputs")
+    if (tuple(spelled) != expected or not isinstance(outputs, list) or len(outputs) != 1
+            or not isinstance(outputs[0], dict) or list(outputs[0]) != ["as_tensor"]):
+        raise bad(where, PROGRAM, f"the graph calls {show(target)} with another schema than "
+                  "the one epdo registers")
 
 
 def _check_program(program: Any, where: Any) -> tuple[tuple[int | None, ...],

@@ -39,7 +39,7 @@ from .conv import Conv1x1
 from .native import stencil_kernels
 from .norms import FieldNorm
 from .plain import plain_conv
-from .stencil_product import export_product, exporting_graph, generated_product, onnx_product
+from .stencil_product import export_product, generated_product, onnx_product, tracing_plain
 from .typed import TypedModule
 
 L1_EPS = 0.01
@@ -163,7 +163,7 @@ class NeuralEPDO(TypedModule):
         weight = self.generator_weight()
         if torch.onnx.is_in_onnx_export():
             y = onnx_product(h, x, weight, self.s, self.g, self.kernel_size, L1_EPS)
-        elif exporting_graph():
+        elif tracing_plain():
             raw = F.conv2d(h, weight, groups=self.s)
             y = export_product(raw, x, self.g, self.kernel_size, L1_EPS)
         else:
@@ -213,9 +213,10 @@ class NeuralEPDOInference(nn.Module):
     ``F.group_norm`` with per-channel affine, the coefficient map as a grouped 1x1 ``Conv2d``
     (g*k*k*d raw coefficients per pixel, ordered (field, offset, component), the stencil
     scale folded in), the L1 normalisation and the spatially varying product
-    (:func:`.stencil_product.export_product` when traced or exported, the fused product
-    otherwise), and the output 1x1 ``Conv2d`` (``output_layer``: a following BatchNorm
-    folds into it).
+    (:func:`.stencil_product.export_product` under ``torch.jit.trace``, the ONNX placeholder
+    under ``torch.onnx.export``, the registered operator ``epdo::stencil_product`` otherwise,
+    ``torch.export`` included), and the output 1x1 ``Conv2d`` (``output_layer``: a following
+    BatchNorm folds into it).
     """
 
     def __init__(
@@ -249,7 +250,7 @@ class NeuralEPDOInference(nn.Module):
         if torch.onnx.is_in_onnx_export():
             y = onnx_product(h, x, self.generator.weight, self.generator.groups, self.g,
                              self.k, L1_EPS)
-        elif exporting_graph():
+        elif tracing_plain():
             y = export_product(self.generator(h), x, self.g, self.k, L1_EPS)
         else:
             y = generated_product(h, x, self.generator.weight, self.generator.groups, self.g,

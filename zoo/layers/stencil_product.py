@@ -14,15 +14,18 @@ to the k * k-term sum once instead of to every coefficient.
   convolution, the normalisation and the product are computed chunk by chunk over the batch,
   in channels-last layout, so the g * k * k * d coefficients per pixel (64x the input at the
   paper's sizes) live only in cache-sized pieces and are never stored for the backward pass:
-  :class:`_GeneratedProduct` recomputes them chunk by chunk from the generator input. On a
-  CPU the normalisation and product of a chunk (and their gradients) run in one fused pass
-  over the pixels (:mod:`.native`, compiled on first use); without a compiler the same
-  chunks go through k * k shifted multiply-adds in PyTorch ops.
-- :func:`shifted_products` is the same product in plain out-of-place ops (Pad, Slice, Mul, Add)
-  for ``torch.jit.trace`` and ``torch.export``; :func:`onnx_product` records the generator's
-  convolution and the product in an ONNX export as one placeholder node, which
-  :mod:`epdo.exporters.onnx_product` expands into standard operators that run a
-  cache-sized chunk of images at a time.
+  :func:`_backward` recomputes them chunk by chunk from the generator input. Both run as the
+  registered operators ``epdo::stencil_product`` and ``epdo::stencil_product_backward``
+  (:mod:`.product_op`), which eager code, ``torch.compile``, ``torch.export`` and
+  AOTInductor call alike. On a CPU the normalisation and product of a chunk (and their
+  gradients) run in one fused pass over the pixels (:mod:`.native`, compiled on first
+  use); without a compiler the same chunks go through k * k shifted multiply-adds in
+  PyTorch ops.
+- :func:`shifted_products` is the same product in plain out-of-place ops (Pad, Slice, Mul,
+  Add) for ``torch.jit.trace`` (and the ``.pt2`` programs of earlier epdo versions);
+  :func:`onnx_product` records the generator's convolution and the product in an ONNX
+  export as one placeholder node, which :mod:`epdo.exporters.onnx_product` expands into
+  standard operators that run a cache-sized chunk of images at a time.
 - :func:`stencil_product_reference` goes through the k * k-fold unfolded input: the test oracle.
 """
 
@@ -153,11 +156,12 @@ def onnx_product(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups:
     return _OnnxProduct.apply(h, x, weight, groups, g, k, eps, d, C, H, W)
 
 
-def exporting_graph() -> bool:
-    """Whether a tracer or exporter (``torch.jit.trace``, ``torch.onnx.export``,
-    ``torch.export``) is recording the forward: then the product runs in plain ops."""
-    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_exporting())
+def tracing_plain() -> bool:
+    """Whether the forward is being recorded in plain ops: by ``torch.jit.trace`` (a
+    TorchScript artifact runs without epdo). ``torch.export`` and ``torch.compile`` record
+    the registered operator instead (:mod:`.product_op`); ONNX has its own placeholder
+    (:func:`onnx_product`)."""
+    return torch.jit.is_tracing()
 
 
 def chunk_size(batch: int, coefficients_per_image: int, device: torch.device) -> int:
@@ -269,65 +273,58 @@ def _eager_backward(chunk: _Chunk, x: torch.Tensor, gy: torch.Tensor, y: torch.T
     return grad_raw.reshape(b, H, W, -1), grad_x
 
 
-class _GeneratedProduct(torch.autograd.Function):
-    """:func:`generated_product` with a backward that recomputes the coefficients.
+def _backward(grad_y: torch.Tensor, h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+              y: torch.Tensor, groups: int, g: int, k: int, eps: float,
+              mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of :func:`_forward` with respect to ``(h, x, weight)``, recomputing the
+    coefficients chunk by chunk (they are never saved).
 
-    Saved: the generator input h, x, the generator weight and the output y (all of the
-    size of a feature map); the g*k*k*d coefficients per pixel are regenerated chunk by
-    chunk. With s = sum_o r_o x_o, N = ||r||_1 + eps and y = s / N (per field f):
+    With s = sum_o r_o x_o, N = ||r||_1 + eps and y = s / N (per field f):
     dL/dx(p + o) += r_o(p) gy(p) / N(p);  dL/dr_o = sum_n gy_n x_n(p + o) / N
     - sign(r_o) sum_{n, c in f} gy y / N; then the 1x1 convolution's own backward.
+
+    Shapes: grad_y and y (B, C, H, W), h, x and weight as in :func:`generated_product`.
+    ``mask`` says which of the three gradients to compute; the others come back as empty
+    (0-element) tensors. grad_h and grad_x are channels-last, grad_w contiguous.
     """
-
-    @staticmethod
-    def forward(ctx, h, x, weight, groups, g, k, eps):  # type: ignore[override]
-        y = _forward(h, x, weight, groups, g, k, eps)
-        ctx.save_for_backward(h, x, weight, y)
-        ctx.groups, ctx.g, ctx.k, ctx.eps = groups, g, k, eps
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):  # type: ignore[override]
-        h, x, weight, y = ctx.saved_tensors
-        groups, g, k, eps = ctx.groups, ctx.g, ctx.k, ctx.eps
-        need_h, need_x, need_w = ctx.needs_input_grad[:3]
-        B, C, H, W = x.shape
-        d = weight.shape[0] // (g * k * k)
-        P = C // (g * d)
-        grad_h = torch.empty_like(h, memory_format=torch.channels_last) if need_h else None
-        grad_x = torch.empty(B, H, W, P, g, d, dtype=x.dtype, device=x.device) if need_x else None
-        grad_w = torch.zeros_like(weight) if need_w else None
-        step = chunk_size(B, weight.shape[0] * H * W, x.device)
-        kernels = _native(x)
-        for i in range(0, B, step):
-            sl = slice(i, i + step)
-            chunk = _Chunk(h[sl], weight, groups, g, d, eps, norm=kernels is None)
-            b = chunk.raw.shape[0]
-            gy = _nhwc(grad_y[sl]).reshape(b, H, W, P, g, d)
-            yc = _nhwc(y[sl]).reshape(b, H, W, P, g, d)
-            if kernels is not None:
-                xc = _nhwc(x[sl]).view(b, H, W, P, g * d)
-                gtaps, gx = kernels.backward(chunk.offsets_first(), xc, gy.view(xc.shape),
-                                             yc.view(xc.shape), k, g, eps)
-                graw = gtaps.view(b, H, W, k * k, g, d).transpose(3, 4).reshape(b, H, W, -1)
-                gx = gx.view(b, H, W, P, g, d)
-            else:
-                graw, gx = _eager_backward(chunk, x[sl], gy, yc, k, need_h or need_w)
-            if need_x:
-                grad_x[sl] = gx
-            if not (need_h or need_w):
-                continue
-            gh, gw, _ = torch.ops.aten.convolution_backward(
-                graw.permute(0, 3, 1, 2), h[sl], weight, None, [1, 1], [0, 0], [1, 1], False,
-                [0, 0], groups, [need_h, need_w, False],
-            )
-            if need_h:
-                grad_h[sl] = gh
-            if need_w:
-                grad_w += gw
+    need_h, need_x, need_w = mask
+    B, C, H, W = x.shape
+    d = weight.shape[0] // (g * k * k)
+    P = C // (g * d)
+    grad_h = torch.empty_like(h, memory_format=torch.channels_last) if need_h else None
+    grad_x = torch.empty(B, H, W, P, g, d, dtype=x.dtype, device=x.device) if need_x else None
+    grad_w = torch.zeros_like(weight) if need_w else None
+    step = chunk_size(B, weight.shape[0] * H * W, x.device)
+    kernels = _native(x)
+    for i in range(0, B, step):
+        sl = slice(i, i + step)
+        chunk = _Chunk(h[sl], weight, groups, g, d, eps, norm=kernels is None)
+        b = chunk.raw.shape[0]
+        gy = _nhwc(grad_y[sl]).reshape(b, H, W, P, g, d)
+        yc = _nhwc(y[sl]).reshape(b, H, W, P, g, d)
+        if kernels is not None:
+            xc = _nhwc(x[sl]).view(b, H, W, P, g * d)
+            gtaps, gx = kernels.backward(chunk.offsets_first(), xc, gy.view(xc.shape),
+                                         yc.view(xc.shape), k, g, eps)
+            graw = gtaps.view(b, H, W, k * k, g, d).transpose(3, 4).reshape(b, H, W, -1)
+            gx = gx.view(b, H, W, P, g, d)
+        else:
+            graw, gx = _eager_backward(chunk, x[sl], gy, yc, k, need_h or need_w)
         if grad_x is not None:
-            grad_x = grad_x.reshape(B, H, W, C).permute(0, 3, 1, 2)
-        return grad_h, grad_x, grad_w, None, None, None, None
+            grad_x[sl] = gx
+        if not (need_h or need_w):
+            continue
+        gh, gw, _ = torch.ops.aten.convolution_backward(
+            graw.permute(0, 3, 1, 2), h[sl], weight, None, [1, 1], [0, 0], [1, 1], False,
+            [0, 0], groups, [need_h, need_w, False],
+        )
+        if grad_h is not None:
+            grad_h[sl] = gh
+        if grad_w is not None:
+            grad_w += gw
+    return (x.new_empty(0) if grad_h is None else grad_h,
+            x.new_empty(0) if grad_x is None else grad_x.reshape(B, H, W, C).permute(0, 3, 1, 2),
+            x.new_empty(0) if grad_w is None else grad_w)
 
 
 def generated_product(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, groups: int,
@@ -356,6 +353,7 @@ def generated_product(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gr
         with torch.autocast(device_type=device, enabled=False):
             return generated_product(h.to(dtype), x.to(dtype), weight.to(dtype), groups, g, k,
                                      eps)
-    if torch.is_grad_enabled() and (h.requires_grad or x.requires_grad or weight.requires_grad):
-        return _GeneratedProduct.apply(h, x, weight, groups, g, k, eps)
-    return _forward(h, x, weight, groups, g, k, eps)
+    return torch.ops.epdo.stencil_product(h, x, weight, groups, g, k, eps)
+
+
+from . import product_op as _product_op  # noqa: E402,F401  (registers epdo::stencil_product)
