@@ -525,6 +525,16 @@ def test_aoti_quickstart_verifies_and_serves(aoti: tuple[Path, ExportReport],
 
 
 @needs_compiler
+def test_aoti_package_calls_the_registered_product(aoti: tuple[Path, ExportReport]) -> None:
+    """The compiled model calls epdo::stencil_product through the dispatcher (issue 24)."""
+    path, _ = aoti
+    with zipfile.ZipFile(path) as zf:
+        text = b"".join(zf.read(n) for n in zf.namelist()
+                        if n.endswith((".cpp", ".json", ".wrapper.cpp")))
+    assert b"epdo::stencil_product" in text or b"epdo.stencil_product" in text
+
+
+@needs_compiler
 def test_aoti_packages_that_do_not_fit_are_refused(aoti: tuple[Path, ExportReport],
                                                    tiny: Tiny, tmp_path: Path) -> None:
     path, _ = aoti
