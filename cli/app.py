@@ -14,6 +14,11 @@ Usage errors found while parsing the command line (an unknown option, a value ou
 option's range, a missing argument) take the same form: :class:`OneLineErrors`, the class of
 the app's command group, prints them as ``error: <message> (see 'epdo <command> --help')``
 and exits 2, instead of the usage text and the framed box Typer prints by default.
+
+Help texts: the same class passes every command's help, epilog and parameter help (of the
+whole tree, sub-groups included) through :func:`epdo.cli.text.flowing` once the command tree
+is built, so a docstring's own line breaks never reach the terminal; Rich wraps each
+paragraph at the terminal's width. No command does anything for it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from epdo.cli.text import shown
+from epdo.cli.text import flowing, shown
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click.exceptions import UsageError
@@ -47,6 +52,7 @@ __all__ = [
     "console",
     "err_console",
     "fail",
+    "flow_help",
     "handles_errors",
     "is_main_process",
     "print_error",
@@ -173,11 +179,28 @@ def _usage_line(exc: Any) -> str:
     return text
 
 
+def flow_help(command: Any) -> None:
+    """Pass the help, epilog and parameter help of ``command`` and of every command under it
+    through :func:`~epdo.cli.text.flowing` (in place)."""
+    command.help = flowing(command.help)
+    command.epilog = flowing(command.epilog)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = flowing(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        flow_help(sub)
+
+
 class OneLineErrors(TyperGroup):
     """The app's command group: a usage error found while parsing the command line
     (Click's ``UsageError``: a bad option value, an unknown option or command, a missing
     argument) is printed as the one line ``error: ...`` and exits 2. Running a group
-    without a command still prints its help."""
+    without a command still prints its help. Every help text of the tree flows as
+    paragraphs (:func:`flow_help`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        flow_help(self)
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         with _one_line_usage_errors():
@@ -202,6 +225,9 @@ class _one_line_usage_errors:  # noqa: N801 - used as a context manager
 app = typer.Typer(
     name="epdo",
     help="Rotation-equivariant networks from partial differential operators.",
+    epilog="Start with 'epdo list' and 'epdo info quickstart', then 'epdo train quickstart'. "
+    "Every command has --help; the README and docs/ have worked examples.",
+    rich_markup_mode="rich",
     cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,

@@ -7,24 +7,26 @@ before or after training (thin layers over :mod:`epdo.zoo.catalog`,
 
 from __future__ import annotations
 
+import re
+
 import typer
 from rich import box
 from rich.table import Table
 
 from epdo.cli.app import console, print_json, print_note
+from epdo.cli.tables import Column, print_table
 from epdo.cli.text import literal, shown
 
 
 def _line(text: str) -> None:
-    """One line on stdout, printed literally (no markup, no emoji codes) and not broken at
-    the console's width (the terminal wraps it)."""
-    console.print(literal(text), highlight=False, soft_wrap=True)
+    """A line (or paragraph) on stdout, printed literally (no markup, no emoji codes): in a
+    terminal Rich wraps it at word boundaries, in a pipe it stays one line."""
+    console.print(literal(text), highlight=False, soft_wrap=not console.is_terminal)
 
 
-def _headline(text: str, limit: int = 60) -> str:
-    """The first clause of a description (up to ':'), at most ``limit`` characters."""
-    head = text.split(":")[0].split(". ")[0].strip()
-    return head if len(head) <= limit else head[: limit - 1].rstrip() + "…"
+def _headline(text: str) -> str:
+    """The first clause of a description (up to ':' or the end of its first sentence)."""
+    return text.split(":")[0].split(". ")[0].strip()
 
 
 def _human(n: float) -> str:
@@ -34,28 +36,46 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
+_FIELD_TYPE = re.compile(r"^(\d+)x(.+) \((\w+)\)$")
+
+
+def compact_type(name: str, group: str) -> str:
+    """A layer's field type as the table shows it: ``4xregular (C8)`` reads ``4×regular``
+    when C8 is the model's group (the table's title names it once), ``12x[regular,
+    quotient4] (C16)`` reads ``12×regular+quotient4``; a group other than the model's stays
+    (after a restriction: ``64×regular (C16)`` in a D16 model); logits stay as they are."""
+    match = _FIELD_TYPE.match(name)
+    if match is None:
+        return name
+    count, field, field_group = match.groups()
+    if field.startswith("[") and field.endswith("]"):
+        field = "+".join(part.strip() for part in field[1:-1].split(","))
+    text = f"{count}×{field}"
+    return text if field_group == group else f"{text} ({field_group})"
+
+
+WIDE_HELP = "Show every column and the whole text, wrapped, however narrow the terminal."
+
+
 def list_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
-    """The shipped specs: name, group, discretization, parameters, description."""
+    """The shipped specs: name, group, discretization, parameters and what each is (its
+    description's first clause; the whole description with --wide, or in 'epdo info
+    NAME')."""
     from epdo.zoo.catalog import zoo_listing
 
     rows = zoo_listing()
     if as_json:
         print_json(rows)
         return
-    table = Table(title="epdo model zoo")
-    width = max(len(r["name"]) for r in rows) if rows else 4
-    table.add_column("name", no_wrap=True, min_width=width)
-    table.add_column("group", no_wrap=True, min_width=5)
-    table.add_column("stencils", no_wrap=True, min_width=8)
-    table.add_column("params", justify="right", no_wrap=True, min_width=9)
-    table.add_column("description")
-    for r in rows:
-        stencils = "-" if r["group"] == "C1" else r["discretization"]
-        table.add_row(literal(r["name"]), literal(r["group"]), literal(stencils),
-                      f"{r['params']:,}", literal(_headline(r["description"])))
-    console.print(table)
+    columns = (Column("name"), Column("group"), Column("stencils"),
+               Column("params", "number"), Column("description", "cut"))
+    print_table(columns, [
+        (r["name"], r["group"], "-" if r["group"] == "C1" else r["discretization"],
+         f"{r['params']:,}", r["description"] if wide else _headline(r["description"]))
+        for r in rows], title="epdo model zoo", wide=wide)
 
 
 def info_command(
@@ -65,15 +85,19 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     trust: bool = typer.Option(False, "--trust", help="Show an artifact that carries no "
                                "digest (unverified) instead of refusing it."),
+    wide: bool = typer.Option(False, "--wide", help=WIDE_HELP),
 ) -> None:
     """Layer table, total parameters, forward FLOPs per image and the input sizes at which
     it is exactly equivariant (the rule, from the plan) of a spec; for an exported artifact
     (.onnx / .ts / .pt2 / .aoti.pt2), its metadata, once its digest and metadata are
-    checked."""
+    checked.
+
+    A narrow terminal leaves out the 'fields in' column (each layer's input is the previous
+    layer's output); --wide shows it."""
     from epdo.exporters.formats import find_format
 
     if find_format(spec) is not None:
-        _artifact_info(spec, as_json, trust)
+        _artifact_info(spec, as_json, trust, wide)
         return
     from epdo.zoo import build_model
     from epdo.zoo.exactness import size_rule
@@ -86,29 +110,25 @@ def info_command(
         print_json({**summary.to_dict(), "exactness": rule.to_dict()})
         return
     c, h, w = summary.input_shape
-    table = Table(
-        title=literal(f"{summary.name}: {summary.group}, {summary.discretization}, "
-                   f"input {c}x{h}x{w}"),
-        caption=literal(summary.description) if summary.description else None,
-    )
-    for col in ("layer", "op", "fields in", "fields out", "channels", "output", "params",
-                "FLOPs"):
-        right = col in ("params", "FLOPs", "channels")
-        table.add_column(col, justify="right" if right else "left", no_wrap=col != "fields in"
-                         and col != "fields out")
-    for r in summary.rows:
-        table.add_row(literal(r.path), literal(r.op), literal(r.type_in), literal(r.type_out),
-                      f"{r.channels_in}→{r.channels_out}", literal(r.size_out), f"{r.params:,}",
-                      _human(r.flops))
-    table.add_section()
-    table.add_row("total", "", "", "", "", "", f"{summary.params:,}", _human(summary.flops))
-    console.print(table)
+    columns = (Column("layer"), Column("op"), Column("fields in", optional=True),
+               Column("fields out"), Column("channels", "number"), Column("output"),
+               Column("params", "number"), Column("FLOPs", "number"))
+    group = summary.group
+    rows = [(r.path, r.op, compact_type(r.type_in, group), compact_type(r.type_out, group),
+             f"{r.channels_in}→{r.channels_out}", r.size_out, f"{r.params:,}",
+             _human(r.flops)) for r in summary.rows]
+    footer = ("total", "", "", "", "", "", f"{summary.params:,}", _human(summary.flops))
+    print_table(columns, rows, footer=footer, wide=wide,
+                title=f"{summary.name}: {group}, {summary.discretization}, "
+                      f"input {c}x{h}x{w}")
+    if summary.description:
+        _line(summary.description)
     _line(f"parameters: {summary.params:,}   forward FLOPs per image: "
           f"{_human(summary.flops)} ({summary.flops:,})")
     _line(rule.line())
 
 
-def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
+def _artifact_info(path: str, as_json: bool, trust: bool = False, wide: bool = False) -> None:
     """Print the metadata of an exported artifact (one error line if unreadable, tampered or
     of the wrong types; see :func:`epdo.exporters.loading.read_metadata`)."""
     from epdo.exporters.artifact import DIGEST_KEY
@@ -124,13 +144,8 @@ def _artifact_info(path: str, as_json: bool, trust: bool = False) -> None:
     if as_json:
         print_json(meta)
         return
-    table = Table(title=literal(f"{path}: exported {meta['epdo.spec_name']}"), show_header=False)
-    table.add_column("key", no_wrap=True)
-    table.add_column("value")
-    rows = artifact_rows(path, meta)
-    for key, value in rows:
-        table.add_row(literal(key), literal(value))
-    console.print(table)
+    print_table((Column("key"), Column("value", "wrap")), artifact_rows(path, meta),
+                title=f"{path}: exported {meta['epdo.spec_name']}", wide=wide)
 
 
 def check_command(
