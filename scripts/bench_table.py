@@ -1,4 +1,4 @@
-"""The README's `epdo bench` table: one `epdo bench SPEC --json` run per shipped MNIST spec,
+"""The `epdo bench` table of docs/speed.md: one `epdo bench SPEC --json` run per shipped MNIST spec,
 each in its own process, printed as a Markdown table (and the raw JSON objects to a file).
 
 Usage (from the repository root)::
