@@ -45,7 +45,11 @@ class UnsupportedModuleError(EpdoError, TypeError):
 
 
 class InferenceModel(nn.Module):
-    """RAW images (B, C, H, W) in [0, 1] -> logits (B, classes), plain modules only."""
+    """RAW images (B, C, H, W) in [0, 1] -> logits (B, classes), plain modules only.
+
+    The normalised images are made channels-last in memory, as the zoo model does: the 1x1
+    convolutions and the Neural ePDO product run fastest on that layout (a torch program
+    keeps it; ONNX has no memory layout and ignores it)."""
 
     def __init__(self, normalize: nn.Module, body: nn.Sequential | TappedSequence,
                  input_shape: tuple[int, int, int]) -> None:
@@ -54,7 +58,7 @@ class InferenceModel(nn.Module):
         self.input_shape = input_shape
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(images))
+        return self.body(self.normalize(images).contiguous(memory_format=torch.channels_last))
 
 
 class ChannelAffine(nn.Module):
