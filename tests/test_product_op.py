@@ -175,3 +175,24 @@ def test_other_ops_of_the_namespace_or_schemas_are_refused(program: tuple[Path, 
     refused(cli("info", crafted, "--trust"), 2, f"{case}.pt2", needle)
     with pytest.raises(ServingError, match="epdo loads"):
         PT2Classifier(crafted, "cpu", trust=True)
+
+
+def test_the_inference_graph_feeds_the_product_channels_last() -> None:
+    """As in the zoo model, every Neural ePDO of the inference graph (what ``.pt2`` and AOTI
+    are exported from) gets its input channels-last, even after a stem convolution fed one
+    channel (which returns NCHW): the 1x1 convolutions and the fused product run fastest
+    on that layout, and an NCHW input costs a copy of every chunk's coefficients."""
+    from epdo.zoo.layers.neural_epdo import NeuralEPDOInference
+
+    torch.manual_seed(0)
+    graph = build_model(load_spec(NEURAL_TINY)).eval().export()
+    seen: list[bool] = []
+    for module in graph.modules():
+        if isinstance(module, NeuralEPDOInference):
+            module.reduce.register_forward_hook(
+                lambda mod, inputs, out: seen.append(
+                    inputs[0].is_contiguous(memory_format=torch.channels_last)
+                    and not inputs[0].is_contiguous()))
+    with torch.no_grad():
+        graph(torch.rand(2, 1, 12, 12))
+    assert seen == [True]
