@@ -19,6 +19,9 @@ ROWS = (
     ("build_cold_s", "build, cold (empty cache)", "s", "{:.3f}"),
     ("build_warm_s", "build, warm", "s", "{:.3f}"),
     ("train_images_per_s", "training step (fwd + bwd + Adam)", "images/s", "{:.1f}"),
+    ("train_compiled_images_per_s", "training step, torch.compile", "images/s", "{:.1f}"),
+    ("train_compile_s", "torch.compile, first two steps", "s", "{:.1f}"),
+    ("train_compiled_graph_breaks", "torch.compile, graph breaks", "", "{:d}"),
     ("infer_eager_images_per_s", "inference, PyTorch eager", "images/s", "{:.1f}"),
     ("exported", "", "", None),  # one row per exported format timed (_format_rows)
     ("train_peak_memory_mb", "peak memory of a training step", "MB", "{:.1f}"),
@@ -34,12 +37,21 @@ ROWS = (
 
 
 def _format_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str | None]]:
-    """A row for every exported format the report timed, named by the format registry."""
+    """Rows for every exported format the report timed, named by the format registry: its
+    images/s and its speed against eager, timed alternately with it."""
     from epdo.exporters.formats import all_formats
 
-    return [(f"infer_{f.bench_key}_images_per_s",
-             f"inference, {f.title} ({data.get(f'{f.bench_key}_device', '?')})", "images/s",
-             "{:.1f}") for f in all_formats() if f"infer_{f.bench_key}_images_per_s" in data]
+    rows: list[tuple[str, str, str, str | None]] = []
+    for f in all_formats():
+        if f"infer_{f.bench_key}_images_per_s" not in data:
+            continue
+        rows.append((f"infer_{f.bench_key}_images_per_s",
+                     f"inference, {f.title} ({data.get(f'{f.bench_key}_device', '?')})",
+                     "images/s", "{:.1f}"))
+        if f"{f.bench_key}_vs_eager" in data:
+            rows.append((f"{f.bench_key}_vs_eager", f"  {f.name} / eager, called alternately",
+                         "ratio", "{:.2f}"))
+    return rows
 
 
 def bench_table(data: dict[str, Any]) -> Table:
@@ -50,7 +62,8 @@ def bench_table(data: dict[str, Any]) -> Table:
     table.add_column("value", justify="right", no_wrap=True)
     table.add_column("unit", justify="left", no_wrap=True)
     rows = [row for key, *rest in ROWS
-            for row in (_format_rows(data) if key == "exported" else [(key, *rest)])]
+            for row in (_format_rows(data) if key == "exported" else [(key, *rest)])
+            if not (row[0].startswith("train_compile") and row[0] not in data)]
     for key, label, unit, fmt in rows:
         value = data.get(key)
         if value is None:
@@ -78,6 +91,9 @@ def bench_command(
     slow: bool = typer.Option(False, "--all-formats", "--aoti",
                               help="Also time the formats that take minutes to build (the "
                               "AOTInductor package: compiles C++, needs a compiler)."),
+    compile_step: bool = typer.Option(False, "--compile",
+                                      help="Also time the training step compiled by "
+                                      "torch.compile (takes minutes: generates C++)."),
 ) -> None:
     """Measure build time, training and inference throughput, peak memory and FLOP rates."""
     from functools import partial
@@ -95,8 +111,13 @@ def bench_command(
             for fmt in all_formats():
                 fmt.require()  # a missing compiler: one line, before anything is timed
         hook = partial(exported_throughputs, slow=slow)
+    compiled = None
+    if compile_step:
+        from epdo.zoo.compiled_step import compiled_step_figures
+
+        compiled = compiled_step_figures
     report = run_benchmark(spec, batch_size=batch_size, device=device, threads=threads,
-                           iters=iters, exported=hook)
+                           iters=iters, exported=hook, compiled=compiled)
     data = report.to_dict()
     if as_json:
         print_json(data)

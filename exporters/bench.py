@@ -13,20 +13,25 @@ runs), then the median of ``iters``.
 
 Each format ``F`` gives ``infer_<F.bench_key>_images_per_s``, ``<F.bench_key>_device``
 (where it ran) and ``<F.bench_key>_build_s`` (seconds to build and seal it); onnxruntime
-also its version. The figures are not verified here; ``epdo export`` verifies the same
-artifacts.
+also its version. With a ``reference`` (the zoo model's eager forward) it also gives
+``<F.bench_key>_vs_eager``: the ratio of the two medians when the artifact and the eager
+model are called alternately, ``iters`` times each, so that a machine whose speed drifts
+over the run (a shared VM) moves both sides of the ratio alike. The figures are not
+verified here; ``epdo export`` verifies the same artifacts.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from epdo.zoo.benchmark import time_calls
+from epdo.zoo.benchmark import sync_device, time_calls
 from epdo.zoo.spec import Spec
 
 from .artifact import ServingError, build_metadata
@@ -44,10 +49,26 @@ def _inference_graph(model: torch.nn.Module, spec: Spec) -> torch.nn.Module:
     return inference_model(copy.deepcopy(model).cpu().eval(), spec)
 
 
+def alternate_medians(first: Callable[[], Any], second: Callable[[], Any], iters: int,
+                      device: torch.device) -> tuple[float, float]:
+    """Median wall times (s) of ``first()`` and ``second()`` called alternately, ``iters``
+    times each (after one warm-up call of each)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for rnd in range(max(1, iters) + 1):
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            sync_device(device)
+            if rnd:
+                out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def format_throughput(fmt: ArtifactFormat, graph: torch.nn.Module, spec: Spec,
-                      x: torch.Tensor, iters: int, threads: int | None) -> dict[str, Any]:
+                      x: torch.Tensor, iters: int, threads: int | None,
+                      reference: Callable[[], Any] | None = None) -> dict[str, Any]:
     """The figures of one format (see the module docstring) for ``graph`` at the batch of
-    ``x``."""
+    ``x``; ``reference`` is the eager call the format is compared with, alternately."""
     start = time.perf_counter()
     first = x[:1].detach().cpu()
     built = fmt.build(graph, torch.cat([first, first]), opset=None)
@@ -66,8 +87,13 @@ def format_throughput(fmt: ArtifactFormat, graph: torch.nn.Module, spec: Spec,
     seconds = time_calls(lambda: session.run(batch), iters,
                          torch.device("cuda" if on_gpu else "cpu"), warmup=_WARMUP)
     key = fmt.bench_key
-    return {f"infer_{key}_images_per_s": x.shape[0] / seconds,
-            f"{key}_device": ", ".join(session.providers), f"{key}_build_s": build}
+    out = {f"infer_{key}_images_per_s": x.shape[0] / seconds,
+           f"{key}_device": ", ".join(session.providers), f"{key}_build_s": build}
+    if reference is not None:
+        eager_s, served_s = alternate_medians(reference, lambda: session.run(batch), iters,
+                                              x.device)
+        out[f"{key}_vs_eager"] = eager_s / served_s
+    return out
 
 
 def exported_throughputs(model: torch.nn.Module, spec: Spec, x: torch.Tensor, *, iters: int,
@@ -77,8 +103,17 @@ def exported_throughputs(model: torch.nn.Module, spec: Spec, x: torch.Tensor, *,
     import onnxruntime as ort
 
     out: dict[str, Any] = {"onnxruntime_version": ort.__version__}
-    for fmt in all_formats():
-        if fmt.bench_by_default or slow:
-            out.update(format_throughput(fmt, _inference_graph(model, spec), spec, x, iters,
-                                         threads))
+    model.eval()
+
+    def eager() -> None:
+        with torch.no_grad():
+            model(x)
+
+    try:
+        for fmt in all_formats():
+            if fmt.bench_by_default or slow:
+                out.update(format_throughput(fmt, _inference_graph(model, spec), spec, x,
+                                             iters, threads, reference=eager))
+    finally:
+        model.train()
     return out

@@ -5,6 +5,8 @@ Usage (from the repository root)::
 
     python scripts/bench_table.py                       # batch 64, 2 threads, 3 iterations
     python scripts/bench_table.py --specs quickstart mnist_cnn --json-out bench.jsonl
+    python scripts/bench_table.py --neural --all-formats    # every served form of the Neural
+                                                            # ePDO specs, against eager
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 
 SPECS = ["mnist_regular_gauss", "mnist_regular_fd", "mnist_quotient_gauss",
          "mnist_d16c16_gauss", "mnist_pdoeconv_gauss", "mnist_cnn", "quickstart"]
+NEURAL_SPECS = ["mnist_regular_gauss", "mnist_quotient_gauss", "mnist_d16c16_gauss",
+                "quickstart", "rgb_regular_gauss", "seg_regular_gauss"]
+"""The shipped specs with Neural ePDO layers."""
 
 COLUMNS = [
     ("spec", "spec", "{}"),
@@ -35,6 +40,15 @@ COLUMNS = [
     ("train ratio", "train_ratio", "{:.2f}"),
     ("eager ratio", "infer_ratio", "{:.2f}"),
 ]
+
+FORMS = [("eager", "eager"), ("TorchScript", "torchscript"), ("ORT", "onnxruntime"),
+         ("pt2", "pt2"), ("AOTI", "aoti")]
+FORM_COLUMNS = [("spec", "spec", "{}"), ("batch", "batch_size", "{}")] + [
+    (f"{title} img/s", f"infer_{key}_images_per_s", "{:.1f}") for title, key in FORMS] + [
+    (f"{title} / eager", (f"infer_{key}_images_per_s", "/", "infer_eager_images_per_s"),
+     "{:.2f}") for title, key in FORMS[1:]]
+"""The served forms' table (``--all-formats``): every form's images/s and its ratio to eager,
+both from one run."""
 
 
 def cell(report: dict, key, fmt) -> str:
@@ -56,21 +70,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--neural", action="store_true",
+                        help="the Neural ePDO specs (instead of --specs)")
+    parser.add_argument("--all-formats", action="store_true",
+                        help="also the AOTInductor package; print the served forms' table")
     args = parser.parse_args()
+    specs = NEURAL_SPECS if args.neural else args.specs
+    columns = FORM_COLUMNS if args.all_formats else COLUMNS
     reports = []
-    for name in args.specs:
+    for name in specs:
         cmd = [sys.executable, "-m", "epdo.cli", "bench", name, "--batch-size",
                str(args.batch_size), "--threads", str(args.threads), "--iters",
-               str(args.iters), "--json"]
+               str(args.iters), "--json"] + (["--all-formats"] if args.all_formats else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         reports.append(json.loads(out))
         print(f"{name}: done", file=sys.stderr)
     if args.json_out:
         args.json_out.write_text("".join(json.dumps(r) + "\n" for r in reports))
-    print("| " + " | ".join(title for title, _, _ in COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
+    print("| " + " | ".join(title for title, _, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
     for report in reports:
-        print("| " + " | ".join(cell(report, key, fmt) for _, key, fmt in COLUMNS) + " |")
+        print("| " + " | ".join(cell(report, key, fmt) for _, key, fmt in columns) + " |")
 
 
 if __name__ == "__main__":

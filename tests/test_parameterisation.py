@@ -165,6 +165,27 @@ def test_batchnorm_running_statistics_start_from_the_first_batch() -> None:
     assert set(one.state_dict()) == set(torch.nn.BatchNorm1d(4).state_dict())
 
 
+def test_a_loaded_state_dict_says_whether_the_first_update_is_done() -> None:
+    """A resumed model is past its first update (its next batch uses the usual momentum);
+    a model loaded from an untrained state is not. The check is Python state, set when the
+    state dict is loaded, not a device read in the forward."""
+    x = (torch.randn(8, 48, 5, 5) * 0.01).contiguous(memory_format=torch.channels_last)
+    trained = FieldBatchNorm(feature("regular", 3)).train()
+    trained(x)
+    resumed = FieldBatchNorm(feature("regular", 3)).train()
+    resumed.load_state_dict(trained.state_dict())
+    before = resumed.bn.running_var.clone()
+    resumed(x * 10)
+    fields = (x * 10).permute(1, 0, 2, 3).reshape(3, -1)
+    np.testing.assert_allclose(resumed.bn.running_var.numpy(),
+                               (0.9 * before + 0.1 * fields.var(1)).numpy(), rtol=1e-4)
+    fresh = SeededBatchNorm1d(4)
+    fresh.load_state_dict(SeededBatchNorm1d(4).state_dict())
+    v = torch.randn(32, 4) * 0.02
+    fresh.train()(v)
+    np.testing.assert_allclose(fresh.running_var.numpy(), v.var(0).numpy(), rtol=1e-4)
+
+
 @pytest.mark.parametrize(
     "name", ["mnist_regular_gauss", "mnist_regular_fd", "mnist_pdoeconv_gauss",
              "mnist_quotient_gauss", "mnist_d16c16_gauss"],

@@ -75,6 +75,7 @@ from .summary import extra_flops_per_block
 MATMUL_N = {"cpu": 2048, "cuda": 4096}
 
 ExportedHook = Callable[..., dict[str, Any]]
+CompiledHook = Callable[[ZooModel, int, int, torch.device], dict[str, Any]]
 
 
 class BenchError(EpdoError, ValueError):
@@ -147,7 +148,8 @@ def resolve_device(device: str) -> torch.device:
         raise BenchError(str(exc)) from None
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on a CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -156,12 +158,12 @@ def time_calls(fn: Callable[[], Any], iters: int, device: torch.device, warmup: 
     """Median wall time (s) of ``fn()`` over ``iters`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync_device(device)
     times = []
     for _ in range(max(1, iters)):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync_device(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -222,7 +224,7 @@ def _extra(model: ZooModel) -> int:
     return sum(extra)
 
 
-def _batch(model: ZooModel, batch_size: int, device: torch.device
+def random_batch(model: ZooModel, batch_size: int, device: torch.device
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random inputs and targets: labels (B,), or for a segmentation masks (B, H, W)."""
     gen = torch.Generator().manual_seed(0)
@@ -327,7 +329,7 @@ def _peak_child(args_json: str) -> None:
     torch.manual_seed(0)
     model = build_model(args["spec"])
     device = torch.device("cpu")
-    x, y = _batch(model, args["batch_size"], device)
+    x, y = random_batch(model, args["batch_size"], device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rss = _proc_status_mb("VmRSS")
     exact = rss is not None and _reset_rss_peak()
@@ -348,7 +350,7 @@ def train_peak_memory_mb(spec: Spec, batch_size: int, device: torch.device,
     if device.type == "cuda":
         torch.manual_seed(0)
         model = build_model(spec).to(device)
-        x, y = _batch(model, batch_size, device)
+        x, y = random_batch(model, batch_size, device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -386,6 +388,7 @@ def run_benchmark(
     iters: int = 3,
     exported: ExportedHook | None = None,
     matmul_n: int | None = None,
+    compiled: CompiledHook | None = None,
 ) -> BenchReport:
     """Measure ``spec`` (see the module docstring).
 
@@ -401,6 +404,9 @@ def run_benchmark(
             ``{"infer_torchscript_images_per_s": ..., "infer_onnxruntime_images_per_s": ...,
             ...}``; its keys are merged into the report.
         matmul_n: size of the reference matmul; default 2048 on CPU, 4096 on CUDA.
+        compiled: optional ``hook(model, batch_size, iters, device)`` timing a compiled
+            training step (:func:`epdo.zoo.compiled_step.compiled_step_figures`); its keys
+            go to the report's extras.
 
     Raises:
         BenchError: bad arguments or CUDA asked for and missing.
@@ -426,17 +432,18 @@ def run_benchmark(
         model, cold, warm = time_build(spec)
         model = model.to(dev)
         train_batch = max(batch_size, MIN_TRAIN_BATCH)
-        xt, yt = _batch(model, train_batch, dev)
+        xt, yt = random_batch(model, train_batch, dev)
         x = xt[:batch_size]
         flops_fwd, flops_train, flops_one = count_flops(model, xt, yt)
         if batch_size == 1:
             flops_fwd = flops_one
         train_ips = train_throughput(model, xt, yt, iters)
+        extra = compiled(model, train_batch, iters, dev) if compiled is not None else {}
         infer_ips = infer_throughput(model, x, iters)
         n, mm = matmul_gflops(dev, matmul_n)
         peak, method = train_peak_memory_mb(spec, train_batch, dev, threads)
-        extra = (exported(model, spec, x, iters=iters, threads=threads)
-                 if exported is not None else {})
+        if exported is not None:
+            extra.update(exported(model, spec, x, iters=iters, threads=threads))
 
     train_gf = flops_train * train_ips / 1e9
     infer_gf = flops_fwd * infer_ips / 1e9
@@ -459,5 +466,6 @@ def run_benchmark(
     return report
 
 
-__all__ = ["BenchError", "BenchReport", "count_flops", "matmul_gflops", "resolve_device",
-           "run_benchmark", "time_build", "time_calls", "train_peak_memory_mb"]
+__all__ = ["BenchError", "BenchReport", "count_flops", "matmul_gflops", "random_batch",
+           "resolve_device", "run_benchmark", "sync_device", "time_build", "time_calls",
+           "train_peak_memory_mb"]

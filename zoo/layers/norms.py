@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,15 +68,17 @@ class _FieldBatchNormFn(torch.autograd.Function):
 @contextlib.contextmanager
 def first_batch_seeds(owner: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> Iterator[None]:
     """Within this block ``bn`` updates its running statistics with momentum 1 if this is its
-    first training-mode update (``owner`` remembers once it is past that, so the check, a
-    device sync, runs only until then); otherwise nothing changes."""
-    first = False
-    if bn.training and not getattr(owner, "_seeded", False):
-        first = bn.track_running_stats and int(bn.num_batches_tracked) == 0
-        owner._seeded = not first
+    first training-mode update; otherwise nothing changes.
+
+    Whether it is the first is Python state of ``owner`` (``_seeded``: false when built,
+    set by the first update and by loading a state dict, see :func:`track_seeding`), never
+    a read of ``num_batches_tracked`` here: that read would be a device sync, and a graph
+    break in a compiled training step."""
+    first = bn.training and bn.track_running_stats and not getattr(owner, "_seeded", False)
     if not first:
         yield
         return
+    owner._seeded = True
     momentum, bn.momentum = bn.momentum, 1.0
     try:
         yield
@@ -83,9 +86,25 @@ def first_batch_seeds(owner: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> 
         bn.momentum = momentum
 
 
+def track_seeding(owner: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """Give ``owner`` its ``_seeded`` state: false when built, and after a state dict is
+    loaded, whether ``bn`` had counted a batch (a resumed or trained model is past its first
+    update)."""
+    owner._seeded = False
+
+    def seeded_from_state(module: nn.Module, incompatible: object) -> None:
+        module._seeded = bool(bn.num_batches_tracked.item() > 0)
+
+    owner.register_load_state_dict_post_hook(seeded_from_state)
+
+
 class SeededBatchNorm1d(nn.BatchNorm1d):
     """``nn.BatchNorm1d`` whose running statistics start from the first batch's (see the
     module docstring); otherwise identical, state dict included."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        track_seeding(self, self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with first_batch_seeds(self, self):
@@ -106,6 +125,7 @@ class FieldBatchNorm(TypedModule):
         super().__init__()
         self.in_type = self.out_type = feature
         self.bn = nn.BatchNorm3d(feature.count, eps=eps, momentum=momentum)
+        track_seeding(self, self.bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

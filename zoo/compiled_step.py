@@ -1,0 +1,78 @@
+"""A ``torch.compile``'d training step timed against the eager one (``epdo bench --compile``).
+
+The step is the one :func:`epdo.zoo.benchmark.train_throughput` times (forward, cross-entropy,
+backward, Adam step) with the model's forward and the loss compiled by ``torch.compile``
+(TorchDynamo captures the graph, AOTAutograd derives the backward, Inductor generates the
+code); the optimizer step stays eager. A Neural ePDO layer enters the graph as the registered
+operators ``epdo::stencil_product`` and its backward (:mod:`epdo.zoo.layers.product_op`), so
+the compiled code calls epdo's fused kernels rather than spelling the product in plain ops.
+
+Figures (:func:`compiled_step_figures`):
+
+- ``train_compiled_images_per_s``: images/s of the compiled step (median of ``iters`` after
+  two warm-up steps: the first compiles, the second recompiles once when the field
+  BatchNorms leave their first-update momentum, see :mod:`epdo.zoo.layers.norms`);
+- ``train_compile_s``: seconds of those two warm-up steps (tracing and code generation);
+- ``train_compiled_graphs`` and ``train_compiled_graph_breaks``: what TorchDynamo captured
+  of the forward and loss (one graph and no break: nothing of the step runs outside the
+  compiled code).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .benchmark import random_batch, time_calls
+from .builder import ZooModel
+
+__all__ = ["compiled_step_figures", "graph_breaks"]
+
+_WARMUP = 2
+
+
+def _loss_fn(model: ZooModel) -> Any:
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    return loss
+
+
+def graph_breaks(model: ZooModel, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(graphs, graph breaks) TorchDynamo captures of a training-mode forward and loss of a
+    copy of ``model`` on ``(x, y)`` (the model itself is left as it was)."""
+    twin = copy.deepcopy(model).train()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(_loss_fn(twin))(x, y)
+    torch._dynamo.reset()
+    return explained.graph_count, explained.graph_break_count
+
+
+def compiled_step_figures(model: ZooModel, batch_size: int, iters: int,
+                          device: torch.device, backend: str = "inductor") -> dict[str, Any]:
+    """The figures of the module docstring for a copy of ``model`` (left as it was) at
+    ``batch_size`` images per step on ``device``; ``backend`` is ``torch.compile``'s (tests
+    use ``"aot_eager"``: the same graphs without code generation)."""
+    twin = copy.deepcopy(model).to(device).train()
+    x, y = random_batch(twin, batch_size, device)
+    graphs, breaks = graph_breaks(twin, x, y)
+    compiled = torch.compile(_loss_fn(twin), backend=backend)
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        compiled(x, y).backward()
+        opt.step()
+
+    start = time.perf_counter()
+    for _ in range(_WARMUP):
+        step()
+    compile_s = time.perf_counter() - start
+    seconds = time_calls(step, iters, device, warmup=0)
+    torch._dynamo.reset()
+    return {"train_compiled_images_per_s": batch_size / seconds, "train_compile_s": compile_s,
+            "train_compiled_graphs": graphs, "train_compiled_graph_breaks": breaks}
