@@ -20,6 +20,7 @@ ROWS = (
     ("build_warm_s", "build, warm", "s", "{:.3f}"),
     ("train_images_per_s", "training step (fwd + bwd + Adam)", "images/s", "{:.1f}"),
     ("train_compiled_images_per_s", "training step, torch.compile", "images/s", "{:.1f}"),
+    ("train_compiled_vs_eager", "  compiled / eager, called alternately", "ratio", "{:.2f}"),
     ("train_compile_s", "torch.compile, first two steps", "s", "{:.1f}"),
     ("train_compiled_graph_breaks", "torch.compile, graph breaks", "", "{:d}"),
     ("infer_eager_images_per_s", "inference, PyTorch eager", "images/s", "{:.1f}"),
@@ -43,7 +44,7 @@ def _format_rows(data: dict[str, Any]) -> list[tuple[str, str, str, str | None]]
 
     rows: list[tuple[str, str, str, str | None]] = []
     for f in all_formats():
-        if f"infer_{f.bench_key}_images_per_s" not in data:
+        if data.get(f"infer_{f.bench_key}_images_per_s") is None:
             continue
         rows.append((f"infer_{f.bench_key}_images_per_s",
                      f"inference, {f.title} ({data.get(f'{f.bench_key}_device', '?')})",

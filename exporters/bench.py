@@ -23,7 +23,6 @@ verified here; ``epdo export`` verifies the same artifacts.
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from epdo.zoo.benchmark import sync_device, time_calls
+from epdo.zoo.benchmark import alternate_medians, time_calls
 from epdo.zoo.spec import Spec
 
 from .artifact import ServingError, build_metadata
@@ -47,21 +46,6 @@ _WARMUP = 3
 def _inference_graph(model: torch.nn.Module, spec: Spec) -> torch.nn.Module:
     """The inference graph, built from a CPU copy of ``model`` (the model is left as is)."""
     return inference_model(copy.deepcopy(model).cpu().eval(), spec)
-
-
-def alternate_medians(first: Callable[[], Any], second: Callable[[], Any], iters: int,
-                      device: torch.device) -> tuple[float, float]:
-    """Median wall times (s) of ``first()`` and ``second()`` called alternately, ``iters``
-    times each (after one warm-up call of each)."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for rnd in range(max(1, iters) + 1):
-        for fn, out in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn()
-            sync_device(device)
-            if rnd:
-                out.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def format_throughput(fmt: ArtifactFormat, graph: torch.nn.Module, spec: Spec,

@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python scripts/bench_table.py --specs quickstart mnist_cnn --json-out bench.jsonl
     python scripts/bench_table.py --neural --all-formats    # every served form of the Neural
                                                             # ePDO specs, against eager
+    python scripts/bench_table.py --neural --compile        # the torch.compile'd step
 """
 
 from __future__ import annotations
@@ -45,10 +46,18 @@ FORMS = [("eager", "eager"), ("TorchScript", "torchscript"), ("ORT", "onnxruntim
          ("pt2", "pt2"), ("AOTI", "aoti")]
 FORM_COLUMNS = [("spec", "spec", "{}"), ("batch", "batch_size", "{}")] + [
     (f"{title} img/s", f"infer_{key}_images_per_s", "{:.1f}") for title, key in FORMS] + [
-    (f"{title} / eager", (f"infer_{key}_images_per_s", "/", "infer_eager_images_per_s"),
-     "{:.2f}") for title, key in FORMS[1:]]
-"""The served forms' table (``--all-formats``): every form's images/s and its ratio to eager,
-both from one run."""
+    (f"{title} / eager", f"{key}_vs_eager", "{:.2f}") for title, key in FORMS[1:]]
+"""The served forms' table (``--all-formats``): every form's images/s, and its speed against
+eager from the two called alternately in the same run."""
+COMPILE_COLUMNS = [
+    ("spec", "spec", "{}"), ("batch", "train_batch_size", "{}"),
+    ("eager step img/s", "train_images_per_s", "{:.1f}"),
+    ("compiled step img/s", "train_compiled_images_per_s", "{:.1f}"),
+    ("compiled / eager", "train_compiled_vs_eager", "{:.2f}"),
+    ("compile s", "train_compile_s", "{:.0f}"),
+    ("graph breaks", "train_compiled_graph_breaks", "{}"),
+]
+"""The compiled training step's table (``--compile``)."""
 
 
 def cell(report: dict, key, fmt) -> str:
@@ -74,14 +83,19 @@ def main() -> None:
                         help="the Neural ePDO specs (instead of --specs)")
     parser.add_argument("--all-formats", action="store_true",
                         help="also the AOTInductor package; print the served forms' table")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the torch.compile'd training step (no exported forms); "
+                        "print its table")
     args = parser.parse_args()
     specs = NEURAL_SPECS if args.neural else args.specs
-    columns = FORM_COLUMNS if args.all_formats else COLUMNS
+    columns = (COMPILE_COLUMNS if args.compile else FORM_COLUMNS if args.all_formats
+               else COLUMNS)
     reports = []
     for name in specs:
         cmd = [sys.executable, "-m", "epdo.cli", "bench", name, "--batch-size",
                str(args.batch_size), "--threads", str(args.threads), "--iters",
                str(args.iters), "--json"] + (["--all-formats"] if args.all_formats else [])
+        cmd += ["--compile", "--no-export"] if args.compile else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         reports.append(json.loads(out))
         print(f"{name}: done", file=sys.stderr)

@@ -62,6 +62,9 @@ def test_bench_quickstart_no_export() -> None:
     assert data["batch_size"] == 4 and data["threads"] == 1
     for key in EXPORTED:
         assert data[key] is None
+    labels = [str(cell) for cell in bench_table(data).columns[0].cells]
+    assert not any(label.startswith("inference, ") and "eager" not in label
+                   for label in labels), labels  # no empty rows for formats not timed
     assert data["torch_version"] == torch.__version__
     assert data["stencil_product"] in ("fused C++ kernels (CPU)", "PyTorch ops (cpu)",
                                        "PyTorch ops (cuda)")
@@ -89,8 +92,12 @@ def test_bench_exported_tiny_spec(tmp_path: Path) -> None:
     _check_positive(data, ALWAYS + EXPORTED)
     assert data["onnxruntime_version"]
     assert data["flops_forward_per_image_batch1"] == summarize(build_model(path)).flops
+    ratios = [f"{key}_vs_eager" for key in ("torchscript", "onnxruntime", "pt2")]
+    _check_positive(data, tuple(ratios))  # each timed alternately with the eager model
     table = bench_table(data)
-    assert table.row_count >= len(ALWAYS) - 2
+    assert table.row_count >= len(ALWAYS) - 2 + len(EXPORTED) + len(ratios)
+    labels = [str(cell) for cell in table.columns[0].cells]
+    assert sum("/ eager, called alternately" in label for label in labels) == len(ratios)
 
 
 def one_line_error(result) -> str:

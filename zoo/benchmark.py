@@ -168,6 +168,21 @@ def time_calls(fn: Callable[[], Any], iters: int, device: torch.device, warmup: 
     return statistics.median(times)
 
 
+def alternate_medians(first: Callable[[], Any], second: Callable[[], Any], iters: int,
+                      device: torch.device) -> tuple[float, float]:
+    """Median wall times (s) of ``first()`` and ``second()`` called alternately, ``iters``
+    times each (after one warm-up call of each)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for rnd in range(max(1, iters) + 1):
+        for fn, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            sync_device(device)
+            if rnd:
+                out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def matmul_gflops(device: torch.device, n: int | None = None, repeats: int = 3) -> tuple[int,
                                                                                         float]:
     """(n, GFLOP/s) of a square float32 ``n x n`` matmul on ``device``, median of ``repeats``."""
@@ -466,6 +481,6 @@ def run_benchmark(
     return report
 
 
-__all__ = ["BenchError", "BenchReport", "count_flops", "matmul_gflops", "random_batch",
-           "resolve_device", "run_benchmark", "sync_device", "time_build", "time_calls",
-           "train_peak_memory_mb"]
+__all__ = ["BenchError", "BenchReport", "alternate_medians", "count_flops", "matmul_gflops",
+           "random_batch", "resolve_device", "run_benchmark", "sync_device", "time_build",
+           "time_calls", "train_peak_memory_mb"]

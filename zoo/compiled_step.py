@@ -12,6 +12,9 @@ Figures (:func:`compiled_step_figures`):
 - ``train_compiled_images_per_s``: images/s of the compiled step (median of ``iters`` after
   two warm-up steps: the first compiles, the second recompiles once when the field
   BatchNorms leave their first-update momentum, see :mod:`epdo.zoo.layers.norms`);
+- ``train_compiled_vs_eager``: the eager step's median time over the compiled one's, the
+  two (on two copies of the model, each with its own Adam) called alternately ``iters``
+  times each, so that a machine whose speed drifts moves both sides alike;
 - ``train_compile_s``: seconds of those two warm-up steps (tracing and code generation);
 - ``train_compiled_graphs`` and ``train_compiled_graph_breaks``: what TorchDynamo captured
   of the forward and loss (one graph and no break: nothing of the step runs outside the
@@ -27,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .benchmark import random_batch, time_calls
+from .benchmark import alternate_medians, random_batch, time_calls
 from .builder import ZooModel
 
 __all__ = ["compiled_step_figures", "graph_breaks"]
@@ -58,21 +61,31 @@ def compiled_step_figures(model: ZooModel, batch_size: int, iters: int,
     ``batch_size`` images per step on ``device``; ``backend`` is ``torch.compile``'s (tests
     use ``"aot_eager"``: the same graphs without code generation)."""
     twin = copy.deepcopy(model).to(device).train()
+    eager_twin = copy.deepcopy(twin)
     x, y = random_batch(twin, batch_size, device)
     graphs, breaks = graph_breaks(twin, x, y)
     compiled = torch.compile(_loss_fn(twin), backend=backend)
-    opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    compiled_step = _adam_step(twin, compiled, x, y)
+    eager_step = _adam_step(eager_twin, _loss_fn(eager_twin), x, y)
+    start = time.perf_counter()
+    for _ in range(_WARMUP):
+        compiled_step()
+    compile_s = time.perf_counter() - start
+    seconds = time_calls(compiled_step, iters, device, warmup=0)
+    eager_s, compiled_s = alternate_medians(eager_step, compiled_step, iters, device)
+    torch._dynamo.reset()
+    return {"train_compiled_images_per_s": batch_size / seconds,
+            "train_compiled_vs_eager": eager_s / compiled_s, "train_compile_s": compile_s,
+            "train_compiled_graphs": graphs, "train_compiled_graph_breaks": breaks}
+
+
+def _adam_step(model: ZooModel, loss_fn: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
+    """One training step of ``model`` through ``loss_fn`` with its own Adam."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        compiled(x, y).backward()
+        loss_fn(x, y).backward()
         opt.step()
 
-    start = time.perf_counter()
-    for _ in range(_WARMUP):
-        step()
-    compile_s = time.perf_counter() - start
-    seconds = time_calls(step, iters, device, warmup=0)
-    torch._dynamo.reset()
-    return {"train_compiled_images_per_s": batch_size / seconds, "train_compile_s": compile_s,
-            "train_compiled_graphs": graphs, "train_compiled_graph_breaks": breaks}
+    return step
