@@ -20,9 +20,16 @@ from pathlib import Path
 
 SPECS = ["mnist_regular_gauss", "mnist_regular_fd", "mnist_quotient_gauss",
          "mnist_d16c16_gauss", "mnist_pdoeconv_gauss", "mnist_cnn", "quickstart"]
-NEURAL_SPECS = ["mnist_regular_gauss", "mnist_quotient_gauss", "mnist_d16c16_gauss",
-                "quickstart", "rgb_regular_gauss", "seg_regular_gauss"]
-"""The shipped specs with Neural ePDO layers."""
+
+
+def neural_specs() -> list[str]:
+    """The shipped specs with Neural ePDO layers, as their specs say."""
+    from epdo.zoo import list_specs, load_spec
+
+    return [name for name in list_specs()
+            if any(getattr(layer, "op", None) == "neural_epdo"
+                   for layer in load_spec(name).layers)]
+
 
 COLUMNS = [
     ("spec", "spec", "{}"),
@@ -87,7 +94,7 @@ def main() -> None:
                         help="time the torch.compile'd training step (no exported forms); "
                         "print its table")
     args = parser.parse_args()
-    specs = NEURAL_SPECS if args.neural else args.specs
+    specs = neural_specs() if args.neural else args.specs
     columns = (COMPILE_COLUMNS if args.compile else FORM_COLUMNS if args.all_formats
                else COLUMNS)
     reports = []
