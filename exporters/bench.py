@@ -15,8 +15,9 @@ Each format ``F`` gives ``infer_<F.bench_key>_images_per_s``, ``<F.bench_key>_de
 (where it ran) and ``<F.bench_key>_build_s`` (seconds to build and seal it); onnxruntime
 also its version. With a ``reference`` (the zoo model's eager forward) it also gives
 ``<F.bench_key>_vs_eager``: the ratio of the two medians when the artifact and the eager
-model are called alternately, ``iters`` times each, so that a machine whose speed drifts
-over the run (a shared VM) moves both sides of the ratio alike. The figures are not
+model are timed in alternating rounds, ``iters`` of each
+(:func:`~epdo.zoo.benchmark.alternate_medians`), so that a machine whose speed drifts over
+the run (a shared VM) moves both sides of the ratio alike. The figures are not
 verified here; ``epdo export`` verifies the same artifacts.
 """
 

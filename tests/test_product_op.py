@@ -178,24 +178,34 @@ def test_other_ops_of_the_namespace_or_schemas_are_refused(program: tuple[Path, 
 
 
 def test_the_inference_graph_feeds_the_product_channels_last() -> None:
-    """As in the zoo model, every Neural ePDO of the inference graph (what ``.pt2`` and AOTI
-    are exported from) gets its input channels-last, even after a stem convolution fed one
-    channel (which returns NCHW): the 1x1 convolutions and the fused product run fastest
-    on that layout, and an NCHW input costs a copy of every chunk's coefficients."""
+    """As in the zoo model, the feature maps of the inference graph (what ``.pt2`` and AOTI
+    are exported from) are channels-last, even after a stem convolution fed one channel
+    (a convolution returns NCHW there): the 1x1 convolutions and the fused product run
+    fastest on that layout, and an NCHW input costs a copy of every chunk's coefficients."""
     from epdo.zoo.layers.neural_epdo import NeuralEPDOInference
+    from epdo.zoo.layers.plain import ChannelsLastConv2d
 
     torch.manual_seed(0)
     graph = build_model(load_spec(NEURAL_TINY)).eval().export()
-    seen: list[bool] = []
+    seen: list[tuple[str, bool]] = []
+
+    def record(module: torch.nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        seen.append((type(module).__name__, out.is_contiguous(memory_format=torch.channels_last)
+                     and not out.is_contiguous()))
+
     for module in graph.modules():
         if isinstance(module, NeuralEPDOInference):
             module.reduce.register_forward_hook(
                 lambda mod, inputs, out: seen.append(
-                    inputs[0].is_contiguous(memory_format=torch.channels_last)
-                    and not inputs[0].is_contiguous()))
+                    ("product input", inputs[0].is_contiguous(memory_format=torch.channels_last)
+                     and not inputs[0].is_contiguous())))
+        if isinstance(module, ChannelsLastConv2d | NeuralEPDOInference):
+            module.register_forward_hook(record)
     with torch.no_grad():
         graph(torch.rand(2, 1, 12, 12))
-    assert seen == [True]
+    stem, product, reduce, out = (("ChannelsLastConv2d", True), ("product input", True),
+                                  ("ChannelsLastConv2d", True), ("ChannelsLastConv2d", True))
+    assert seen == [stem, product, reduce, out, ("NeuralEPDOInference", True)]
 
 
 def test_a_whole_models_training_step_compiles_as_one_graph() -> None:

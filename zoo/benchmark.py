@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -169,17 +170,30 @@ def time_calls(fn: Callable[[], Any], iters: int, device: torch.device, warmup: 
 
 
 def alternate_medians(first: Callable[[], Any], second: Callable[[], Any], iters: int,
-                      device: torch.device) -> tuple[float, float]:
-    """Median wall times (s) of ``first()`` and ``second()`` called alternately, ``iters``
-    times each (after one warm-up call of each)."""
+                      device: torch.device, min_seconds: float = 2.0) -> tuple[float, float]:
+    """Median wall times (s) of ``first()`` and ``second()`` taken in alternating rounds:
+    ``iters`` rounds, or more for fast calls, until each side has run about ``min_seconds``
+    (at most 500 rounds).
+
+    A round calls its function twice and times the second call: the first absorbs the
+    switch from the other side (another runtime's worker threads still spinning, caches
+    holding the other's data), which would otherwise count against whichever side runs
+    second."""
     times: tuple[list[float], list[float]] = ([], [])
-    for rnd in range(max(1, iters) + 1):
+    rounds = max(1, iters)
+    done = 0
+    while done < rounds:
         for fn, out in ((first, times[0]), (second, times[1])):
+            fn()
+            sync_device(device)
             start = time.perf_counter()
             fn()
             sync_device(device)
-            if rnd:
-                out.append(time.perf_counter() - start)
+            out.append(time.perf_counter() - start)
+        done += 1
+        if done == 1:
+            call = min(times[0][0], times[1][0])
+            rounds = max(rounds, min(500, math.ceil(min_seconds / max(call, 1e-6) / 2)))
     return statistics.median(times[0]), statistics.median(times[1])
 
 

@@ -13,8 +13,9 @@ Figures (:func:`compiled_step_figures`):
   two warm-up steps: the first compiles, the second recompiles once when the field
   BatchNorms leave their first-update momentum, see :mod:`epdo.zoo.layers.norms`);
 - ``train_compiled_vs_eager``: the eager step's median time over the compiled one's, the
-  two (on two copies of the model, each with its own Adam) called alternately ``iters``
-  times each, so that a machine whose speed drifts moves both sides alike;
+  two (on two copies of the model, each with its own Adam) timed in alternating rounds
+  (:func:`~epdo.zoo.benchmark.alternate_medians`), so that a machine whose speed drifts
+  moves both sides alike;
 - ``train_compile_s``: seconds of those two warm-up steps (tracing and code generation);
 - ``train_compiled_graphs`` and ``train_compiled_graph_breaks``: what TorchDynamo captured
   of the forward and loss (one graph and no break: nothing of the step runs outside the

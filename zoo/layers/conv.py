@@ -100,11 +100,12 @@ class EquivariantConv(TypedModule):
         return y
 
     def export(self) -> nn.Conv2d:
-        """Inference form: the kernel expanded once from the basis, as a plain Conv2d."""
+        """Inference form: the kernel expanded once from the basis, as a plain Conv2d whose
+        output is channels-last, as this layer keeps it."""
         with torch.no_grad():
             weight = self.expansion()
             bias = self.bias() if self.bias is not None else None
-        return plain_conv(weight, bias, self.stride, self.padding)
+        return plain_conv(weight, bias, self.stride, self.padding, channels_last=True)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", order={self.expansion.order}, stride={self.stride}"

@@ -29,6 +29,7 @@ from ..errors import EpdoError
 
 __all__ = [
     "ChannelAffine",
+    "ChannelsLastConv2d",
     "InferenceModel",
     "TappedSequence",
     "UnsupportedModuleError",
@@ -99,12 +100,23 @@ def _fold(layer: nn.Conv2d | nn.Linear, scale: torch.Tensor, shift: torch.Tensor
     layer.bias = nn.Parameter((b * scale + shift).float(), requires_grad=False)
 
 
+class ChannelsLastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose output is channels-last in memory, as the zoo's equivariant
+    convolutions keep it (fed one channel, or concatenated with an NCHW map, a convolution
+    returns NCHW). The values are the convolution's; ONNX has no layout and ignores it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).contiguous(memory_format=torch.channels_last)
+
+
 def plain_conv(weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int,
-               groups: int = 1) -> nn.Conv2d:
-    """An ``nn.Conv2d`` holding ``weight`` (C_out, C_in/groups, k, k) and ``bias``."""
+               groups: int = 1, channels_last: bool = False) -> nn.Conv2d:
+    """An ``nn.Conv2d`` holding ``weight`` (C_out, C_in/groups, k, k) and ``bias``; with
+    ``channels_last`` a :class:`ChannelsLastConv2d`."""
     c_out, c_in_g, k, _ = weight.shape
-    conv = nn.Conv2d(c_in_g * groups, c_out, k, stride, padding, groups=groups,
-                     bias=bias is not None)
+    kind = ChannelsLastConv2d if channels_last else nn.Conv2d
+    conv = kind(c_in_g * groups, c_out, k, stride, padding, groups=groups,
+                bias=bias is not None)
     conv.weight = nn.Parameter(weight.detach().float().clone(), requires_grad=False)
     if bias is not None:
         conv.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False)
