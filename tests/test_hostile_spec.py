@@ -342,7 +342,7 @@ def test_absurd_sizes_are_refused_before_building(case: str, tmp_path: Path) -> 
     if case.startswith("kernel"):
         text = text.replace("op: pdo_conv, fields: 4", "op: conv, channels: 4, kernel: 1000001")
         path, hint = "layers[0]", "EPDO_MAX_WEIGHTS"
-    err = refused(write(tmp_path, text), seconds=2.0)
+    err = refused(write(tmp_path, text))  # building any of these would take minutes
     assert err.path == path and hint in str(err) and err.line is not None, str(err)
     if hint in ("EPDO_MAX_WEIGHTS", "EPDO_MAX_ACTIVATION_BYTES"):
         assert "B as float32" in str(err) or "B of values" in str(err)  # the estimate

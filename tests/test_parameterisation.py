@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -172,7 +174,8 @@ def test_a_loaded_state_dict_says_whether_the_first_update_is_done() -> None:
     x = (torch.randn(8, 48, 5, 5) * 0.01).contiguous(memory_format=torch.channels_last)
     trained = FieldBatchNorm(feature("regular", 3)).train()
     trained(x)
-    resumed = FieldBatchNorm(feature("regular", 3)).train()
+    built = FieldBatchNorm(feature("regular", 3))
+    resumed = copy.deepcopy(built).train()  # a copy reads its own state, not the original's
     resumed.load_state_dict(trained.state_dict())
     before = resumed.bn.running_var.clone()
     resumed(x * 10)

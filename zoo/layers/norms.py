@@ -86,16 +86,19 @@ def first_batch_seeds(owner: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> 
         bn.momentum = momentum
 
 
-def track_seeding(owner: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """Give ``owner`` its ``_seeded`` state: false when built, and after a state dict is
-    loaded, whether ``bn`` had counted a batch (a resumed or trained model is past its first
-    update)."""
+def _seeded_from_state(owner: nn.Module, incompatible: object) -> None:
+    """After a state dict is loaded: past the first update when its BatchNorm (the owner
+    itself or its ``bn``) had counted a batch."""
+    bn = owner if isinstance(owner, nn.modules.batchnorm._BatchNorm) else owner.bn
+    owner._seeded = bool(bn.num_batches_tracked.item() > 0)
+
+
+def track_seeding(owner: nn.Module) -> None:
+    """Give ``owner`` (a BatchNorm, or a module holding one as ``bn``) its ``_seeded``
+    state: false when built, and after a state dict is loaded whether the BatchNorm had
+    counted a batch (a resumed or trained model is past its first update)."""
     owner._seeded = False
-
-    def seeded_from_state(module: nn.Module, incompatible: object) -> None:
-        module._seeded = bool(bn.num_batches_tracked.item() > 0)
-
-    owner.register_load_state_dict_post_hook(seeded_from_state)
+    owner.register_load_state_dict_post_hook(_seeded_from_state)
 
 
 class SeededBatchNorm1d(nn.BatchNorm1d):
@@ -104,7 +107,7 @@ class SeededBatchNorm1d(nn.BatchNorm1d):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        track_seeding(self, self)
+        track_seeding(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with first_batch_seeds(self, self):
@@ -125,7 +128,7 @@ class FieldBatchNorm(TypedModule):
         super().__init__()
         self.in_type = self.out_type = feature
         self.bn = nn.BatchNorm3d(feature.count, eps=eps, momentum=momentum)
-        track_seeding(self, self.bn)
+        track_seeding(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
