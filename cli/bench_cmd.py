@@ -94,7 +94,7 @@ def bench_command(
                               "AOTInductor package: compiles C++, needs a compiler)."),
     compile_step: bool = typer.Option(False, "--compile",
                                       help="Also time the training step compiled by "
-                                      "torch.compile (takes minutes: generates C++)."),
+                                      "torch.compile (tens of seconds to compile: generates C++)."),
 ) -> None:
     """Measure build time, training and inference throughput, peak memory and FLOP rates."""
     from functools import partial
