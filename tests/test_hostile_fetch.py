@@ -276,7 +276,7 @@ def test_a_signal_mid_download_leaves_no_part_file(hostile, tmp_path: Path, how:
             time.sleep(0.05)
         time.sleep(2 * TRICKLE_SECONDS)  # a few bytes in
         proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=20)
+        _, stderr = proc.communicate(timeout=60)  # seconds normally; wide for a stalled CI
     finally:
         if proc.poll() is None:
             proc.kill()
