@@ -244,6 +244,12 @@ def test_a_full_disk_while_unpacking_cifar_names_the_folder(hostile, tmp_path: P
 
 # --------------------------------------------------------------------------- signals
 
+def _default_signals() -> None:
+    """In the child, before it runs: SIGTERM, SIGHUP and SIGINT at their default handlers."""
+    for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+
+
 _LIBRARY_FETCH = ("import sys\nfrom epdo.zoo.data import fetch_dataset\n"
                   "fetch_dataset('mnist-rot', url=sys.argv[1], dest=sys.argv[2], "
                   f"progress=False, expected_rows={FIXTURE_ROWS!r})\n")
@@ -268,7 +274,10 @@ def test_a_signal_mid_download_leaves_no_part_file(hostile, tmp_path: Path, how:
                    "--dest", str(dest)]
     else:
         command = [sys.executable, "-c", _LIBRARY_FETCH, url, str(dest)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the child starts with the default handlers, as from a shell (under nohup, SIGHUP is
+    # inherited ignored, and epdo rightly leaves an ignored signal alone)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 60
         while not list(dest.glob("*.part")):  # the download has begun
@@ -276,7 +285,7 @@ def test_a_signal_mid_download_leaves_no_part_file(hostile, tmp_path: Path, how:
             time.sleep(0.05)
         time.sleep(2 * TRICKLE_SECONDS)  # a few bytes in
         proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=60)  # seconds normally; wide for a stalled CI
+        _, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
