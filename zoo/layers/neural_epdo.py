@@ -244,8 +244,6 @@ class NeuralEPDOInference(nn.Module):
         return self.out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last, as in the zoo model (a convolution fed one channel returns NCHW)
-        x = x.contiguous(memory_format=torch.channels_last)
         h = self.reduce(x)
         h = F.relu(F.group_norm(h, self.norm_groups, self.norm_weight, self.norm_bias,
                                 self.norm_eps))
